@@ -1,0 +1,1 @@
+//! Support kit for herd integration tests.
