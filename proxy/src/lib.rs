@@ -1,0 +1,35 @@
+//! herd-proxy: the sidecar.
+//!
+//! A connection walks the stages of the request path, one module each, in this order:
+//!
+//! | stage | decides | module |
+//! | --- | --- | --- |
+//! | listen | accept; the original destination; one task and span per connection | [`listen`] |
+//! | detect | HTTP/1, HTTP/2, or opaque bytes, within bounded bytes and time | [`detect`] |
+//! | route | which service (by authority) and which of its routes | [`route`] |
+//! | balance | which endpoint of the service | [`balance`] |
+//! | endpoint | a pooled connection to the endpoint | [`endpoint`] |
+//!
+//! (mTLS, a `tls` stage between detect and route, is not built yet: all traffic is plaintext.)
+//! HTTP requests are served and forwarded by [`http`]; opaque bytes by [`opaque`]. Routing
+//! comes from an immutable [`snapshot::Snapshot`] published on a watch channel, replaced whole by
+//! [`reload`]. [`errors`] is the one place a failure becomes a status code.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod balance;
+pub mod body;
+pub mod detect;
+pub mod drain;
+pub mod endpoint;
+pub mod errors;
+pub mod http;
+pub mod listen;
+pub mod metrics;
+pub mod opaque;
+pub mod reload;
+pub mod route;
+mod run;
+pub mod snapshot;
+
+pub use run::run;

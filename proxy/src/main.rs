@@ -1,1 +1,88 @@
-fn main() {}
+//! `herd-proxy --config FILE [--check]`.
+//!
+//! Exit codes: 0 after a clean shutdown or a passing `--check`; 64 (EX_USAGE) for a bad flag, an
+//! unreadable or invalid config file, or a bad `HERD_LOG`, always with one line on stderr; 1 when
+//! the proxy cannot start (a port already taken).
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+const EX_USAGE: u8 = 64;
+
+/// herd's sidecar proxy.
+#[derive(Parser)]
+#[command(name = "herd-proxy", version, about)]
+struct Cli {
+    /// The mesh file: the proxy's listeners and the services it routes to.
+    #[arg(long, value_name = "FILE", env = "HERD_PROXY_CONFIG")]
+    config: PathBuf,
+    /// Validate the file and exit: 0 when it is valid, 64 with `FILE:LINE:COLUMN: message` when not.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            print!("{e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("herd-proxy: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let config = match herd_config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    if cli.check {
+        println!("{}: ok", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = init_logging() {
+        eprintln!("herd-proxy: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herd-proxy: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(herd_proxy::run(cli.config, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("herd-proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `HERD_LOG` (env-filter syntax, default `info`) and `HERD_LOG_FORMAT` (`plain`, default, or
+/// `json`). Logs go to stderr.
+fn init_logging() -> Result<(), String> {
+    let filter = match std::env::var("HERD_LOG") {
+        Ok(spec) => EnvFilter::try_new(&spec).map_err(|e| format!("HERD_LOG={spec:?}: {e}"))?,
+        Err(_) => EnvFilter::new("info"),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match std::env::var("HERD_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().with_current_span(true).with_span_list(false).init(),
+        Ok("plain") | Err(_) => builder.init(),
+        Ok(other) => return Err(format!("HERD_LOG_FORMAT={other:?}: expected plain or json")),
+    }
+    Ok(())
+}

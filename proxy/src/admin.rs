@@ -1,0 +1,114 @@
+//! The admin listener: health, configuration, metrics and shutdown, for kubelets, operators and
+//! Prometheus.
+//!
+//! | path | answers |
+//! | --- | --- |
+//! | `GET /live` | 200 while the process runs |
+//! | `GET /ready` | 200 once every listener is bound and a config is loaded; 503 before, and while draining |
+//! | `GET /config` | the configuration in force, its version and file, as JSON |
+//! | `GET /metrics` | Prometheus text |
+//! | `POST /shutdown` | 202 and a graceful shutdown, from loopback only (a Job's last step); 403 otherwise |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::drain::Drain;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+#[derive(Clone)]
+pub struct Admin {
+    pub ready: Arc<AtomicBool>,
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub drain: Drain,
+    pub metrics: Metrics,
+}
+
+impl Admin {
+    /// Serves admin connections until the process exits. (The admin listener keeps answering
+    /// while the proxy drains, so probes see `/ready` turn 503.)
+    pub async fn serve(self, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let admin = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(req, peer)) }
+                });
+                if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                    debug!(%error, "admin connection ended");
+                }
+            });
+        }
+    }
+
+    fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/live") => text(StatusCode::OK, "live\n"),
+            (&Method::GET | &Method::HEAD, "/ready") => {
+                if self.ready.load(Ordering::Acquire) && !self.drain.is_draining() {
+                    text(StatusCode::OK, "ready\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                }
+            }
+            (&Method::GET | &Method::HEAD, "/config") => {
+                let snapshot = self.snapshot.borrow().clone();
+                let body = serde_json::json!({
+                    "version": snapshot.version,
+                    "file": snapshot.file,
+                    "config": &*snapshot.config,
+                });
+                let mut resp = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(&body).unwrap_or_default())));
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                resp
+            }
+            (&Method::GET | &Method::HEAD, "/metrics") => {
+                let mut resp = Response::new(Full::new(Bytes::from(self.metrics.encode())));
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                resp
+            }
+            (&Method::POST, "/shutdown") => {
+                if !peer.ip().is_loopback() {
+                    return text(StatusCode::FORBIDDEN, "shutdown is accepted from loopback only\n");
+                }
+                info!(%peer, "shutdown requested");
+                self.drain.start();
+                text(StatusCode::ACCEPTED, "shutting down\n")
+            }
+            (_, "/live" | "/ready" | "/config" | "/metrics" | "/shutdown") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found: try /live, /ready, /config, /metrics, POST /shutdown\n"),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}

@@ -1,0 +1,130 @@
+//! Every way a proxied request can fail, and the one place each becomes an HTTP status.
+//!
+//! An operator looking at a 502 needs to know whether the app sent it or the proxy did, and
+//! why. So every failure the proxy itself answers for is a [`ProxyError`], tagged with where it
+//! came from ([`Origin`]) and whether repeating the request is safe, and [`ProxyError::to_response`]
+//! is the only code that turns one into a response: it sets the status and a `herd-proxy-error`
+//! header naming the cause.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::ResponseBody;
+
+/// The header on every response the proxy generated itself.
+pub const PROXY_ERROR_HEADER: &str = "herd-proxy-error";
+
+/// Where a failure came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The client sent something the proxy cannot forward.
+    Downstream,
+    /// The endpoint could not be reached or misbehaved.
+    Upstream,
+    /// The proxy's own configuration or state.
+    Proxy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no service for authority {0}")]
+    NoService(String),
+    #[error("request has no authority")]
+    NoAuthority,
+    #[error("invalid authority")]
+    InvalidAuthority,
+    #[error("conflicting content-length and transfer-encoding")]
+    Smuggling,
+    #[error("service {0} has no endpoints")]
+    NoEndpoints(String),
+    #[error("connect refused: {0}")]
+    ConnectRefused(SocketAddr),
+    #[error("connect timeout after {timeout:?}: {addr}")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("connect failed: {addr}: {source}")]
+    Connect { addr: SocketAddr, source: io::Error },
+    #[error("cannot resolve {authority}: {source}")]
+    Resolve { authority: String, source: io::Error },
+    #[error("upstream handshake failed: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("upstream connection failed: {0}")]
+    Upstream(#[source] hyper::Error),
+    #[error("response timeout after {0:?}")]
+    ResponseTimeout(Duration),
+    #[error("upstream does not support upgrades over HTTP/2")]
+    UpgradeToHttp2,
+}
+
+impl ProxyError {
+    pub fn origin(&self) -> Origin {
+        match self {
+            Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling => Origin::Downstream,
+            Self::NoService(_) | Self::NoEndpoints(_) | Self::UpgradeToHttp2 => Origin::Proxy,
+            Self::ConnectRefused(_)
+            | Self::ConnectTimeout { .. }
+            | Self::Connect { .. }
+            | Self::Resolve { .. }
+            | Self::Handshake(_)
+            | Self::Upstream(_)
+            | Self::ResponseTimeout(_) => Origin::Upstream,
+        }
+    }
+
+    /// Whether the request provably never reached the app, so sending it again (to this or
+    /// another endpoint) cannot repeat its effect.
+    pub fn never_reached_app(&self) -> bool {
+        matches!(
+            self,
+            Self::ConnectRefused(_)
+                | Self::ConnectTimeout { .. }
+                | Self::Connect { .. }
+                | Self::Resolve { .. }
+                | Self::Handshake(_)
+                | Self::NoEndpoints(_)
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoService(_) => StatusCode::NOT_FOUND,
+            Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling => StatusCode::BAD_REQUEST,
+            Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::ConnectRefused(_)
+            | Self::ConnectTimeout { .. }
+            | Self::Connect { .. }
+            | Self::Resolve { .. }
+            | Self::Handshake(_)
+            | Self::Upstream(_)
+            | Self::UpgradeToHttp2 => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Classifies a failed connect.
+    pub fn connect(addr: SocketAddr, source: io::Error) -> Self {
+        match source.kind() {
+            io::ErrorKind::ConnectionRefused => Self::ConnectRefused(addr),
+            _ => Self::Connect { addr, source },
+        }
+    }
+
+    /// The response the client sees. A downstream error closes the connection: after a request
+    /// the proxy could not make sense of, the rest of the byte stream cannot be trusted.
+    pub fn to_response(&self) -> Response<ResponseBody> {
+        let text = self.to_string();
+        let mut resp = Response::new(ResponseBody::text(format!("{text}\n")));
+        *resp.status_mut() = self.status();
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            headers.insert(PROXY_ERROR_HEADER, v);
+        }
+        if self.origin() == Origin::Downstream {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}

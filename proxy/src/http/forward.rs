@@ -1,0 +1,209 @@
+//! One request through the stages, in the order it meets them: route (which service and route),
+//! header rewriting, balance (which endpoint), endpoint (a pooled connection), then the
+//! response's way back. `CONNECT` on the outbound side leaves HTTP here and becomes a tunnel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use super::ConnCtx;
+use super::headers::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
+use crate::body::{RequestBody, ResponseBody};
+use crate::endpoint::{self, Checkin, Endpoint, Wire};
+use crate::errors::ProxyError;
+use crate::listen::Direction;
+use crate::opaque;
+use crate::route::ServiceTarget;
+use crate::snapshot::Snapshot;
+
+/// How long a `CONNECT` to a host outside the mesh may take to connect: such hosts are remote
+/// (federation peers), so this is longer than the in-cluster `connectTimeout`.
+const EGRESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn forward(
+    mut req: Request<Incoming>,
+    snapshot: &Snapshot,
+    ctx: &ConnCtx,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    // Request smuggling: a message with both framings is ambiguous; refuse it (RFC 9112 §6.3).
+    if req.headers().contains_key(header::TRANSFER_ENCODING) && req.headers().contains_key(header::CONTENT_LENGTH) {
+        return Err(ProxyError::Smuggling);
+    }
+
+    // route: which service, then which of its routes.
+    let service: &Arc<ServiceTarget> = match ctx.direction {
+        Direction::Inbound => snapshot.inbound.as_ref().ok_or(ProxyError::NoService("inbound".into()))?,
+        Direction::Outbound => {
+            if req.method() == Method::CONNECT {
+                return connect_tunnel(req, snapshot, ctx).await;
+            }
+            let authority = authority_of(&req).ok_or(ProxyError::NoAuthority)?;
+            match snapshot.routes.lookup(authority) {
+                Ok(Some(service)) => service,
+                Ok(None) => return Err(ProxyError::NoService(authority.to_owned())),
+                Err(()) => return Err(ProxyError::InvalidAuthority),
+            }
+        }
+    };
+    let route = service.route(req.method(), req.uri().path());
+    debug!(service = %service.name, route = %route.name, method = %req.method(), "routing");
+
+    // Headers: hop-by-hop out, X-Forwarded-For in. `Expect` is answered by this proxy (hyper
+    // sends `100 Continue` when the body is first read), so the app need not see it.
+    let upgrade = !ctx.http2 && is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    headers.remove(header::EXPECT);
+    append_forwarded_for(headers, ctx.client.ip());
+
+    // balance: which endpoint.
+    let endpoint = service.balancer.pick().ok_or_else(|| ProxyError::NoEndpoints(service.name.to_string()))?;
+    let wire = endpoint.key().wire;
+    if upgrade && wire == Wire::Http2 {
+        return Err(ProxyError::UpgradeToHttp2);
+    }
+
+    // endpoint: put the request in the form the endpoint's protocol wants, and send it.
+    let (parts, body) = req.into_parts();
+    let (body, body_ended) = RequestBody::new(body);
+    let req = for_wire(Request::from_parts(parts, body), wire)?;
+    let (mut resp, checkin) = send(endpoint, req, body_ended, route.timeout).await?;
+
+    // The response's way back.
+    if let Some(client_upgrade) = client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let drain = ctx.drain.clone();
+        ctx.drain.spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => opaque::tunnel(TokioIo::new(client), TokioIo::new(upstream), &drain).await,
+                Err(error) => debug!(%error, "upgrade failed"),
+            }
+        });
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, true);
+        parts.version = Version::HTTP_11;
+        return Ok(Response::from_parts(parts, ResponseBody::upstream(body, None)));
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    if ctx.http2 {
+        parts.version = Version::HTTP_2;
+    } else {
+        parts.version = Version::HTTP_11;
+        if ctx.drain.is_draining() {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body, checkin)))
+}
+
+/// The authority a request is for: its absolute-form or `:authority`, else `Host`.
+fn authority_of<B>(req: &Request<B>) -> Option<&str> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str());
+    }
+    req.headers().get(header::HOST).and_then(|h| h.to_str().ok())
+}
+
+/// HTTP/1 endpoints get origin-form (`/path?q`) with a `Host` header; HTTP/2 endpoints get an
+/// absolute URI, whose authority becomes `:authority`.
+fn for_wire(mut req: Request<RequestBody>, wire: Wire) -> Result<Request<RequestBody>, ProxyError> {
+    match wire {
+        Wire::Http1 => {
+            *req.version_mut() = Version::HTTP_11;
+            if let Some(authority) = req.uri().authority().cloned() {
+                if !req.headers().contains_key(header::HOST) {
+                    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::InvalidAuthority)?;
+                    req.headers_mut().insert(header::HOST, host);
+                }
+                let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+                *req.uri_mut() = Uri::from(pq);
+            }
+        }
+        Wire::Http2 => {
+            *req.version_mut() = Version::HTTP_2;
+            if req.uri().authority().is_none() {
+                let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+                let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+                *req.uri_mut() = Uri::builder()
+                    .scheme(Scheme::HTTP)
+                    .authority(host)
+                    .path_and_query(pq)
+                    .build()
+                    .map_err(|_| ProxyError::InvalidAuthority)?;
+            }
+            req.headers_mut().remove(header::HOST);
+        }
+    }
+    Ok(req)
+}
+
+/// Sends `req` and waits for the response headers. The route's timeout starts once the request
+/// body has been forwarded in full (at once for a request without one): an upload's duration is
+/// the client's, not the app's. Dropping the send on timeout drops its connection, which cancels
+/// the request at the app.
+async fn send(
+    endpoint: &Arc<Endpoint>,
+    req: Request<RequestBody>,
+    body_ended: Option<oneshot::Receiver<()>>,
+    timeout: Option<Duration>,
+) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
+    let send = endpoint.send(req);
+    let Some(timeout) = timeout else { return send.await };
+    tokio::pin!(send);
+    if let Some(ended) = body_ended {
+        tokio::select! {
+            result = &mut send => return result,
+            _ = ended => {}
+        }
+    }
+    match tokio::time::timeout(timeout, send).await {
+        Ok(result) => result,
+        Err(_) => Err(ProxyError::ResponseTimeout(timeout)),
+    }
+}
+
+/// `CONNECT host:port`: connect (to a mesh service's endpoint when the authority names one,
+/// else to the named host), answer 200, then carry bytes both ways.
+async fn connect_tunnel(
+    mut req: Request<Incoming>,
+    snapshot: &Snapshot,
+    ctx: &ConnCtx,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let authority = req.uri().authority().ok_or(ProxyError::NoAuthority)?.clone();
+    let upstream = match snapshot.routes.lookup(authority.as_str()) {
+        Ok(Some(service)) => {
+            let endpoint =
+                service.balancer.pick().ok_or_else(|| ProxyError::NoEndpoints(service.name.to_string()))?;
+            endpoint.connect().await?
+        }
+        _ => {
+            let port = authority.port_u16().ok_or(ProxyError::InvalidAuthority)?;
+            let mut addrs = tokio::net::lookup_host((authority.host().trim_matches(['[', ']']), port))
+                .await
+                .map_err(|source| ProxyError::Resolve { authority: authority.to_string(), source })?;
+            let addr = addrs.next().ok_or_else(|| ProxyError::Resolve {
+                authority: authority.to_string(),
+                source: std::io::Error::other("no addresses"),
+            })?;
+            endpoint::connect(addr, EGRESS_CONNECT_TIMEOUT).await?
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let drain = ctx.drain.clone();
+    ctx.drain.spawn(async move {
+        match on_upgrade.await {
+            Ok(client) => opaque::tunnel(TokioIo::new(client), upstream, &drain).await,
+            Err(error) => debug!(%error, "CONNECT upgrade failed"),
+        }
+    });
+    Ok(Response::new(ResponseBody::empty()))
+}

@@ -1,0 +1,139 @@
+//! HTTP connections: serve a client connection with hyper and proxy each request.
+//!
+//! HTTP/1 is served with keep-alive and pipelining (answers in order), a deadline for each request
+//! head (`headerTimeout`: a client trickling its headers is closed) and a cap on its size
+//! (`maxHeaderBytes`: 431 beyond it). hyper answers malformed requests with 400 and closes. HTTP/2
+//! is served with prior knowledge (h2c). When the drain starts, HTTP/1 connections finish the
+//! request in flight and close (`Connection: close`); HTTP/2 connections send GOAWAY and finish
+//! their streams.
+
+mod forward;
+pub mod headers;
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use herd_config::Downstream;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::body::ResponseBody;
+use crate::drain::Drain;
+use crate::listen::Direction;
+use crate::snapshot::Snapshot;
+
+/// What every request on one client connection shares.
+pub struct ConnCtx {
+    pub direction: Direction,
+    pub client: SocketAddr,
+    pub drain: Drain,
+    /// Whether the client speaks HTTP/2.
+    pub http2: bool,
+}
+
+/// The per-connection service hyper calls for each request.
+///
+/// It caches the connection's current snapshot and swaps it only when the watch channel says a
+/// new one was published: the common case costs one atomic load and one reference-count
+/// increment, with no lock. (hyper drives a connection's requests from one task, so a `RefCell`
+/// suffices.)
+pub struct ConnService {
+    ctx: Arc<ConnCtx>,
+    snapshot: RefCell<(watch::Receiver<Arc<Snapshot>>, Arc<Snapshot>)>,
+}
+
+impl ConnService {
+    pub fn new(ctx: ConnCtx, mut rx: watch::Receiver<Arc<Snapshot>>) -> Self {
+        let current = rx.borrow_and_update().clone();
+        ConnService { ctx: Arc::new(ctx), snapshot: RefCell::new((rx, current)) }
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        let mut cache = self.snapshot.borrow_mut();
+        let (rx, current) = &mut *cache;
+        if rx.has_changed().unwrap_or(false) {
+            *current = rx.borrow_and_update().clone();
+        }
+        current.clone()
+    }
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn call(&self, req: Request<Incoming>) -> ResponseFuture {
+        let snapshot = self.snapshot();
+        let ctx = self.ctx.clone();
+        Box::pin(async move {
+            Ok(match forward::forward(req, &snapshot, &ctx).await {
+                Ok(resp) => resp,
+                Err(error) => {
+                    debug!(%error, "request failed");
+                    error.to_response()
+                }
+            })
+        })
+    }
+}
+
+/// Serves one HTTP connection until it ends, draining it when the drain starts.
+pub async fn serve<I>(io: I, http2: bool, settings: &Downstream, service: ConnService, drain: &Drain)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    if http2 {
+        let conn = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+            .serve_connection(io, service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            _ = drain.started() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    result = conn.as_mut() => result,
+                    _ = drain.deadline() => return,
+                }
+            }
+        };
+        if let Err(error) = result {
+            debug!(%error, "HTTP/2 connection ended");
+        }
+    } else {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_timeout)
+            .max_buf_size(settings.max_header_bytes)
+            .serve_connection(io, service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            _ = drain.started() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    result = conn.as_mut() => result,
+                    _ = drain.deadline() => return,
+                }
+            }
+        };
+        if let Err(error) = result {
+            debug!(%error, "HTTP/1 connection ended");
+        }
+    }
+}

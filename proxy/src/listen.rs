@@ -1,0 +1,110 @@
+//! The listen stage: accept connections, one task and one span each.
+//!
+//! A listener holds at most `maxConnections` connections; beyond that it stops accepting and
+//! new clients wait in the kernel's backlog until one closes, so a flood costs the proxy no
+//! memory. Each accepted connection becomes an [`Accepted`], which already carries the
+//! connection's original destination: `None` for now, filled from `SO_ORIGINAL_DST` when the
+//! proxy runs transparently behind iptables, without reshaping anything downstream.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::drain::Drain;
+
+/// A client connection, with everything later stages need to know about where it came from and
+/// where it was going.
+pub struct Accepted {
+    pub stream: TcpStream,
+    pub client: SocketAddr,
+    /// The address of the listener that accepted it.
+    pub local: SocketAddr,
+    /// Where the client meant to connect, when iptables redirected it here.
+    pub orig_dst: Option<SocketAddr>,
+}
+
+/// Which listener a connection came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// Accepts on `listener` until draining starts or `stop` fires, running `handle` for each
+/// connection as a task the drain tracks.
+pub async fn serve<H, F>(
+    name: &'static str,
+    listener: TcpListener,
+    max_connections: usize,
+    drain: Drain,
+    stop: CancellationToken,
+    handle: H,
+) where
+    H: Fn(Accepted) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let local = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(error) => {
+            warn!(%error, listener = name, "listener has no address");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = drain.started() => break,
+            _ = stop.cancelled() => break,
+            accepted = accept(&listener, &permits) => accepted,
+        };
+        let (stream, client, permit) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                warn!(%error, listener = name, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let span = info_span!("conn", listener = name, client = %client);
+        let conn = Accepted { stream, client, local, orig_dst: None };
+        let fut = handle(conn);
+        drain.spawn(
+            async move {
+                debug!("accepted");
+                fut.await;
+                drop(permit);
+                debug!("closed");
+            }
+            .instrument(span),
+        );
+    }
+    debug!(listener = name, %local, "stopped accepting");
+}
+
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> io::Result<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
+    let permit = permits.clone().acquire_owned().await.expect("listener semaphore is never closed");
+    let (stream, client) = listener.accept().await?;
+    Ok((stream, client, permit))
+}

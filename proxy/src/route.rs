@@ -1,0 +1,150 @@
+//! The route stage: which service a request is for, and which of its routes applies.
+//!
+//! A service is found by the request's authority (absolute-form URI, HTTP/2 `:authority`, or
+//! `Host`), normalized exactly as the config normalizes the authorities it lists (see
+//! [`herd_config::authority`]) but into a stack buffer, so a lookup allocates nothing. Within a
+//! service the first route whose match holds wins; a request matching none uses the service's
+//! fallback route.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_config::authority::{MAX_AUTHORITY, normalize};
+use herd_config::{Protocol, RouteMatch};
+use http::Method;
+
+use crate::balance::Balancer;
+
+/// A service as the request path sees it.
+pub struct ServiceTarget {
+    pub name: Arc<str>,
+    pub protocol: Protocol,
+    pub routes: Vec<RouteTarget>,
+    pub fallback: RouteTarget,
+    pub balancer: Balancer,
+}
+
+pub struct RouteTarget {
+    pub name: Arc<str>,
+    matches: RouteMatch,
+    methods: Vec<Method>,
+    /// Response timeout; `None` for none.
+    pub timeout: Option<Duration>,
+}
+
+impl RouteTarget {
+    pub fn new(name: &str, matches: RouteMatch, timeout: Duration) -> Self {
+        let methods = matches.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect();
+        RouteTarget { name: name.into(), matches, methods, timeout: (!timeout.is_zero()).then_some(timeout) }
+    }
+
+    fn is_match(&self, method: &Method, path: &str) -> bool {
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            return false;
+        }
+        if let Some(exact) = &self.matches.path {
+            if path != exact {
+                return false;
+            }
+        }
+        if let Some(prefix) = &self.matches.path_prefix {
+            if !has_prefix(path, prefix) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// `prefix` matches `path` on segment boundaries: `/api` matches `/api` and `/api/x`, not
+/// `/apix`; a prefix ending in `/` matches everything under it.
+fn has_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+impl ServiceTarget {
+    pub fn route(&self, method: &Method, path: &str) -> &RouteTarget {
+        self.routes.iter().find(|r| r.is_match(method, path)).unwrap_or(&self.fallback)
+    }
+}
+
+/// Services by normalized authority.
+#[derive(Default)]
+pub struct RouteTable {
+    by_authority: HashMap<Box<str>, Arc<ServiceTarget>>,
+}
+
+impl RouteTable {
+    pub fn insert(&mut self, authority: &str, service: Arc<ServiceTarget>) {
+        self.by_authority.insert(authority.into(), service);
+    }
+
+    /// The service `authority` names, if any. `Err` when it is not a valid authority.
+    pub fn lookup(&self, authority: &str) -> Result<Option<&Arc<ServiceTarget>>, ()> {
+        let mut buf = [0u8; MAX_AUTHORITY];
+        let key = normalize(authority, &mut buf).ok_or(())?;
+        Ok(self.by_authority.get(key))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_authority.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_authority.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::Balancer;
+
+    fn route(name: &str, m: RouteMatch) -> RouteTarget {
+        RouteTarget::new(name, m, Duration::from_secs(1))
+    }
+
+    fn service() -> ServiceTarget {
+        ServiceTarget {
+            name: "web".into(),
+            protocol: Protocol::Http,
+            routes: vec![
+                route("stream", RouteMatch { path_prefix: Some("/api/v1/streaming".into()), ..Default::default() }),
+                route(
+                    "api-reads",
+                    RouteMatch { path_prefix: Some("/api/".into()), methods: vec!["GET".into()], ..Default::default() },
+                ),
+                route("health", RouteMatch { path: Some("/health".into()), ..Default::default() }),
+            ],
+            fallback: RouteTarget::new("default", RouteMatch::default(), Duration::ZERO),
+            balancer: Balancer::new(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn first_matching_route_wins() {
+        let s = service();
+        assert_eq!(&*s.route(&Method::GET, "/api/v1/streaming").name, "stream");
+        assert_eq!(&*s.route(&Method::GET, "/api/v1/streaming/user").name, "stream");
+        assert_eq!(&*s.route(&Method::GET, "/api/v1/streamingx").name, "api-reads");
+        assert_eq!(&*s.route(&Method::POST, "/api/v1/statuses").name, "default");
+        assert_eq!(&*s.route(&Method::GET, "/health").name, "health");
+        assert_eq!(&*s.route(&Method::GET, "/health/x").name, "default");
+        assert!(s.route(&Method::GET, "/").timeout.is_none());
+    }
+
+    #[test]
+    fn authorities_are_compared_normalized() {
+        let mut table = RouteTable::default();
+        table.insert("web.local", Arc::new(service()));
+        for raw in ["web.local", "WEB.local", "web.local.", "web.local:80"] {
+            assert!(table.lookup(raw).unwrap().is_some(), "{raw}");
+        }
+        assert!(table.lookup("web.local:3000").unwrap().is_none());
+        assert!(table.lookup("bad host").is_err());
+    }
+}

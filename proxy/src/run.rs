@@ -1,0 +1,284 @@
+//! Wiring: bind the listeners, connect the stages, run until told to stop, drain, exit.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use herd_config::{Config, Protocol};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info};
+
+use crate::admin::Admin;
+use crate::detect::{Detected, detect};
+use crate::drain::Drain;
+use crate::http::{ConnCtx, ConnService};
+use crate::listen::{self, Accepted, Direction};
+use crate::metrics::{ConnectionMetrics, Metrics};
+use crate::route::ServiceTarget;
+use crate::snapshot::{Pools, Snapshot};
+use crate::{endpoint, opaque, reload};
+
+/// Runs the proxy with `config` (loaded from `file`) until SIGTERM, SIGINT or `/shutdown`, then
+/// drains and returns.
+pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let mut pools = Pools::default();
+    let snapshot = Arc::new(Snapshot::build(1, file.clone(), config, &mut pools));
+    metrics.config_version.set(1);
+    let (tx, rx) = watch::channel(snapshot.clone());
+    let drain = Drain::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let proxy = &snapshot.config.proxy;
+
+    let admin_listener = bind(proxy.admin.listen, "admin").await?;
+    let admin = Admin { ready: ready.clone(), snapshot: rx.clone(), drain: drain.clone(), metrics: metrics.clone() };
+    tokio::spawn(admin.serve(admin_listener));
+
+    if let Some(inbound) = &proxy.inbound {
+        let listener = bind(inbound.listen, "inbound").await?;
+        let ctx = Listening { rx: rx.clone(), drain: drain.clone(), metrics: metrics.connections(Direction::Inbound, "inbound") };
+        tokio::spawn(listen::serve(
+            "inbound",
+            listener,
+            inbound.downstream.max_connections,
+            drain.clone(),
+            CancellationToken::new(),
+            move |conn| ctx.clone().inbound(conn),
+        ));
+    }
+    if let Some(outbound) = &proxy.outbound {
+        let listener = bind(outbound.listen, "outbound").await?;
+        let ctx =
+            Listening { rx: rx.clone(), drain: drain.clone(), metrics: metrics.connections(Direction::Outbound, "outbound") };
+        tokio::spawn(listen::serve(
+            "outbound",
+            listener,
+            outbound.downstream.max_connections,
+            drain.clone(),
+            CancellationToken::new(),
+            move |conn| ctx.clone().outbound(conn),
+        ));
+    }
+
+    let mut opaque = OpaqueListeners { running: HashMap::new(), rx: rx.clone(), drain: drain.clone(), metrics: metrics.clone() };
+    if let Some((addr, error)) = opaque.apply(&snapshot).await.into_iter().next() {
+        return Err(error).with_context(|| format!("cannot bind opaque listener {addr}"));
+    }
+    tokio::spawn(opaque.follow());
+
+    let _watcher = reload::watch(file.clone(), tx, pools, metrics.clone())
+        .with_context(|| format!("cannot watch {}", file.display()))?;
+
+    ready.store(true, Ordering::Release);
+    info!(version = snapshot.version, file = %file.display(), "herd-proxy ready");
+
+    wait_for_stop(&drain).await;
+    drain.start();
+    let timeout = rx.borrow().config.proxy.drain_timeout;
+    info!(?timeout, "draining");
+    let cut = drain.run(timeout).await;
+    info!(cut, "stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot bind {what} listener {addr}"))?;
+    info!(listener = what, %addr, "listening");
+    Ok(listener)
+}
+
+/// SIGTERM, SIGINT, or a drain started by `/shutdown`.
+async fn wait_for_stop(drain: &Drain) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = sigterm => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+        _ = drain.started() => {}
+    }
+}
+
+/// What a data listener's connections share.
+#[derive(Clone)]
+struct Listening {
+    rx: watch::Receiver<Arc<Snapshot>>,
+    drain: Drain,
+    metrics: ConnectionMetrics,
+}
+
+impl Listening {
+    fn opened(&self) -> OpenGuard {
+        self.metrics.opened.inc();
+        self.metrics.open.inc();
+        OpenGuard(self.metrics.open.clone())
+    }
+
+    /// Traffic for this pod: detect, then HTTP or bytes to the app.
+    async fn inbound(self, conn: Accepted) {
+        let _open = self.opened();
+        let snapshot = self.rx.borrow().clone();
+        let (Some(settings), Some(app)) = (snapshot.config.proxy.inbound.as_ref(), snapshot.inbound.clone()) else {
+            return;
+        };
+        if app.protocol == Protocol::Opaque {
+            return forward_opaque(conn.stream, &app, &self.drain).await;
+        }
+        let (detected, io) = match detect(conn.stream, settings.downstream.detect_timeout).await {
+            Ok(detected) => detected,
+            Err(error) => return debug!(%error, "detection failed"),
+        };
+        match detected {
+            Detected::Http1 | Detected::Http2 => {
+                let http2 = detected == Detected::Http2;
+                let ctx = ConnCtx { direction: Direction::Inbound, client: conn.client, drain: self.drain.clone(), http2 };
+                let service = ConnService::new(ctx, self.rx.clone());
+                crate::http::serve(io, http2, &settings.downstream, service, &self.drain).await;
+            }
+            Detected::Opaque => forward_opaque(io, &app, &self.drain).await,
+            Detected::Closed => {}
+        }
+    }
+
+    /// The app's own calls: detect, then route HTTP by authority; other bytes go to their
+    /// original destination when there is one.
+    async fn outbound(self, conn: Accepted) {
+        let _open = self.opened();
+        let snapshot = self.rx.borrow().clone();
+        let Some(settings) = snapshot.config.proxy.outbound.as_ref() else { return };
+        let (detected, io) = match detect(conn.stream, settings.downstream.detect_timeout).await {
+            Ok(detected) => detected,
+            Err(error) => return debug!(%error, "detection failed"),
+        };
+        match detected {
+            Detected::Http1 | Detected::Http2 => {
+                let http2 = detected == Detected::Http2;
+                let ctx = ConnCtx { direction: Direction::Outbound, client: conn.client, drain: self.drain.clone(), http2 };
+                let service = ConnService::new(ctx, self.rx.clone());
+                crate::http::serve(io, http2, &settings.downstream, service, &self.drain).await;
+            }
+            Detected::Opaque => match conn.orig_dst {
+                Some(dst) => match endpoint::connect(dst, herd_config::Route::DEFAULT_TIMEOUT).await {
+                    Ok(upstream) => opaque::tunnel(io, upstream, &self.drain).await,
+                    Err(error) => debug!(%error, "opaque connect failed"),
+                },
+                None => debug!("not HTTP and no original destination: closing"),
+            },
+            Detected::Closed => {}
+        }
+    }
+
+    /// An opaque service's own listener: bytes to one of its endpoints, never sniffed.
+    async fn opaque_service(self, conn: Accepted) {
+        let _open = self.opened();
+        let snapshot = self.rx.borrow().clone();
+        match snapshot.by_listener.get(&conn.local) {
+            Some(service) => forward_opaque(conn.stream, service, &self.drain).await,
+            None => debug!("no opaque service listens here any more"),
+        }
+    }
+}
+
+struct OpenGuard(prometheus::IntGauge);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn forward_opaque<I>(client: I, service: &ServiceTarget, drain: &Drain)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Some(endpoint) = service.balancer.pick() else {
+        return debug!(service = %service.name, "no endpoints: closing");
+    };
+    match endpoint.connect().await {
+        Ok(upstream) => opaque::tunnel(client, upstream, drain).await,
+        Err(error) => debug!(%error, service = %service.name, "closing"),
+    }
+}
+
+/// Connections one opaque service listener holds at once (pooled database and Redis clients
+/// keep few, long-lived ones).
+const OPAQUE_MAX_CONNECTIONS: usize = 10_000;
+
+/// The opaque services' own listeners, started and stopped as reloads add and remove them.
+struct OpaqueListeners {
+    running: HashMap<SocketAddr, (Arc<str>, CancellationToken)>,
+    rx: watch::Receiver<Arc<Snapshot>>,
+    drain: Drain,
+    metrics: Metrics,
+}
+
+impl OpaqueListeners {
+    /// Makes the running listeners those `snapshot` declares; returns the ones that failed to bind.
+    async fn apply(&mut self, snapshot: &Snapshot) -> Vec<(SocketAddr, std::io::Error)> {
+        self.running.retain(|addr, (name, stop)| {
+            let keep = snapshot.by_listener.get(addr).is_some_and(|s| s.name == *name);
+            if !keep {
+                stop.cancel();
+                self.metrics.forget_listener(Direction::Outbound, name);
+                info!(%addr, service = %name, "opaque listener stopped");
+            }
+            keep
+        });
+        let mut failed = Vec::new();
+        for (&addr, service) in &snapshot.by_listener {
+            if self.running.contains_key(&addr) {
+                continue;
+            }
+            let listener = match TcpListener::bind(addr).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    error!(%addr, service = %service.name, %error, "cannot bind opaque listener");
+                    failed.push((addr, error));
+                    continue;
+                }
+            };
+            info!(listener = "opaque", %addr, service = %service.name, "listening");
+            let stop = CancellationToken::new();
+            let ctx = Listening {
+                rx: self.rx.clone(),
+                drain: self.drain.clone(),
+                metrics: self.metrics.connections(Direction::Outbound, &service.name),
+            };
+            tokio::spawn(listen::serve(
+                "opaque",
+                listener,
+                OPAQUE_MAX_CONNECTIONS,
+                self.drain.clone(),
+                stop.clone(),
+                move |conn| ctx.clone().opaque_service(conn),
+            ));
+            self.running.insert(addr, (service.name.clone(), stop));
+        }
+        failed
+    }
+
+    /// Follows reloads until the drain starts.
+    async fn follow(mut self) {
+        let mut rx = self.rx.clone();
+        rx.mark_unchanged();
+        loop {
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return },
+                _ = self.drain.started() => return,
+            }
+            let snapshot = rx.borrow_and_update().clone();
+            self.apply(&snapshot).await;
+        }
+    }
+}
