@@ -109,7 +109,13 @@ mod tests {
 
     #[test]
     fn case_trailing_dot_and_default_port_are_ignored() {
-        for raw in ["web.local", "Web.Local", "web.local.", "web.local:80", "WEB.LOCAL.:80"] {
+        for raw in [
+            "web.local",
+            "Web.Local",
+            "web.local.",
+            "web.local:80",
+            "WEB.LOCAL.:80",
+        ] {
             assert_eq!(norm(raw).as_deref(), Some("web.local"), "{raw}");
         }
         assert_eq!(norm("web.local:3000").as_deref(), Some("web.local:3000"));
@@ -121,7 +127,18 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        for raw in ["", ":80", "web local", "web.local:", "web.local:99999", "web.local:0", "[::1", "[::1]x", "a/b", "."] {
+        for raw in [
+            "",
+            ":80",
+            "web local",
+            "web.local:",
+            "web.local:99999",
+            "web.local:0",
+            "[::1",
+            "[::1]x",
+            "a/b",
+            ".",
+        ] {
             assert_eq!(norm(raw), None, "{raw:?}");
         }
         assert_eq!(norm(&"a".repeat(MAX_AUTHORITY + 1)), None);

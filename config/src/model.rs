@@ -12,7 +12,9 @@ use serde::Serialize;
 use crate::authority::Authority;
 
 /// A whole mesh file: the proxy's own listeners and the services it routes to.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+///
+/// `Config::default()` is what an empty file means.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Config {
     pub proxy: ProxySettings,
@@ -34,6 +36,18 @@ pub struct ProxySettings {
     pub drain_timeout: Duration,
 }
 
+impl Default for ProxySettings {
+    /// No inbound or outbound listener, the default admin listener, a 30s drain.
+    fn default() -> Self {
+        ProxySettings {
+            inbound: None,
+            outbound: None,
+            admin: AdminListener::default(),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Settings every data listener shares: they bound what one client connection may cost.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -51,6 +65,22 @@ pub struct Downstream {
     /// connection as opaque TCP. Default 10s.
     #[serde(with = "crate::duration")]
     pub detect_timeout: Duration,
+}
+
+impl Downstream {
+    /// Accepted values of `maxHeaderBytes`: from what any real client needs to 1 MiB.
+    pub const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<u64> = 8192..=1_048_576;
+}
+
+impl Default for Downstream {
+    fn default() -> Self {
+        Downstream {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 65_536,
+            detect_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `proxy.inbound`.
@@ -72,6 +102,10 @@ pub struct InboundListener {
     pub timeout: Duration,
 }
 
+impl InboundListener {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
 /// `proxy.outbound`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -89,6 +123,19 @@ pub struct AdminListener {
     pub listen: SocketAddr,
 }
 
+impl AdminListener {
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4191);
+}
+
+impl Default for AdminListener {
+    fn default() -> Self {
+        AdminListener {
+            listen: Self::DEFAULT_LISTEN,
+        }
+    }
+}
+
 /// How a service (or the inbound app) speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,6 +146,17 @@ pub enum Protocol {
     Http2,
     /// Bytes, never sniffed.
     Opaque,
+}
+
+impl Protocol {
+    /// The name as written in YAML: `http`, `http2`, `opaque`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Http2 => "http2",
+            Protocol::Opaque => "opaque",
+        }
+    }
 }
 
 /// Settings for connections the proxy opens to endpoints.
@@ -112,6 +170,15 @@ pub struct Upstream {
     /// keep-alive, so the proxy never reuses a socket the app is about to close.
     #[serde(with = "crate::duration")]
     pub idle_timeout: Duration,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `services[]`.
