@@ -36,8 +36,6 @@ pub enum ProxyError {
     NoAuthority,
     #[error("invalid authority")]
     InvalidAuthority,
-    #[error("conflicting content-length and transfer-encoding")]
-    Smuggling,
     #[error("service {0} has no endpoints")]
     NoEndpoints(String),
     #[error("connect refused: {0}")]
@@ -61,7 +59,7 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
-            Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling => Origin::Downstream,
+            Self::NoAuthority | Self::InvalidAuthority => Origin::Downstream,
             Self::NoService(_) | Self::NoEndpoints(_) | Self::UpgradeToHttp2 => Origin::Proxy,
             Self::ConnectRefused(_)
             | Self::ConnectTimeout { .. }
@@ -90,7 +88,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoService(_) => StatusCode::NOT_FOUND,
-            Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling => StatusCode::BAD_REQUEST,
+            Self::NoAuthority | Self::InvalidAuthority => StatusCode::BAD_REQUEST,
             Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::ConnectRefused(_)

@@ -78,7 +78,8 @@ fn init_logging() -> Result<(), String> {
         Ok(spec) => EnvFilter::try_new(&spec).map_err(|e| format!("HERD_LOG={spec:?}: {e}"))?,
         Err(_) => EnvFilter::new("info"),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match std::env::var("HERD_LOG_FORMAT").as_deref() {
         Ok("json") => builder.json().with_current_span(true).with_span_list(false).init(),
         Ok("plain") | Err(_) => builder.init(),

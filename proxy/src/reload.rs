@@ -30,7 +30,8 @@ pub fn watch(
 ) -> notify::Result<notify::RecommendedWatcher> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reading the file (ours included) raises access events; only changes matter.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = events_tx.send(());
         }
     })?;

@@ -32,11 +32,6 @@ pub async fn forward(
     snapshot: &Snapshot,
     ctx: &ConnCtx,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    // Request smuggling: a message with both framings is ambiguous; refuse it (RFC 9112 §6.3).
-    if req.headers().contains_key(header::TRANSFER_ENCODING) && req.headers().contains_key(header::CONTENT_LENGTH) {
-        return Err(ProxyError::Smuggling);
-    }
-
     // route: which service, then which of its routes.
     let service: &Arc<ServiceTarget> = match ctx.direction {
         Direction::Inbound => snapshot.inbound.as_ref().ok_or(ProxyError::NoService("inbound".into()))?,

@@ -118,7 +118,7 @@ where
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_timeout)
-            .max_buf_size(settings.max_header_bytes)
+            .max_header_size(settings.max_header_bytes)
             .serve_connection(io, service)
             .with_upgrades();
         tokio::pin!(conn);
