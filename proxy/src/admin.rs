@@ -56,7 +56,10 @@ impl Admin {
                     let admin = admin.clone();
                     async move { Ok::<_, Infallible>(admin.handle(req, peer)) }
                 });
-                if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                if let Err(error) = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
                     debug!(%error, "admin connection ended");
                 }
             });
@@ -80,19 +83,29 @@ impl Admin {
                     "file": snapshot.file,
                     "config": &*snapshot.config,
                 });
-                let mut resp = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(&body).unwrap_or_default())));
-                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                let mut resp = Response::new(Full::new(Bytes::from(
+                    serde_json::to_vec_pretty(&body).unwrap_or_default(),
+                )));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 resp
             }
             (&Method::GET | &Method::HEAD, "/metrics") => {
                 let mut resp = Response::new(Full::new(Bytes::from(self.metrics.encode())));
-                resp.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
                 resp
             }
             (&Method::POST, "/shutdown") => {
                 if !peer.ip().is_loopback() {
-                    return text(StatusCode::FORBIDDEN, "shutdown is accepted from loopback only\n");
+                    return text(
+                        StatusCode::FORBIDDEN,
+                        "shutdown is accepted from loopback only\n",
+                    );
                 }
                 info!(%peer, "shutdown requested");
                 self.drain.start();
@@ -101,7 +114,10 @@ impl Admin {
             (_, "/live" | "/ready" | "/config" | "/metrics" | "/shutdown") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
-            _ => text(StatusCode::NOT_FOUND, "not found: try /live, /ready, /config, /metrics, POST /shutdown\n"),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /live, /ready, /config, /metrics, POST /shutdown\n",
+            ),
         }
     }
 }
@@ -109,6 +125,9 @@ impl Admin {
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }

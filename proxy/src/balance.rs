@@ -16,7 +16,10 @@ pub struct Balancer {
 
 impl Balancer {
     pub fn new(endpoints: Vec<Arc<Endpoint>>) -> Self {
-        Balancer { endpoints, next: AtomicUsize::new(0) }
+        Balancer {
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// The next endpoint, or `None` when the service has none.

@@ -32,7 +32,13 @@ impl RequestBody {
             return (RequestBody { inner, ended: None }, None);
         }
         let (tx, rx) = oneshot::channel();
-        (RequestBody { inner, ended: Some(tx) }, Some(rx))
+        (
+            RequestBody {
+                inner,
+                ended: Some(tx),
+            },
+            Some(rx),
+        )
     }
 }
 
@@ -46,10 +52,10 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            if let Some(tx) = this.ended.take() {
-                let _ = tx.send(());
-            }
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            && let Some(tx) = this.ended.take()
+        {
+            let _ = tx.send(());
         }
         polled
     }
@@ -77,12 +83,11 @@ pin_project_lite::pin_project! {
 
     impl PinnedDrop for ResponseBody {
         fn drop(this: Pin<&mut Self>) {
-            if let ResponseBodyProj::Upstream { inner, checkin } = this.project() {
-                if inner.is_end_stream() {
-                    if let Some(c) = checkin.take() {
-                        c.checkin();
-                    }
-                }
+            if let ResponseBodyProj::Upstream { inner, checkin } = this.project()
+                && inner.is_end_stream()
+                && let Some(c) = checkin.take()
+            {
+                c.checkin();
             }
         }
     }
@@ -99,7 +104,9 @@ impl ResponseBody {
 
     pub fn text(text: impl Into<Bytes>) -> Self {
         let data: Bytes = text.into();
-        ResponseBody::Local { data: (!data.is_empty()).then_some(data) }
+        ResponseBody::Local {
+            data: (!data.is_empty()).then_some(data),
+        }
     }
 }
 
@@ -114,14 +121,16 @@ impl Body for ResponseBody {
         match self.project() {
             ResponseBodyProj::Upstream { inner, checkin } => {
                 let polled = inner.poll_frame(cx);
-                if let Poll::Ready(None) = polled {
-                    if let Some(c) = checkin.take() {
-                        c.checkin();
-                    }
+                if let Poll::Ready(None) = polled
+                    && let Some(c) = checkin.take()
+                {
+                    c.checkin();
                 }
                 polled
             }
-            ResponseBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ResponseBodyProj::Local { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
         }
     }
 
@@ -135,7 +144,9 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Upstream { inner, .. } => inner.size_hint(),
-            ResponseBody::Local { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            ResponseBody::Local { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

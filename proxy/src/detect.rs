@@ -41,7 +41,11 @@ fn classify(buf: &[u8]) -> Option<Detected> {
     }
     for (i, &b) in buf.iter().enumerate() {
         if b == b' ' {
-            return Some(if i > 0 { Detected::Http1 } else { Detected::Opaque });
+            return Some(if i > 0 {
+                Detected::Http1
+            } else {
+                Detected::Opaque
+            });
         }
         if !b.is_ascii_uppercase() || i >= MAX_METHOD {
             return Some(Detected::Opaque);
@@ -66,7 +70,11 @@ where
                 return Ok(Detected::Opaque);
             }
             if io.read_buf(&mut buf).await? == 0 {
-                return Ok(if buf.is_empty() { Detected::Closed } else { Detected::Opaque });
+                return Ok(if buf.is_empty() {
+                    Detected::Closed
+                } else {
+                    Detected::Opaque
+                });
             }
         }
     };
@@ -93,7 +101,10 @@ impl<T> Rewind<T> {
 
     /// Skips nothing: a stream with no prefix.
     pub fn plain(inner: T) -> Self {
-        Rewind { prefix: Bytes::new(), inner }
+        Rewind {
+            prefix: Bytes::new(),
+            inner,
+        }
     }
 
     pub fn get_ref(&self) -> &T {
@@ -102,7 +113,11 @@ impl<T> Rewind<T> {
 }
 
 impl<T: AsyncRead> AsyncRead for Rewind<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.project();
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(out.remaining());
@@ -115,7 +130,11 @@ impl<T: AsyncRead> AsyncRead for Rewind<T> {
 }
 
 impl<T: AsyncWrite> AsyncWrite for Rewind<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
 

@@ -57,7 +57,10 @@ impl Drain {
     pub async fn run(&self, timeout: Duration) -> usize {
         self.started().await;
         self.tracker.close();
-        if tokio::time::timeout(timeout, self.tracker.wait()).await.is_ok() {
+        if tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_ok()
+        {
             return 0;
         }
         let cut = self.tracker.len();

@@ -79,7 +79,10 @@ impl Checkin {
         }
         let spawn_reaper = {
             let mut state = endpoint.state.lock().expect("pool lock poisoned");
-            state.idle.push_back(Idle { tx, since: Instant::now() });
+            state.idle.push_back(Idle {
+                tx,
+                since: Instant::now(),
+            });
             !std::mem::replace(&mut state.reaper, true)
         };
         if spawn_reaper {
@@ -92,7 +95,9 @@ impl Checkin {
 async fn reap(endpoint: Weak<Endpoint>, idle_timeout: Duration) {
     loop {
         let next = {
-            let Some(endpoint) = endpoint.upgrade() else { return };
+            let Some(endpoint) = endpoint.upgrade() else {
+                return;
+            };
             let mut state = endpoint.state.lock().expect("pool lock poisoned");
             let now = Instant::now();
             while let Some(first) = state.idle.front() {
@@ -117,7 +122,11 @@ async fn reap(endpoint: Weak<Endpoint>, idle_timeout: Duration) {
 
 impl Endpoint {
     pub fn new(key: PoolKey) -> Arc<Self> {
-        Arc::new(Endpoint { key, state: Mutex::default(), h2_connect: tokio::sync::Mutex::new(()) })
+        Arc::new(Endpoint {
+            key,
+            state: Mutex::default(),
+            h2_connect: tokio::sync::Mutex::new(()),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -148,7 +157,13 @@ impl Endpoint {
             Wire::Http1 => {
                 let mut tx = self.checkout_h1().await?;
                 let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
-                Ok((resp, Some(Checkin { endpoint: self.clone(), tx })))
+                Ok((
+                    resp,
+                    Some(Checkin {
+                        endpoint: self.clone(),
+                        tx,
+                    }),
+                ))
             }
             Wire::Http2 => {
                 let mut tx = self.checkout_h2().await?;
@@ -160,8 +175,15 @@ impl Endpoint {
 
     async fn checkout_h1(&self) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
         loop {
-            let idle = self.state.lock().expect("pool lock poisoned").idle.pop_back();
-            let Some(Idle { mut tx, .. }) = idle else { break };
+            let idle = self
+                .state
+                .lock()
+                .expect("pool lock poisoned")
+                .idle
+                .pop_back();
+            let Some(Idle { mut tx, .. }) = idle else {
+                break;
+            };
             // A connection whose response just ended may need a moment to become ready; one the
             // app closed reports an error here and is dropped.
             if tx.ready().await.is_ok() {
@@ -169,7 +191,10 @@ impl Endpoint {
             }
         }
         let io = TokioIo::new(self.connect().await?);
-        let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(ProxyError::Handshake)?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(ProxyError::Handshake)?;
         let addr = self.key.addr;
         tokio::spawn(async move {
             if let Err(error) = conn.with_upgrades().await {

@@ -45,7 +45,10 @@ pub enum ProxyError {
     #[error("connect failed: {addr}: {source}")]
     Connect { addr: SocketAddr, source: io::Error },
     #[error("cannot resolve {authority}: {source}")]
-    Resolve { authority: String, source: io::Error },
+    Resolve {
+        authority: String,
+        source: io::Error,
+    },
     #[error("upstream handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
     #[error("upstream connection failed: {0}")]
@@ -116,7 +119,10 @@ impl ProxyError {
         let mut resp = Response::new(ResponseBody::text(format!("{text}\n")));
         *resp.status_mut() = self.status();
         let headers = resp.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         if let Ok(v) = HeaderValue::from_str(&text) {
             headers.insert(PROXY_ERROR_HEADER, v);
         }

@@ -85,7 +85,12 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let span = info_span!("conn", listener = name, client = %client);
-        let conn = Accepted { stream, client, local, orig_dst: None };
+        let conn = Accepted {
+            stream,
+            client,
+            local,
+            orig_dst: None,
+        };
         let fut = handle(conn);
         drain.spawn(
             async move {
@@ -104,7 +109,11 @@ async fn accept(
     listener: &TcpListener,
     permits: &Arc<Semaphore>,
 ) -> io::Result<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
-    let permit = permits.clone().acquire_owned().await.expect("listener semaphore is never closed");
+    let permit = permits
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("listener semaphore is never closed");
     let (stream, client) = listener.accept().await?;
     Ok((stream, client, permit))
 }

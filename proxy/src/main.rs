@@ -28,7 +28,12 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
             print!("{e}");
             return ExitCode::SUCCESS;
         }
@@ -54,7 +59,10 @@ fn main() -> ExitCode {
         eprintln!("herd-proxy: {e}");
         return ExitCode::from(EX_USAGE);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("herd-proxy: cannot start runtime: {e}");
@@ -79,9 +87,16 @@ fn init_logging() -> Result<(), String> {
         Err(_) => EnvFilter::new("info"),
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match std::env::var("HERD_LOG_FORMAT").as_deref() {
-        Ok("json") => builder.json().with_current_span(true).with_span_list(false).init(),
+        Ok("json") => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
         Ok("plain") | Err(_) => builder.init(),
         Ok(other) => return Err(format!("HERD_LOG_FORMAT={other:?}: expected plain or json")),
     }

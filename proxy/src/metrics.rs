@@ -27,21 +27,32 @@ pub struct ConnectionMetrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let config_version =
-            IntGauge::new("herd_config_version", "Version of the configuration in force (1 at start, +1 per applied reload).")
-                .expect("valid metric");
+        let config_version = IntGauge::new(
+            "herd_config_version",
+            "Version of the configuration in force (1 at start, +1 per applied reload).",
+        )
+        .expect("valid metric");
         let config_reloads = IntCounterVec::new(
-            Opts::new("herd_config_reloads_total", "Configuration reloads attempted, by result (applied, rejected)."),
+            Opts::new(
+                "herd_config_reloads_total",
+                "Configuration reloads attempted, by result (applied, rejected).",
+            ),
             &["result"],
         )
         .expect("valid metric");
         let connections_opened = IntCounterVec::new(
-            Opts::new("herd_tcp_connections_opened_total", "Client connections accepted, by direction and listener."),
+            Opts::new(
+                "herd_tcp_connections_opened_total",
+                "Client connections accepted, by direction and listener.",
+            ),
             &["direction", "listener"],
         )
         .expect("valid metric");
         let connections_open = IntGaugeVec::new(
-            Opts::new("herd_tcp_connections_open", "Client connections open now, by direction and listener."),
+            Opts::new(
+                "herd_tcp_connections_open",
+                "Client connections open now, by direction and listener.",
+            ),
             &["direction", "listener"],
         )
         .expect("valid metric");
@@ -56,7 +67,13 @@ impl Metrics {
         for result in ["applied", "rejected"] {
             config_reloads.with_label_values(&[result]);
         }
-        Metrics { registry, config_version, config_reloads, connections_opened, connections_open }
+        Metrics {
+            registry,
+            config_version,
+            config_reloads,
+            connections_opened,
+            connections_open,
+        }
     }
 
     /// Series for one listener: `listener` is `inbound`, `outbound`, or an opaque service's name.
@@ -77,7 +94,9 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
-        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
     }
 }
 

@@ -35,7 +35,10 @@ pub fn watch(
             let _ = events_tx.send(());
         }
     })?;
-    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     tokio::spawn(reload_loop(file, events_rx, tx, pools, metrics));
     Ok(watcher)
@@ -68,7 +71,10 @@ async fn reload_loop(
                 info!(version, "configuration reloaded");
             }
             Ok(Err(err)) => {
-                metrics.config_reloads.with_label_values(&["rejected"]).inc();
+                metrics
+                    .config_reloads
+                    .with_label_values(&["rejected"])
+                    .inc();
                 error!("{err}; keeping configuration version {}", current.version);
             }
             Err(join) => error!(%join, "configuration reload panicked"),
@@ -80,9 +86,19 @@ async fn reload_loop(
 /// at start; say so when a reload changes them rather than pretend.
 fn warn_restart_only(old: &Config, new: &Config) {
     let (o, n) = (&old.proxy, &new.proxy);
-    let inbound = |c: &herd_config::ProxySettings| c.inbound.as_ref().map(|i| (i.listen, i.downstream.max_connections));
-    let outbound = |c: &herd_config::ProxySettings| c.outbound.as_ref().map(|o| (o.listen, o.downstream.max_connections));
+    let inbound = |c: &herd_config::ProxySettings| {
+        c.inbound
+            .as_ref()
+            .map(|i| (i.listen, i.downstream.max_connections))
+    };
+    let outbound = |c: &herd_config::ProxySettings| {
+        c.outbound
+            .as_ref()
+            .map(|o| (o.listen, o.downstream.max_connections))
+    };
     if inbound(o) != inbound(n) || outbound(o) != outbound(n) || o.admin != n.admin {
-        warn!("changes to proxy.inbound/outbound listen or maxConnections and proxy.admin take effect at the next restart");
+        warn!(
+            "changes to proxy.inbound/outbound listen or maxConnections and proxy.admin take effect at the next restart"
+        );
     }
 }

@@ -15,6 +15,7 @@ use herd_config::{Protocol, RouteMatch};
 use http::Method;
 
 use crate::balance::Balancer;
+use crate::errors::ProxyError;
 
 /// A service as the request path sees it.
 pub struct ServiceTarget {
@@ -35,25 +36,29 @@ pub struct RouteTarget {
 
 impl RouteTarget {
     pub fn new(name: &str, matches: RouteMatch, timeout: Duration) -> Self {
-        let methods = matches.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect();
-        RouteTarget { name: name.into(), matches, methods, timeout: (!timeout.is_zero()).then_some(timeout) }
+        let methods = matches
+            .methods
+            .iter()
+            .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+            .collect();
+        RouteTarget {
+            name: name.into(),
+            matches,
+            methods,
+            timeout: (!timeout.is_zero()).then_some(timeout),
+        }
     }
 
     fn is_match(&self, method: &Method, path: &str) -> bool {
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return false;
         }
-        if let Some(exact) = &self.matches.path {
-            if path != exact {
-                return false;
-            }
-        }
-        if let Some(prefix) = &self.matches.path_prefix {
-            if !has_prefix(path, prefix) {
-                return false;
-            }
-        }
-        true
+        self.matches.path.as_ref().is_none_or(|exact| path == exact)
+            && self
+                .matches
+                .path_prefix
+                .as_ref()
+                .is_none_or(|prefix| has_prefix(path, prefix))
     }
 }
 
@@ -68,7 +73,10 @@ fn has_prefix(path: &str, prefix: &str) -> bool {
 
 impl ServiceTarget {
     pub fn route(&self, method: &Method, path: &str) -> &RouteTarget {
-        self.routes.iter().find(|r| r.is_match(method, path)).unwrap_or(&self.fallback)
+        self.routes
+            .iter()
+            .find(|r| r.is_match(method, path))
+            .unwrap_or(&self.fallback)
     }
 }
 
@@ -83,11 +91,13 @@ impl RouteTable {
         self.by_authority.insert(authority.into(), service);
     }
 
-    /// The service `authority` names, if any. `Err` when it is not a valid authority.
-    pub fn lookup(&self, authority: &str) -> Result<Option<&Arc<ServiceTarget>>, ()> {
+    /// The service `authority` names.
+    pub fn lookup(&self, authority: &str) -> Result<&Arc<ServiceTarget>, ProxyError> {
         let mut buf = [0u8; MAX_AUTHORITY];
-        let key = normalize(authority, &mut buf).ok_or(())?;
-        Ok(self.by_authority.get(key))
+        let key = normalize(authority, &mut buf).ok_or(ProxyError::InvalidAuthority)?;
+        self.by_authority
+            .get(key)
+            .ok_or_else(|| ProxyError::NoService(authority.to_owned()))
     }
 
     pub fn len(&self) -> usize {
@@ -113,12 +123,28 @@ mod tests {
             name: "web".into(),
             protocol: Protocol::Http,
             routes: vec![
-                route("stream", RouteMatch { path_prefix: Some("/api/v1/streaming".into()), ..Default::default() }),
+                route(
+                    "stream",
+                    RouteMatch {
+                        path_prefix: Some("/api/v1/streaming".into()),
+                        ..Default::default()
+                    },
+                ),
                 route(
                     "api-reads",
-                    RouteMatch { path_prefix: Some("/api/".into()), methods: vec!["GET".into()], ..Default::default() },
+                    RouteMatch {
+                        path_prefix: Some("/api/".into()),
+                        methods: vec!["GET".into()],
+                        ..Default::default()
+                    },
                 ),
-                route("health", RouteMatch { path: Some("/health".into()), ..Default::default() }),
+                route(
+                    "health",
+                    RouteMatch {
+                        path: Some("/health".into()),
+                        ..Default::default()
+                    },
+                ),
             ],
             fallback: RouteTarget::new("default", RouteMatch::default(), Duration::ZERO),
             balancer: Balancer::new(Vec::new()),
@@ -129,8 +155,14 @@ mod tests {
     fn first_matching_route_wins() {
         let s = service();
         assert_eq!(&*s.route(&Method::GET, "/api/v1/streaming").name, "stream");
-        assert_eq!(&*s.route(&Method::GET, "/api/v1/streaming/user").name, "stream");
-        assert_eq!(&*s.route(&Method::GET, "/api/v1/streamingx").name, "api-reads");
+        assert_eq!(
+            &*s.route(&Method::GET, "/api/v1/streaming/user").name,
+            "stream"
+        );
+        assert_eq!(
+            &*s.route(&Method::GET, "/api/v1/streamingx").name,
+            "api-reads"
+        );
         assert_eq!(&*s.route(&Method::POST, "/api/v1/statuses").name, "default");
         assert_eq!(&*s.route(&Method::GET, "/health").name, "health");
         assert_eq!(&*s.route(&Method::GET, "/health/x").name, "default");
@@ -142,9 +174,15 @@ mod tests {
         let mut table = RouteTable::default();
         table.insert("web.local", Arc::new(service()));
         for raw in ["web.local", "WEB.local", "web.local.", "web.local:80"] {
-            assert!(table.lookup(raw).unwrap().is_some(), "{raw}");
+            assert!(table.lookup(raw).is_ok(), "{raw}");
         }
-        assert!(table.lookup("web.local:3000").unwrap().is_none());
-        assert!(table.lookup("bad host").is_err());
+        assert!(matches!(
+            table.lookup("web.local:3000"),
+            Err(ProxyError::NoService(_))
+        ));
+        assert!(matches!(
+            table.lookup("bad host"),
+            Err(ProxyError::InvalidAuthority)
+        ));
     }
 }

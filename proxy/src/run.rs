@@ -36,12 +36,21 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     let proxy = &snapshot.config.proxy;
 
     let admin_listener = bind(proxy.admin.listen, "admin").await?;
-    let admin = Admin { ready: ready.clone(), snapshot: rx.clone(), drain: drain.clone(), metrics: metrics.clone() };
+    let admin = Admin {
+        ready: ready.clone(),
+        snapshot: rx.clone(),
+        drain: drain.clone(),
+        metrics: metrics.clone(),
+    };
     tokio::spawn(admin.serve(admin_listener));
 
     if let Some(inbound) = &proxy.inbound {
         let listener = bind(inbound.listen, "inbound").await?;
-        let ctx = Listening { rx: rx.clone(), drain: drain.clone(), metrics: metrics.connections(Direction::Inbound, "inbound") };
+        let ctx = Listening {
+            rx: rx.clone(),
+            drain: drain.clone(),
+            metrics: metrics.connections(Direction::Inbound, "inbound"),
+        };
         tokio::spawn(listen::serve(
             "inbound",
             listener,
@@ -53,8 +62,11 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     }
     if let Some(outbound) = &proxy.outbound {
         let listener = bind(outbound.listen, "outbound").await?;
-        let ctx =
-            Listening { rx: rx.clone(), drain: drain.clone(), metrics: metrics.connections(Direction::Outbound, "outbound") };
+        let ctx = Listening {
+            rx: rx.clone(),
+            drain: drain.clone(),
+            metrics: metrics.connections(Direction::Outbound, "outbound"),
+        };
         tokio::spawn(listen::serve(
             "outbound",
             listener,
@@ -65,7 +77,12 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
         ));
     }
 
-    let mut opaque = OpaqueListeners { running: HashMap::new(), rx: rx.clone(), drain: drain.clone(), metrics: metrics.clone() };
+    let mut opaque = OpaqueListeners {
+        running: HashMap::new(),
+        rx: rx.clone(),
+        drain: drain.clone(),
+        metrics: metrics.clone(),
+    };
     if let Some((addr, error)) = opaque.apply(&snapshot).await.into_iter().next() {
         return Err(error).with_context(|| format!("cannot bind opaque listener {addr}"));
     }
@@ -87,7 +104,9 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot bind {what} listener {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind {what} listener {addr}"))?;
     info!(listener = what, %addr, "listening");
     Ok(listener)
 }
@@ -129,7 +148,10 @@ impl Listening {
     async fn inbound(self, conn: Accepted) {
         let _open = self.opened();
         let snapshot = self.rx.borrow().clone();
-        let (Some(settings), Some(app)) = (snapshot.config.proxy.inbound.as_ref(), snapshot.inbound.clone()) else {
+        let (Some(settings), Some(app)) = (
+            snapshot.config.proxy.inbound.as_ref(),
+            snapshot.inbound.clone(),
+        ) else {
             return;
         };
         if app.protocol == Protocol::Opaque {
@@ -142,7 +164,12 @@ impl Listening {
         match detected {
             Detected::Http1 | Detected::Http2 => {
                 let http2 = detected == Detected::Http2;
-                let ctx = ConnCtx { direction: Direction::Inbound, client: conn.client, drain: self.drain.clone(), http2 };
+                let ctx = ConnCtx {
+                    direction: Direction::Inbound,
+                    client: conn.client,
+                    drain: self.drain.clone(),
+                    http2,
+                };
                 let service = ConnService::new(ctx, self.rx.clone());
                 crate::http::serve(io, http2, &settings.downstream, service, &self.drain).await;
             }
@@ -156,7 +183,9 @@ impl Listening {
     async fn outbound(self, conn: Accepted) {
         let _open = self.opened();
         let snapshot = self.rx.borrow().clone();
-        let Some(settings) = snapshot.config.proxy.outbound.as_ref() else { return };
+        let Some(settings) = snapshot.config.proxy.outbound.as_ref() else {
+            return;
+        };
         let (detected, io) = match detect(conn.stream, settings.downstream.detect_timeout).await {
             Ok(detected) => detected,
             Err(error) => return debug!(%error, "detection failed"),
@@ -164,15 +193,22 @@ impl Listening {
         match detected {
             Detected::Http1 | Detected::Http2 => {
                 let http2 = detected == Detected::Http2;
-                let ctx = ConnCtx { direction: Direction::Outbound, client: conn.client, drain: self.drain.clone(), http2 };
+                let ctx = ConnCtx {
+                    direction: Direction::Outbound,
+                    client: conn.client,
+                    drain: self.drain.clone(),
+                    http2,
+                };
                 let service = ConnService::new(ctx, self.rx.clone());
                 crate::http::serve(io, http2, &settings.downstream, service, &self.drain).await;
             }
             Detected::Opaque => match conn.orig_dst {
-                Some(dst) => match endpoint::connect(dst, herd_config::Route::DEFAULT_TIMEOUT).await {
-                    Ok(upstream) => opaque::tunnel(io, upstream, &self.drain).await,
-                    Err(error) => debug!(%error, "opaque connect failed"),
-                },
+                Some(dst) => {
+                    match endpoint::connect(dst, herd_config::Route::DEFAULT_TIMEOUT).await {
+                        Ok(upstream) => opaque::tunnel(io, upstream, &self.drain).await,
+                        Err(error) => debug!(%error, "opaque connect failed"),
+                    }
+                }
                 None => debug!("not HTTP and no original destination: closing"),
             },
             Detected::Closed => {}
@@ -227,7 +263,10 @@ impl OpaqueListeners {
     /// Makes the running listeners those `snapshot` declares; returns the ones that failed to bind.
     async fn apply(&mut self, snapshot: &Snapshot) -> Vec<(SocketAddr, std::io::Error)> {
         self.running.retain(|addr, (name, stop)| {
-            let keep = snapshot.by_listener.get(addr).is_some_and(|s| s.name == *name);
+            let keep = snapshot
+                .by_listener
+                .get(addr)
+                .is_some_and(|s| s.name == *name);
             if !keep {
                 stop.cancel();
                 self.metrics.forget_listener(Direction::Outbound, name);

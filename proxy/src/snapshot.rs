@@ -93,7 +93,11 @@ impl Snapshot {
             let target = Arc::new(ServiceTarget {
                 name: svc.name.as_str().into(),
                 protocol: svc.protocol,
-                routes: svc.routes.iter().map(|r| RouteTarget::new(&r.name, r.matches.clone(), r.timeout)).collect(),
+                routes: svc
+                    .routes
+                    .iter()
+                    .map(|r| RouteTarget::new(&r.name, r.matches.clone(), r.timeout))
+                    .collect(),
                 fallback: RouteTarget::new(&fallback.name, fallback.matches, fallback.timeout),
                 balancer: endpoints(&svc.endpoints, svc.protocol, &svc.upstream),
             });
@@ -105,6 +109,13 @@ impl Snapshot {
             }
         }
         pools.forget_unused();
-        Snapshot { version, file, config: Arc::new(config), inbound, routes, by_listener }
+        Snapshot {
+            version,
+            file,
+            config: Arc::new(config),
+            inbound,
+            routes,
+            by_listener,
+        }
     }
 }

@@ -34,17 +34,16 @@ pub async fn forward(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // route: which service, then which of its routes.
     let service: &Arc<ServiceTarget> = match ctx.direction {
-        Direction::Inbound => snapshot.inbound.as_ref().ok_or(ProxyError::NoService("inbound".into()))?,
+        Direction::Inbound => snapshot
+            .inbound
+            .as_ref()
+            .ok_or(ProxyError::NoService("inbound".into()))?,
         Direction::Outbound => {
             if req.method() == Method::CONNECT {
                 return connect_tunnel(req, snapshot, ctx).await;
             }
             let authority = authority_of(&req).ok_or(ProxyError::NoAuthority)?;
-            match snapshot.routes.lookup(authority) {
-                Ok(Some(service)) => service,
-                Ok(None) => return Err(ProxyError::NoService(authority.to_owned())),
-                Err(()) => return Err(ProxyError::InvalidAuthority),
-            }
+            snapshot.routes.lookup(authority)?
         }
     };
     let route = service.route(req.method(), req.uri().path());
@@ -60,7 +59,10 @@ pub async fn forward(
     append_forwarded_for(headers, ctx.client.ip());
 
     // balance: which endpoint.
-    let endpoint = service.balancer.pick().ok_or_else(|| ProxyError::NoEndpoints(service.name.to_string()))?;
+    let endpoint = service
+        .balancer
+        .pick()
+        .ok_or_else(|| ProxyError::NoEndpoints(service.name.to_string()))?;
     let wire = endpoint.key().wire;
     if upgrade && wire == Wire::Http2 {
         return Err(ProxyError::UpgradeToHttp2);
@@ -73,19 +75,26 @@ pub async fn forward(
     let (mut resp, checkin) = send(endpoint, req, body_ended, route.timeout).await?;
 
     // The response's way back.
-    if let Some(client_upgrade) = client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
+    if let Some(client_upgrade) =
+        client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+    {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let drain = ctx.drain.clone();
         ctx.drain.spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((client, upstream)) => opaque::tunnel(TokioIo::new(client), TokioIo::new(upstream), &drain).await,
+                Ok((client, upstream)) => {
+                    opaque::tunnel(TokioIo::new(client), TokioIo::new(upstream), &drain).await
+                }
                 Err(error) => debug!(%error, "upgrade failed"),
             }
         });
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, true);
         parts.version = Version::HTTP_11;
-        return Ok(Response::from_parts(parts, ResponseBody::upstream(body, None)));
+        return Ok(Response::from_parts(
+            parts,
+            ResponseBody::upstream(body, None),
+        ));
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
@@ -94,10 +103,15 @@ pub async fn forward(
     } else {
         parts.version = Version::HTTP_11;
         if ctx.drain.is_draining() {
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
     }
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body, checkin)))
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::upstream(body, checkin),
+    ))
 }
 
 /// The authority a request is for: its absolute-form or `:authority`, else `Host`.
@@ -105,7 +119,9 @@ fn authority_of<B>(req: &Request<B>) -> Option<&str> {
     if let Some(a) = req.uri().authority() {
         return Some(a.as_str());
     }
-    req.headers().get(header::HOST).and_then(|h| h.to_str().ok())
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
 }
 
 /// HTTP/1 endpoints get origin-form (`/path?q`) with a `Host` header; HTTP/2 endpoints get an
@@ -116,18 +132,31 @@ fn for_wire(mut req: Request<RequestBody>, wire: Wire) -> Result<Request<Request
             *req.version_mut() = Version::HTTP_11;
             if let Some(authority) = req.uri().authority().cloned() {
                 if !req.headers().contains_key(header::HOST) {
-                    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::InvalidAuthority)?;
+                    let host = HeaderValue::from_str(authority.as_str())
+                        .map_err(|_| ProxyError::InvalidAuthority)?;
                     req.headers_mut().insert(header::HOST, host);
                 }
-                let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
                 *req.uri_mut() = Uri::from(pq);
             }
         }
         Wire::Http2 => {
             *req.version_mut() = Version::HTTP_2;
             if req.uri().authority().is_none() {
-                let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-                let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("localhost");
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
                 *req.uri_mut() = Uri::builder()
                     .scheme(Scheme::HTTP)
                     .authority(host)
@@ -152,7 +181,9 @@ async fn send(
     timeout: Option<Duration>,
 ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
     let send = endpoint.send(req);
-    let Some(timeout) = timeout else { return send.await };
+    let Some(timeout) = timeout else {
+        return send.await;
+    };
     tokio::pin!(send);
     if let Some(ended) = body_ended {
         tokio::select! {
@@ -173,18 +204,28 @@ async fn connect_tunnel(
     snapshot: &Snapshot,
     ctx: &ConnCtx,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let authority = req.uri().authority().ok_or(ProxyError::NoAuthority)?.clone();
+    let authority = req
+        .uri()
+        .authority()
+        .ok_or(ProxyError::NoAuthority)?
+        .clone();
     let upstream = match snapshot.routes.lookup(authority.as_str()) {
-        Ok(Some(service)) => {
-            let endpoint =
-                service.balancer.pick().ok_or_else(|| ProxyError::NoEndpoints(service.name.to_string()))?;
+        Ok(service) => {
+            let endpoint = service
+                .balancer
+                .pick()
+                .ok_or_else(|| ProxyError::NoEndpoints(service.name.to_string()))?;
             endpoint.connect().await?
         }
         _ => {
             let port = authority.port_u16().ok_or(ProxyError::InvalidAuthority)?;
-            let mut addrs = tokio::net::lookup_host((authority.host().trim_matches(['[', ']']), port))
-                .await
-                .map_err(|source| ProxyError::Resolve { authority: authority.to_string(), source })?;
+            let mut addrs =
+                tokio::net::lookup_host((authority.host().trim_matches(['[', ']']), port))
+                    .await
+                    .map_err(|source| ProxyError::Resolve {
+                        authority: authority.to_string(),
+                        source,
+                    })?;
             let addr = addrs.next().ok_or_else(|| ProxyError::Resolve {
                 authority: authority.to_string(),
                 source: std::io::Error::other("no addresses"),

@@ -54,7 +54,10 @@ pub struct ConnService {
 impl ConnService {
     pub fn new(ctx: ConnCtx, mut rx: watch::Receiver<Arc<Snapshot>>) -> Self {
         let current = rx.borrow_and_update().clone();
-        ConnService { ctx: Arc::new(ctx), snapshot: RefCell::new((rx, current)) }
+        ConnService {
+            ctx: Arc::new(ctx),
+            snapshot: RefCell::new((rx, current)),
+        }
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -67,7 +70,8 @@ impl ConnService {
     }
 }
 
-type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Response = Response<ResponseBody>;
@@ -90,8 +94,13 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 }
 
 /// Serves one HTTP connection until it ends, draining it when the drain starts.
-pub async fn serve<I>(io: I, http2: bool, settings: &Downstream, service: ConnService, drain: &Drain)
-where
+pub async fn serve<I>(
+    io: I,
+    http2: bool,
+    settings: &Downstream,
+    service: ConnService,
+    drain: &Drain,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(io);
