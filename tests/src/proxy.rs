@@ -1,0 +1,338 @@
+//! A `herd-proxy` process under test.
+//!
+//! [`Proxy::start`] takes the mesh YAML a test wants, with `$INBOUND`, `$OUTBOUND` and `$ADMIN`
+//! where the proxy's own listeners go; the kit fills those in with fresh ports (and keeps them
+//! for [`Proxy::reload`], so a reloaded file names the same listeners), writes the file into a
+//! temporary directory, starts the binary with `--config FILE`, and returns once `GET /ready`
+//! on the admin port answers 200. The process is killed when the handle drops; its stderr
+//! (where the proxy logs) is kept in a file the test can read, and printed if the test panics.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+use crate::{TIMEOUT, eventually, tcp};
+
+/// A running `herd-proxy`.
+pub struct Proxy {
+    child: Child,
+    pid: u32,
+    dir: TempDir,
+    config: PathBuf,
+    stderr: PathBuf,
+    listeners: Listeners,
+    exited: Option<ExitStatus>,
+}
+
+#[derive(Clone, Copy)]
+struct Listeners {
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Listeners {
+    fn fill(&self, template: &str) -> String {
+        crate::dedent(template)
+            .replace("$INBOUND", &self.inbound.to_string())
+            .replace("$OUTBOUND", &self.outbound.to_string())
+            .replace("$ADMIN", &self.admin.to_string())
+    }
+}
+
+impl Proxy {
+    /// Starts a proxy from `yaml` (see the module doc for its placeholders) and waits until it
+    /// is ready. `$ADMIN` is required: the kit needs the admin port to know the proxy is up.
+    pub async fn start(yaml: &str) -> Proxy {
+        Self::start_with_env(yaml, &[]).await
+    }
+
+    /// [`Proxy::start`] with extra environment variables (`HERD_LOG`, `HERD_LOG_FORMAT`).
+    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        assert!(
+            yaml.contains("$ADMIN"),
+            "the proxy's YAML must put its admin listener on $ADMIN"
+        );
+        let listeners = Listeners {
+            inbound: crate::ports::addr(),
+            outbound: crate::ports::addr(),
+            admin: crate::ports::addr(),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("herd-proxy-")
+            .tempdir()
+            .expect("temp dir");
+        let config = dir.path().join("mesh.yaml");
+        std::fs::write(&config, listeners.fill(yaml)).expect("write config");
+        let stderr = dir.path().join("stderr.log");
+        let log = std::fs::File::create(&stderr).expect("create stderr log");
+        let mut command = Command::new(binary());
+        command
+            .arg("--config")
+            .arg(&config)
+            .env(
+                "HERD_LOG",
+                std::env::var("HERD_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
+            .env_remove("HERD_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .kill_on_drop(true);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary().display()));
+        let pid = child.id().expect("child pid");
+        let mut proxy = Proxy {
+            child,
+            pid,
+            dir,
+            config,
+            stderr,
+            listeners,
+            exited: None,
+        };
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    /// A proxy whose inbound listener forwards everything to `app`, with default settings.
+    pub async fn inbound_to(app: SocketAddr) -> Proxy {
+        Proxy::start(&format!(
+            "
+            proxy:
+              inbound:
+                listen: $INBOUND
+                app: {app}
+              admin:
+                listen: $ADMIN
+            "
+        ))
+        .await
+    }
+
+    async fn wait_ready(&mut self) {
+        let admin = self.admin();
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll proxy") {
+                panic!(
+                    "herd-proxy exited with {status} before it was ready:\n{}",
+                    self.stderr_text()
+                );
+            }
+            if let Some(response) = tcp::try_get(admin, "/ready").await
+                && response.status == 200
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "herd-proxy not ready after {TIMEOUT:?}:\n{}",
+                self.stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The inbound listener (`$INBOUND`).
+    pub fn inbound(&self) -> SocketAddr {
+        self.listeners.inbound
+    }
+
+    /// The outbound listener (`$OUTBOUND`).
+    pub fn outbound(&self) -> SocketAddr {
+        self.listeners.outbound
+    }
+
+    /// The admin listener (`$ADMIN`).
+    pub fn admin(&self) -> SocketAddr {
+        self.listeners.admin
+    }
+
+    /// `http://INBOUND{path}`.
+    pub fn inbound_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.inbound())
+    }
+
+    /// `http://OUTBOUND{path}`.
+    pub fn outbound_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.outbound())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The config file the proxy watches.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// A directory for the test's own files, removed with the proxy.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `GET path` on the admin port.
+    pub async fn admin_get(&self, path: &str) -> tcp::Response {
+        tcp::get(self.admin(), path).await
+    }
+
+    /// The `version` `/config` reports.
+    pub async fn version(&self) -> u64 {
+        let config = self.admin_get("/config").await;
+        assert_eq!(config.status, 200, "GET /config: {}", config.text());
+        config.json()["version"]
+            .as_u64()
+            .expect("/config has a numeric version")
+    }
+
+    /// Replaces the config file atomically (write a sibling, rename it over the file, as
+    /// editors and Kubernetes do) and waits until `/config` reports a newer version.
+    pub async fn reload(&self, yaml: &str) {
+        let before = self.version().await;
+        self.write_config_atomically(yaml);
+        self.wait_for_version(before + 1).await;
+    }
+
+    /// Renames a new file over the config file; does not wait.
+    pub fn write_config_atomically(&self, yaml: &str) {
+        let staged = self.dir.path().join(".mesh.yaml.new");
+        std::fs::write(&staged, self.listeners.fill(yaml)).expect("write staged config");
+        std::fs::rename(&staged, &self.config).expect("rename config into place");
+    }
+
+    /// Rewrites the config file in place (truncate and write the same inode); does not wait.
+    pub fn write_config_in_place(&self, yaml: &str) {
+        std::fs::write(&self.config, self.listeners.fill(yaml)).expect("rewrite config");
+    }
+
+    /// Waits until `/config` reports `version` or later.
+    pub async fn wait_for_version(&self, version: u64) -> u64 {
+        eventually(&format!("config version {version}"), TIMEOUT, || async {
+            let now = self.version().await;
+            (now >= version).then_some(now)
+        })
+        .await
+    }
+
+    /// Everything the proxy has written to stderr (and stdout) so far.
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits until stderr has a line containing `needle`, and returns that line.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        eventually(&format!("a log line with {needle:?}"), TIMEOUT, || async {
+            self.stderr_text()
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_owned)
+        })
+        .await
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        signal(self.pid, "TERM");
+    }
+
+    /// Waits for the process to exit, at most `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        if let Some(status) = self.exited {
+            return status;
+        }
+        let status = crate::within("herd-proxy to exit", within, self.child.wait())
+            .await
+            .expect("wait for herd-proxy");
+        self.exited = Some(status);
+        status
+    }
+
+    /// The proxy's resident set size, from `/proc/PID/status`.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- herd-proxy stderr ----\n{}---- end ----",
+                self.stderr_text()
+            );
+        }
+        // kill_on_drop sends SIGKILL; tokio reaps the child.
+    }
+}
+
+/// Sends `SIGNAL` (a name such as `TERM`) to `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// The `herd-proxy` binary: `$HERD_PROXY_BIN`, or the one cargo built next to this test.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("HERD_PROXY_BIN") {
+        return PathBuf::from(path);
+    }
+    let mut candidates = Vec::new();
+    // Test executables live in TARGET/debug/deps; the binary in TARGET/debug.
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
+    {
+        candidates.push(profile_dir.join("herd-proxy"));
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(target).join("debug/herd-proxy"));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/herd-proxy"));
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "no herd-proxy binary (looked at {candidates:?}); run `cargo build --workspace --bins` \
+             first, or set HERD_PROXY_BIN"
+        )
+    })
+}
+
+/// The outcome of running `herd-proxy` to completion (`--check`, bad flags).
+pub struct Exit {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `herd-proxy ARGS` and waits (bounded) for it to exit.
+pub async fn run(args: &[&str]) -> Exit {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env("HERD_LOG", "info")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = crate::within("herd-proxy to exit", TIMEOUT, command.output())
+        .await
+        .expect("run herd-proxy");
+    Exit {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
