@@ -36,6 +36,8 @@ pub enum ProxyError {
     NoAuthority,
     #[error("invalid authority")]
     InvalidAuthority,
+    #[error("request has both content-length and transfer-encoding")]
+    Smuggling,
     #[error("service {0} has no endpoints")]
     NoEndpoints(String),
     #[error("connect refused: {0}")]
@@ -62,7 +64,7 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
-            Self::NoAuthority | Self::InvalidAuthority => Origin::Downstream,
+            Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling => Origin::Downstream,
             Self::NoService(_) | Self::NoEndpoints(_) | Self::UpgradeToHttp2 => Origin::Proxy,
             Self::ConnectRefused(_)
             | Self::ConnectTimeout { .. }
@@ -91,7 +93,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoService(_) => StatusCode::NOT_FOUND,
-            Self::NoAuthority | Self::InvalidAuthority => StatusCode::BAD_REQUEST,
+            Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling => StatusCode::BAD_REQUEST,
             Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::ConnectRefused(_)

@@ -3,14 +3,16 @@
 //! HTTP/1 is served with keep-alive and pipelining (answers in order), a deadline for each request
 //! head (`headerTimeout`: a client trickling its headers is closed) and a cap on its size
 //! (`maxHeaderBytes`: 431 beyond it). hyper answers malformed requests with 400 and closes. HTTP/2
-//! is served with prior knowledge (h2c). When the drain starts, HTTP/1 connections finish the
+//! is served with prior knowledge (h2c). HTTP/1 bytes pass a [`framing`] guard on their way to
+//! hyper, which refuses requests framed two ways (request smuggling). When the drain starts, HTTP/1 connections finish the
 //! request in flight and close (`Connection: close`); HTTP/2 connections send GOAWAY and finish
 //! their streams.
 
 mod forward;
+mod framing;
 pub mod headers;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,8 +30,10 @@ use tracing::debug;
 
 use crate::body::ResponseBody;
 use crate::drain::Drain;
+use crate::errors::ProxyError;
 use crate::listen::Direction;
 use crate::snapshot::Snapshot;
+use framing::{Conflict, FramingGuard};
 
 /// What every request on one client connection shares.
 pub struct ConnCtx {
@@ -49,6 +53,9 @@ pub struct ConnCtx {
 pub struct ConnService {
     ctx: Arc<ConnCtx>,
     snapshot: RefCell<(watch::Receiver<Arc<Snapshot>>, Arc<Snapshot>)>,
+    /// HTTP/1: requests seen so far, and which one (if any) the framing guard refused.
+    requests: Cell<u64>,
+    conflict: Option<Arc<Conflict>>,
 }
 
 impl ConnService {
@@ -57,6 +64,8 @@ impl ConnService {
         ConnService {
             ctx: Arc::new(ctx),
             snapshot: RefCell::new((rx, current)),
+            requests: Cell::new(0),
+            conflict: None,
         }
     }
 
@@ -79,6 +88,13 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Future = ResponseFuture;
 
     fn call(&self, req: Request<Incoming>) -> ResponseFuture {
+        let n = self.requests.get() + 1;
+        self.requests.set(n);
+        if self.conflict.as_ref().is_some_and(|c| c.is(n)) {
+            let error = ProxyError::Smuggling;
+            debug!(%error, "request refused");
+            return Box::pin(std::future::ready(Ok(error.to_response())));
+        }
         let snapshot = self.snapshot();
         let ctx = self.ctx.clone();
         Box::pin(async move {
@@ -98,13 +114,13 @@ pub async fn serve<I>(
     io: I,
     http2: bool,
     settings: &Downstream,
-    service: ConnService,
+    mut service: ConnService,
     drain: &Drain,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(io);
     if http2 {
+        let io = TokioIo::new(io);
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
@@ -124,6 +140,9 @@ pub async fn serve<I>(
             debug!(%error, "HTTP/2 connection ended");
         }
     } else {
+        let (io, conflict) = FramingGuard::new(io, settings.max_header_bytes);
+        service.conflict = Some(conflict);
+        let io = TokioIo::new(io);
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_timeout)

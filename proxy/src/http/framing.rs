@@ -1,0 +1,327 @@
+//! Request smuggling guard: refuse an HTTP/1 request that carries both `Content-Length` and
+//! `Transfer-Encoding`.
+//!
+//! Such a message can be framed two ways, and when two HTTP/1 parsers on a path (an ingress and
+//! this proxy, or this proxy and the app) pick differently, the bytes one treats as body the
+//! other treats as a second request: request smuggling. hyper resolves the conflict the way RFC
+//! 9112 §6.3 allows (chunked wins, the length is dropped, the connection closes afterwards), but
+//! it forwards the request, and it hides the conflict from the service. This guard sits between
+//! the socket and hyper, follows the connection's framing (request heads, then bodies by length
+//! or by chunks) without copying bodies, and records which request, counted from 1, had both
+//! headers; the service answers that request 400 without forwarding it.
+//!
+//! The guard gives up (and leaves everything to hyper) on anything it cannot follow: a head
+//! hyper will refuse anyway, an upgrade or `CONNECT` (the bytes after it are not HTTP), or a
+//! malformed chunk.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Most request headers examined; hyper's own limit is 100.
+const MAX_HEADERS: usize = 128;
+
+/// Which request on the connection (counted from 1) had conflicting framing; 0 for none.
+#[derive(Debug, Default)]
+pub struct Conflict(AtomicU64);
+
+impl Conflict {
+    pub fn is(&self, request: u64) -> bool {
+        self.0.load(Ordering::Acquire) == request
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Reading a request head into the buffer.
+    Head,
+    /// Skipping a body of known length.
+    Body(u64),
+    /// Reading a chunk-size line (hex digits, then extensions, to LF).
+    ChunkSize {
+        size: u64,
+        digits: bool,
+        in_ext: bool,
+    },
+    /// Skipping chunk data, then its CRLF.
+    ChunkData(u64),
+    ChunkDataEnd {
+        seen_cr: bool,
+    },
+    /// Reading trailer lines after the last chunk, until an empty one.
+    Trailers {
+        line_len: usize,
+    },
+    /// Not following any more.
+    Off,
+}
+
+pin_project_lite::pin_project! {
+    pub struct FramingGuard<T> {
+        #[pin]
+        inner: T,
+        state: State,
+        head: BytesMut,
+        max_head: usize,
+        requests: u64,
+        conflict: Arc<Conflict>,
+    }
+}
+
+impl<T> FramingGuard<T> {
+    pub fn new(inner: T, max_head: usize) -> (Self, Arc<Conflict>) {
+        let conflict = Arc::new(Conflict::default());
+        let guard = FramingGuard {
+            inner,
+            state: State::Head,
+            head: BytesMut::new(),
+            max_head,
+            requests: 0,
+            conflict: conflict.clone(),
+        };
+        (guard, conflict)
+    }
+}
+
+/// What one request head says about the body that follows.
+enum Framing {
+    Length(u64),
+    Chunked,
+    Conflict,
+    /// Upgrade, CONNECT, or something hyper will refuse: stop following.
+    Unknown,
+}
+
+fn framing_of(head: &[u8]) -> Framing {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Framing::Unknown,
+    }
+    if req.method == Some("CONNECT") {
+        return Framing::Unknown;
+    }
+    let mut length = None;
+    let mut chunked = false;
+    let mut te = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            match std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                Some(n) => length = Some(n),
+                None => return Framing::Unknown,
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            chunked = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            return Framing::Unknown;
+        }
+    }
+    match (te, length) {
+        (true, Some(_)) => Framing::Conflict,
+        (true, None) if chunked => Framing::Chunked,
+        (true, None) => Framing::Unknown,
+        (false, n) => Framing::Length(n.unwrap_or(0)),
+    }
+}
+
+/// Advances the state machine over `bytes`, the newest bytes read from the client.
+fn follow(
+    state: &mut State,
+    head: &mut BytesMut,
+    max_head: usize,
+    requests: &mut u64,
+    conflict: &Conflict,
+    mut bytes: &[u8],
+) {
+    while !bytes.is_empty() {
+        match state {
+            State::Off => return,
+            State::Head => {
+                // Blank lines before a request line are allowed (RFC 9112 §2.2).
+                if head.is_empty() {
+                    let skip = bytes
+                        .iter()
+                        .take_while(|&&b| b == b'\r' || b == b'\n')
+                        .count();
+                    bytes = &bytes[skip..];
+                    if bytes.is_empty() {
+                        return;
+                    }
+                }
+                let searched_from = head.len().saturating_sub(3);
+                head.extend_from_slice(bytes);
+                let Some(end) = head[searched_from..]
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                else {
+                    if head.len() > max_head {
+                        *state = State::Off;
+                    }
+                    return;
+                };
+                let end = searched_from + end + 4;
+                *requests += 1;
+                let consumed_before = head.len() - bytes.len();
+                *state = match framing_of(&head[..end]) {
+                    Framing::Length(0) => State::Head,
+                    Framing::Length(n) => State::Body(n),
+                    Framing::Chunked => State::ChunkSize {
+                        size: 0,
+                        digits: false,
+                        in_ext: false,
+                    },
+                    Framing::Conflict => {
+                        let _ = conflict.0.compare_exchange(
+                            0,
+                            *requests,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
+                        State::Off
+                    }
+                    Framing::Unknown => State::Off,
+                };
+                bytes = &bytes[end - consumed_before..];
+                head.clear();
+            }
+            State::Body(remaining) => {
+                let n = (*remaining).min(bytes.len() as u64);
+                *remaining -= n;
+                bytes = &bytes[n as usize..];
+                if *remaining == 0 {
+                    *state = State::Head;
+                }
+            }
+            State::ChunkSize {
+                size,
+                digits,
+                in_ext,
+            } => {
+                let b = bytes[0];
+                bytes = &bytes[1..];
+                if b == b'\n' {
+                    *state = match (*digits, *size) {
+                        (false, _) => State::Off,
+                        (true, 0) => State::Trailers { line_len: 0 },
+                        (true, n) => State::ChunkData(n),
+                    };
+                } else if *in_ext || b == b'\r' {
+                    continue;
+                } else if let Some(d) = (b as char).to_digit(16) {
+                    match size.checked_mul(16) {
+                        Some(s) => {
+                            *size = s + u64::from(d);
+                            *digits = true;
+                        }
+                        None => *state = State::Off,
+                    }
+                } else if b == b';' || b == b' ' || b == b'\t' {
+                    *in_ext = true;
+                } else {
+                    *state = State::Off;
+                }
+            }
+            State::ChunkData(remaining) => {
+                let n = (*remaining).min(bytes.len() as u64);
+                *remaining -= n;
+                bytes = &bytes[n as usize..];
+                if *remaining == 0 {
+                    *state = State::ChunkDataEnd { seen_cr: false };
+                }
+            }
+            State::ChunkDataEnd { seen_cr } => {
+                let b = bytes[0];
+                bytes = &bytes[1..];
+                *state = match (b, *seen_cr) {
+                    (b'\r', false) => State::ChunkDataEnd { seen_cr: true },
+                    (b'\n', _) => State::ChunkSize {
+                        size: 0,
+                        digits: false,
+                        in_ext: false,
+                    },
+                    _ => State::Off,
+                };
+            }
+            State::Trailers { line_len } => {
+                let b = bytes[0];
+                bytes = &bytes[1..];
+                match b {
+                    b'\n' if *line_len == 0 => *state = State::Head,
+                    b'\n' => *line_len = 0,
+                    b'\r' => {}
+                    _ => *line_len += 1,
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for FramingGuard<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.inner.poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            follow(
+                this.state,
+                this.head,
+                *this.max_head,
+                this.requests,
+                this.conflict,
+                &buf.filled()[before..],
+            );
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for FramingGuard<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;
