@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use herd_config::{Config, Protocol};
-use tokio::net::TcpListener;
+use herd_config::{Config, Downstream, Protocol};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 use crate::admin::Admin;
-use crate::detect::{Detected, detect};
+use crate::detect::{Detected, Rewind, detect};
 use crate::drain::Drain;
 use crate::http::{ConnCtx, ConnService};
 use crate::listen::{self, Accepted, Direction};
@@ -147,34 +147,20 @@ impl Listening {
     /// Traffic for this pod: detect, then HTTP or bytes to the app.
     async fn inbound(self, conn: Accepted) {
         let _open = self.opened();
-        let snapshot = self.rx.borrow().clone();
-        let (Some(settings), Some(app)) = (
-            snapshot.config.proxy.inbound.as_ref(),
-            snapshot.inbound.clone(),
-        ) else {
-            return;
+        // Copy what the connection needs rather than hold the snapshot for its whole life: a
+        // WebSocket may outlive many reloads.
+        let (settings, app) = {
+            let snapshot = self.rx.borrow();
+            match (&snapshot.config.proxy.inbound, &snapshot.inbound) {
+                (Some(inbound), Some(app)) => (inbound.downstream.clone(), app.clone()),
+                _ => return,
+            }
         };
         if app.protocol == Protocol::Opaque {
             return forward_opaque(conn.stream, &app, &self.drain).await;
         }
-        let (detected, io) = match detect(conn.stream, settings.downstream.detect_timeout).await {
-            Ok(detected) => detected,
-            Err(error) => return debug!(%error, "detection failed"),
-        };
-        match detected {
-            Detected::Http1 | Detected::Http2 => {
-                let http2 = detected == Detected::Http2;
-                let ctx = ConnCtx {
-                    direction: Direction::Inbound,
-                    client: conn.client,
-                    drain: self.drain.clone(),
-                    http2,
-                };
-                let service = ConnService::new(ctx, self.rx.clone());
-                crate::http::serve(io, http2, &settings.downstream, service, &self.drain).await;
-            }
-            Detected::Opaque => forward_opaque(io, &app, &self.drain).await,
-            Detected::Closed => {}
+        if let Some(io) = self.serve_http(Direction::Inbound, conn, &settings).await {
+            forward_opaque(io, &app, &self.drain).await;
         }
     }
 
@@ -182,45 +168,68 @@ impl Listening {
     /// original destination when there is one.
     async fn outbound(self, conn: Accepted) {
         let _open = self.opened();
-        let snapshot = self.rx.borrow().clone();
-        let Some(settings) = snapshot.config.proxy.outbound.as_ref() else {
+        let Some(settings) = self
+            .rx
+            .borrow()
+            .config
+            .proxy
+            .outbound
+            .as_ref()
+            .map(|o| o.downstream.clone())
+        else {
             return;
         };
-        let (detected, io) = match detect(conn.stream, settings.downstream.detect_timeout).await {
-            Ok(detected) => detected,
-            Err(error) => return debug!(%error, "detection failed"),
+        let orig_dst = conn.orig_dst;
+        let Some(io) = self.serve_http(Direction::Outbound, conn, &settings).await else {
+            return;
         };
-        match detected {
-            Detected::Http1 | Detected::Http2 => {
-                let http2 = detected == Detected::Http2;
-                let ctx = ConnCtx {
-                    direction: Direction::Outbound,
-                    client: conn.client,
-                    drain: self.drain.clone(),
-                    http2,
-                };
-                let service = ConnService::new(ctx, self.rx.clone());
-                crate::http::serve(io, http2, &settings.downstream, service, &self.drain).await;
-            }
-            Detected::Opaque => match conn.orig_dst {
-                Some(dst) => {
-                    match endpoint::connect(dst, herd_config::Route::DEFAULT_TIMEOUT).await {
-                        Ok(upstream) => opaque::tunnel(io, upstream, &self.drain).await,
-                        Err(error) => debug!(%error, "opaque connect failed"),
-                    }
-                }
-                None => debug!("not HTTP and no original destination: closing"),
+        match orig_dst {
+            Some(dst) => match endpoint::connect(dst, ORIG_DST_CONNECT_TIMEOUT).await {
+                Ok(upstream) => opaque::tunnel(io, upstream, &self.drain).await,
+                Err(error) => debug!(%error, "opaque connect failed"),
             },
-            Detected::Closed => {}
+            None => debug!("not HTTP and no original destination: closing"),
         }
+    }
+
+    /// Detects the protocol and serves HTTP to the end of the connection; hands back a connection
+    /// that turned out not to be HTTP, with the bytes read so far put back in front.
+    async fn serve_http(
+        &self,
+        direction: Direction,
+        conn: Accepted,
+        settings: &Downstream,
+    ) -> Option<Rewind<TcpStream>> {
+        let (detected, io) = match detect(conn.stream, settings.detect_timeout).await {
+            Ok(detected) => detected,
+            Err(error) => {
+                debug!(%error, "detection failed");
+                return None;
+            }
+        };
+        let http2 = match detected {
+            Detected::Http1 => false,
+            Detected::Http2 => true,
+            Detected::Opaque => return Some(io),
+            Detected::Closed => return None,
+        };
+        let ctx = ConnCtx {
+            direction,
+            client: conn.client,
+            drain: self.drain.clone(),
+            http2,
+        };
+        let service = ConnService::new(ctx, self.rx.clone());
+        crate::http::serve(io, http2, settings, service, &self.drain).await;
+        None
     }
 
     /// An opaque service's own listener: bytes to one of its endpoints, never sniffed.
     async fn opaque_service(self, conn: Accepted) {
         let _open = self.opened();
-        let snapshot = self.rx.borrow().clone();
-        match snapshot.by_listener.get(&conn.local) {
-            Some(service) => forward_opaque(conn.stream, service, &self.drain).await,
+        let service = self.rx.borrow().by_listener.get(&conn.local).cloned();
+        match service {
+            Some(service) => forward_opaque(conn.stream, &service, &self.drain).await,
             None => debug!("no opaque service listens here any more"),
         }
     }
@@ -246,6 +255,9 @@ where
         Err(error) => debug!(%error, service = %service.name, "closing"),
     }
 }
+
+/// Connecting to a transparently redirected connection's original destination.
+const ORIG_DST_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Connections one opaque service listener holds at once (pooled database and Redis clients
 /// keep few, long-lived ones).
