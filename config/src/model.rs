@@ -30,6 +30,8 @@ pub struct ProxySettings {
     /// The app's own calls, routed by authority. Absent: no outbound listener.
     pub outbound: Option<OutboundListener>,
     pub admin: AdminListener,
+    /// How `dns:` services are resolved.
+    pub resolver: ResolverConfig,
     /// How long, after SIGTERM or `/shutdown`, in-flight requests and upgraded connections may
     /// run before the proxy exits anyway. Default 30s.
     #[serde(with = "crate::duration")]
@@ -37,12 +39,14 @@ pub struct ProxySettings {
 }
 
 impl Default for ProxySettings {
-    /// No inbound or outbound listener, the default admin listener, a 30s drain.
+    /// No inbound or outbound listener, the default admin listener, the system's resolver, a 30s
+    /// drain.
     fn default() -> Self {
         ProxySettings {
             inbound: None,
             outbound: None,
             admin: AdminListener::default(),
+            resolver: ResolverConfig::default(),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -136,6 +140,15 @@ impl Default for AdminListener {
     }
 }
 
+/// `proxy.resolver`: where `dns:` services are looked up.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolverConfig {
+    /// DNS servers to ask, in order. Empty (the default): the system's `/etc/resolv.conf`, with
+    /// its search domains and `ndots`, as the app itself resolves.
+    pub nameservers: Vec<SocketAddr>,
+}
+
 /// How a service (or the inbound app) speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -159,7 +172,8 @@ impl Protocol {
     }
 }
 
-/// Settings for connections the proxy opens to endpoints.
+/// Settings for connections the inbound listener opens to the app. (A service's are in
+/// [`ServiceLimits`].)
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Upstream {
@@ -190,14 +204,320 @@ pub struct Service {
     /// Normalized authorities that mean this service; unique across services.
     pub authorities: Vec<Authority>,
     pub protocol: Protocol,
-    /// At least one.
-    pub endpoints: Vec<SocketAddr>,
+    /// Static endpoints, each address once; empty when `dns` is set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<WeightedEndpoint>,
+    /// Endpoints discovered by DNS instead of listed.
+    pub dns: Option<DnsDiscovery>,
     /// Opaque services only: a listener of its own that forwards to the endpoints.
     pub listen: Option<SocketAddr>,
-    #[serde(flatten)]
-    pub upstream: Upstream,
+    pub balancer: BalancerConfig,
+    pub outlier_detection: OutlierDetection,
+    pub limits: ServiceLimits,
     /// In order; the first match wins. A request matching none uses [`Route::fallback`].
     pub routes: Vec<Route>,
+}
+
+/// `services[].endpoints[]`: an address and its share of the traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightedEndpoint {
+    pub address: SocketAddr,
+    /// Relative share of requests (connections, for opaque services) under every algorithm.
+    /// Default 1; 1 to 10000.
+    pub weight: u32,
+}
+
+impl WeightedEndpoint {
+    pub const DEFAULT_WEIGHT: u32 = 1;
+    /// Accepted values of `weight`.
+    pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
+
+    /// `address` with the default weight.
+    pub fn new(address: SocketAddr) -> Self {
+        WeightedEndpoint {
+            address,
+            weight: Self::DEFAULT_WEIGHT,
+        }
+    }
+}
+
+impl From<SocketAddr> for WeightedEndpoint {
+    fn from(address: SocketAddr) -> Self {
+        WeightedEndpoint::new(address)
+    }
+}
+
+/// `services[].dns`: endpoints are the A and AAAA records of `name`, each on `port`, weight 1.
+///
+/// Serializes as the YAML mapping form, `{name: NAME:PORT, minTtl, maxTtl}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsDiscovery {
+    /// A DNS name as written (a trailing dot makes it absolute: no search domains).
+    pub name: String,
+    /// 1 to 65535.
+    pub port: u16,
+    /// Re-resolve no sooner than this after an answer, whatever its TTL. Default 1s; > 0.
+    pub min_ttl: Duration,
+    /// Re-resolve no later than this after an answer, whatever its TTL. Default 60s;
+    /// at least `min_ttl`.
+    pub max_ttl: Duration,
+}
+
+impl DnsDiscovery {
+    pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(60);
+
+    /// When to resolve again after an answer whose records live `ttl`.
+    pub fn refresh_after(&self, ttl: Duration) -> Duration {
+        ttl.clamp(self.min_ttl, self.max_ttl)
+    }
+}
+
+impl Serialize for DnsDiscovery {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("name", &format!("{}:{}", self.name, self.port))?;
+        map.serialize_entry(
+            "minTtl",
+            &humantime::format_duration(self.min_ttl).to_string(),
+        )?;
+        map.serialize_entry(
+            "maxTtl",
+            &humantime::format_duration(self.max_ttl).to_string(),
+        )?;
+        map.end()
+    }
+}
+
+/// `services[].balancer`: how one endpoint is picked for a request (a connection, for opaque
+/// services).
+///
+/// Every field holds a value whatever the algorithm; those of another algorithm are unused.
+/// Serializes only the keys its algorithm uses, as the YAML must be written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BalancerConfig {
+    /// Default [`Algorithm::PeakEwma`].
+    pub algorithm: Algorithm,
+    /// peak-ewma: how fast the latency average forgets. Default 10s; > 0.
+    pub decay: Duration,
+    /// peak-ewma: the latency assumed of an endpoint with no data yet. Default 30ms; > 0.
+    pub default_rtt: Duration,
+    /// ring-hash: the key that picks the endpoint. `Some` exactly when `algorithm` is
+    /// [`Algorithm::RingHash`]; [`HashOn::ClientIp`] only, for opaque services.
+    pub hash_on: Option<HashOn>,
+    /// ring-hash: no endpoint takes more than this times the mean load; a key whose endpoint is
+    /// full goes to the next on the ring. Default 1.25; at least 1.0.
+    pub bounded_load: f64,
+}
+
+impl BalancerConfig {
+    pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+    pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+    pub const DEFAULT_BOUNDED_LOAD: f64 = 1.25;
+}
+
+impl Default for BalancerConfig {
+    fn default() -> Self {
+        BalancerConfig {
+            algorithm: Algorithm::PeakEwma,
+            decay: Self::DEFAULT_DECAY,
+            default_rtt: Self::DEFAULT_RTT,
+            hash_on: None,
+            bounded_load: Self::DEFAULT_BOUNDED_LOAD,
+        }
+    }
+}
+
+impl Serialize for BalancerConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let duration = |d: Duration| humantime::format_duration(d).to_string();
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("algorithm", &self.algorithm)?;
+        match self.algorithm {
+            Algorithm::PeakEwma => {
+                map.serialize_entry("decay", &duration(self.decay))?;
+                map.serialize_entry("defaultRtt", &duration(self.default_rtt))?;
+            }
+            Algorithm::RingHash => {
+                map.serialize_entry("hashOn", &self.hash_on)?;
+                map.serialize_entry("boundedLoad", &self.bounded_load)?;
+            }
+            Algorithm::LeastRequest | Algorithm::RoundRobin => {}
+        }
+        map.end()
+    }
+}
+
+/// `services[].balancer.algorithm`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// Power of two random choices over a peak-sensitive moving average of latency times
+    /// requests in flight.
+    #[default]
+    PeakEwma,
+    /// Power of two random choices over requests in flight.
+    LeastRequest,
+    RoundRobin,
+    /// Consistent hashing on [`BalancerConfig::hash_on`], with bounded load.
+    RingHash,
+}
+
+impl Algorithm {
+    /// The name as written in YAML: `peak-ewma`, `least-request`, `round-robin`, `ring-hash`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::PeakEwma => "peak-ewma",
+            Algorithm::LeastRequest => "least-request",
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::RingHash => "ring-hash",
+        }
+    }
+}
+
+/// `services[].balancer.hashOn`: `{header: NAME}`, `{cookie: NAME}` or `clientIp`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HashOn {
+    /// A request header, by its lowercase name; a request without it goes to a random endpoint.
+    Header(String),
+    /// A cookie, by its name as written (cookie names are case-sensitive).
+    Cookie(String),
+    /// The client's IP address (the peer of the connection, not a forwarded header).
+    ClientIp,
+}
+
+/// `services[].outlierDetection`: taking failing endpoints out of rotation for a while.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutlierDetection {
+    /// Failures in a row (of the kinds in `failure_on`) that eject an endpoint. Default 7;
+    /// 0 turns outlier detection off.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; each ejection in a row doubles it, up to `max_ejection`.
+    /// Default 1s; > 0.
+    #[serde(with = "crate::duration")]
+    pub min_ejection: Duration,
+    /// Default 60s; at least `min_ejection`.
+    #[serde(with = "crate::duration")]
+    pub max_ejection: Duration,
+    /// Never eject more than this share of the endpoints, in percent. Default 50; 0 to 100.
+    pub max_ejected_percent: u8,
+    /// What counts as a failure. Default `[connect-failure, 5xx]`; not empty, no duplicates.
+    pub failure_on: Vec<FailureCondition>,
+}
+
+impl OutlierDetection {
+    /// Whether endpoints are ever ejected.
+    pub fn enabled(&self) -> bool {
+        self.consecutive_failures > 0
+    }
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_failures: 7,
+            min_ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(60),
+            max_ejected_percent: 50,
+            failure_on: vec![
+                FailureCondition::ConnectFailure,
+                FailureCondition::Status5xx,
+            ],
+        }
+    }
+}
+
+/// `services[].outlierDetection.failureOn[]`.
+///
+/// Serializes as written: `connect-failure`, `timeout`, `5xx`, `gateway-error`, or the status
+/// code as an integer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureCondition {
+    /// The connection could not be made (refused, reset, connect timeout).
+    ConnectFailure,
+    /// The response timeout of the request's route expired.
+    Timeout,
+    /// Any response status from 500 to 599.
+    Status5xx,
+    /// 502, 503 or 504: the endpoint is a gateway whose own upstream failed.
+    GatewayError,
+    /// This response status; 500 to 599.
+    Status(u16),
+}
+
+impl FailureCondition {
+    /// Whether a response with `status` counts as a failure under this condition.
+    pub fn matches_status(self, status: u16) -> bool {
+        match self {
+            FailureCondition::Status5xx => (500..=599).contains(&status),
+            FailureCondition::GatewayError => matches!(status, 502..=504),
+            FailureCondition::Status(code) => code == status,
+            FailureCondition::ConnectFailure | FailureCondition::Timeout => false,
+        }
+    }
+}
+
+impl std::fmt::Display for FailureCondition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailureCondition::ConnectFailure => f.write_str("connect-failure"),
+            FailureCondition::Timeout => f.write_str("timeout"),
+            FailureCondition::Status5xx => f.write_str("5xx"),
+            FailureCondition::GatewayError => f.write_str("gateway-error"),
+            FailureCondition::Status(code) => write!(f, "{code}"),
+        }
+    }
+}
+
+impl Serialize for FailureCondition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FailureCondition::Status(code) => s.serialize_u16(*code),
+            other => s.collect_str(other),
+        }
+    }
+}
+
+/// `services[].limits`: what one service may cost, per endpoint and in all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceLimits {
+    /// Connecting to an endpoint. Default 1s; > 0.
+    #[serde(with = "crate::duration")]
+    pub connect_timeout: Duration,
+    /// An idle pooled connection is closed after this long. Default 10s (below Puma's 20s
+    /// keep-alive); > 0.
+    #[serde(with = "crate::duration")]
+    pub idle_timeout: Duration,
+    /// HTTP/1 connections open to one endpoint at once. Default 10000; at least 1.
+    pub max_connections: usize,
+    /// Requests of this service waiting for a connection or an endpoint; beyond it, 503 at
+    /// once. Default 10000; at least 1.
+    pub max_pending_requests: usize,
+    /// Longest a request waits for a ready endpoint before it gets 503. Default 3s; > 0.
+    #[serde(with = "crate::duration")]
+    pub fail_fast_timeout: Duration,
+    /// HTTP/2 streams on one connection before another connection is opened (or fewer, if
+    /// the endpoint says so). Default 100; at least 1.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServiceLimits {
+    fn default() -> Self {
+        ServiceLimits {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_pending_requests: 10_000,
+            fail_fast_timeout: Duration::from_secs(3),
+            max_concurrent_streams: 100,
+        }
+    }
 }
 
 /// `services[].routes[]`.

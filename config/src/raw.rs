@@ -12,6 +12,9 @@
 //!   the keys every listener shares are written out in each struct;
 //! - leaf values are read as strings and parsed here, so every message names the offending
 //!   value (`invalid socket address `127.0.0.1`...`) instead of serde's `invalid u64`.
+//!
+//! A key that may be written short or long (`endpoints[]`, `dns`, `balancer`, `hashOn`) is a
+//! [`Form`]: no `#[serde(untagged)]`, which buffers like flatten and loses every location.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,7 +30,8 @@ use crate::error::ConfigError;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Root {
     pub proxy: Option<Proxy>,
-    pub services: Option<Vec<Service>>,
+    /// Spanned so that a rule about the whole service can point at it.
+    pub services: Option<Vec<Spanned<Service>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +40,7 @@ pub struct Proxy {
     pub inbound: Option<Inbound>,
     pub outbound: Option<Outbound>,
     pub admin: Option<Admin>,
+    pub resolver: Option<Resolver>,
     pub drain_timeout: Option<Spanned<Dur>>,
 }
 
@@ -75,16 +80,90 @@ pub struct Admin {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resolver {
+    pub nameservers: Option<Vec<Spanned<Addr>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Service {
     pub name: Spanned<String>,
     pub authorities: Option<Vec<Spanned<String>>>,
     pub protocol: Option<Spanned<Protocol>>,
-    pub endpoints: Spanned<Vec<Spanned<Addr>>>,
+    pub endpoints: Option<Spanned<Vec<Spanned<Endpoint>>>>,
+    pub dns: Option<Spanned<Dns>>,
     pub listen: Option<Spanned<Addr>>,
-    // Upstream.
+    pub balancer: Option<Spanned<Balancer>>,
+    pub outlier_detection: Option<OutlierDetection>,
+    pub limits: Option<Limits>,
+    pub routes: Option<Spanned<Vec<Route>>>,
+}
+
+/// `endpoints[]`: `ip:port`, or `{address, weight}`.
+pub type Endpoint = Form<Addr, EndpointMap>;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointMap {
+    pub address: Spanned<Addr>,
+    pub weight: Option<Spanned<Count>>,
+}
+
+/// `dns:`: `NAME:PORT`, or `{name: NAME:PORT, minTtl, maxTtl}`. The name is checked by
+/// validation, which knows what a DNS name is.
+pub type Dns = Form<String, DnsMap>;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsMap {
+    pub name: Spanned<String>,
+    pub min_ttl: Option<Spanned<Dur>>,
+    pub max_ttl: Option<Spanned<Dur>>,
+}
+
+/// `balancer:`: an algorithm alone, or the mapping.
+pub type Balancer = Form<Algorithm, BalancerMap>;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BalancerMap {
+    pub algorithm: Option<Spanned<Algorithm>>,
+    pub decay: Option<Spanned<Dur>>,
+    pub default_rtt: Option<Spanned<Dur>>,
+    pub hash_on: Option<Spanned<HashOn>>,
+    pub bounded_load: Option<Spanned<Float>>,
+}
+
+/// `hashOn:`: `clientIp`, or `{header: NAME}` or `{cookie: NAME}`; validation checks that
+/// the mapping has exactly one of its keys.
+pub type HashOn = Form<String, HashOnMap>;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HashOnMap {
+    pub header: Option<Spanned<String>>,
+    pub cookie: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutlierDetection {
+    pub consecutive_failures: Option<Spanned<Count>>,
+    pub min_ejection: Option<Spanned<Dur>>,
+    pub max_ejection: Option<Spanned<Dur>>,
+    pub max_ejected_percent: Option<Spanned<Count>>,
+    pub failure_on: Option<Spanned<Vec<Spanned<Condition>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
     pub connect_timeout: Option<Spanned<Dur>>,
     pub idle_timeout: Option<Spanned<Dur>>,
-    pub routes: Option<Spanned<Vec<Route>>>,
+    pub max_connections: Option<Spanned<Count>>,
+    pub max_pending_requests: Option<Spanned<Count>>,
+    pub fail_fast_timeout: Option<Spanned<Dur>>,
+    pub max_concurrent_streams: Option<Spanned<Count>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,7 +199,7 @@ impl<'de> Deserialize<'de> for Addr {
 }
 
 /// A humantime duration; see [`crate::duration`].
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
@@ -130,7 +209,7 @@ impl<'de> Deserialize<'de> for Dur {
 }
 
 /// A whole number; its range is checked by validation, which knows what it counts.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Count(pub u64);
 
 impl<'de> Deserialize<'de> for Count {
@@ -167,6 +246,215 @@ impl<'de> Deserialize<'de> for Protocol {
                 )))
             }
         }
+    }
+}
+
+/// A key with a short form and a long one: a scalar `S` (`10.0.1.5:3000`) or a mapping `M`
+/// (`{ address: 10.0.1.5:3000, weight: 3 }`).
+///
+/// The short form has no location of its own: wrap the whole in [`Spanned`]. The long form's
+/// fields are read by serde-saphyr itself, so a `Spanned` field there keeps its location.
+#[derive(Debug)]
+pub enum Form<S, M> {
+    Short(S),
+    Long(M),
+}
+
+impl<'de, S: Deserialize<'de>, M: Deserialize<'de>> Deserialize<'de> for Form<S, M> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, StringDeserializer};
+        use serde::de::{IntoDeserializer, MapAccess, SeqAccess, Unexpected, Visitor};
+        use std::marker::PhantomData;
+
+        struct FormVisitor<S, M>(PhantomData<(S, M)>);
+
+        impl<S, M> FormVisitor<S, M> {
+            /// A scalar read as text, as every leaf here is: `3000` is the string `3000`.
+            fn short<'de, E: serde::de::Error>(text: String) -> Result<Form<S, M>, E>
+            where
+                S: Deserialize<'de>,
+            {
+                let d: StringDeserializer<E> = text.into_deserializer();
+                S::deserialize(d).map(Form::Short)
+            }
+        }
+
+        impl<'de, S: Deserialize<'de>, M: Deserialize<'de>> Visitor<'de> for FormVisitor<S, M> {
+            type Value = Form<S, M>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a single value or a mapping")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Self::short(v.to_owned())
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Self::short(v)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Self::short(v.to_string())
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Self::short(v.to_string())
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Self::short(v.to_string())
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Self::short(v.to_string())
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                M::deserialize(MapAccessDeserializer::new(map)).map(Form::Long)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+                Err(A::Error::invalid_type(Unexpected::Other("a list"), &self))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Err(E::custom("value is empty"))
+            }
+        }
+
+        d.deserialize_any(FormVisitor(PhantomData))
+    }
+}
+
+/// A number with a fraction; its range is checked by validation.
+#[derive(Debug)]
+pub struct Float(pub f64);
+
+impl<'de> Deserialize<'de> for Float {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(Float(n)),
+            _ => Err(D::Error::custom(format!(
+                "expected a number, e.g. 1.25, found `{text}`"
+            ))),
+        }
+    }
+}
+
+/// `balancer.algorithm`; read by hand so the message can translate other proxies' names.
+#[derive(Debug, Clone, Copy)]
+pub struct Algorithm(pub crate::model::Algorithm);
+
+impl<'de> Deserialize<'de> for Algorithm {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::model::Algorithm::*;
+        let text = String::deserialize(d)?;
+        let all = [PeakEwma, LeastRequest, RoundRobin, RingHash];
+        if let Some(a) = all.iter().find(|a| a.as_str() == text) {
+            return Ok(Algorithm(*a));
+        }
+        let squashed: String = text
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .flat_map(|c| c.to_lowercase())
+            .collect();
+        let hint = match squashed.as_str() {
+            "peakewma" | "ewma" | "p2cewma" => " (did you mean `peak-ewma`?)",
+            "leastrequest" | "leastrequests" | "p2c" => " (did you mean `least-request`?)",
+            "leastconn" | "leastconns" | "leastconnection" | "leastconnections" => {
+                " (nginx's least_conn is `least-request`)"
+            }
+            "roundrobin" | "rr" => " (did you mean `round-robin`?)",
+            "ringhash" | "hash" | "consistenthash" | "consistenthashing" | "maglev" | "iphash" => {
+                " (consistent hashing is `ring-hash`)"
+            }
+            _ => "",
+        };
+        Err(D::Error::custom(format!(
+            "unknown algorithm `{text}`{hint}; expected one of: peak-ewma, least-request, round-robin, ring-hash"
+        )))
+    }
+}
+
+/// `outlierDetection.failureOn[]`: a name, or a status code written as a YAML integer. The
+/// code's range is checked by validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    ConnectFailure,
+    Timeout,
+    Status5xx,
+    GatewayError,
+    Status(u64),
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FailureVisitor;
+
+        const EXPECTED: &str = "expected one of: connect-failure, timeout, 5xx, gateway-error, \
+                                or a status code from 500 to 599";
+
+        impl serde::de::Visitor<'_> for FailureVisitor {
+            type Value = Condition;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a failure condition or a status code")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Condition, E> {
+                Ok(match v {
+                    "connect-failure" => Condition::ConnectFailure,
+                    "timeout" => Condition::Timeout,
+                    "5xx" => Condition::Status5xx,
+                    "gateway-error" => Condition::GatewayError,
+                    code if !code.is_empty() && code.bytes().all(|b| b.is_ascii_digit()) => {
+                        Condition::Status(code.parse().unwrap_or(u64::MAX))
+                    }
+                    other => {
+                        let hint = match other.to_ascii_lowercase().replace('_', "-").as_str() {
+                            "connect-failure" | "connect-error" | "connection-failure"
+                            | "reset" | "refused" | "connect-timeout" => {
+                                " (connection errors are `connect-failure`)"
+                            }
+                            "5xx" | "5**" | "server-error" => " (did you mean `5xx`?)",
+                            "gateway-error" | "gateway" | "gateway-errors" => {
+                                " (did you mean `gateway-error`?)"
+                            }
+                            _ => "",
+                        };
+                        return Err(E::custom(format!(
+                            "unknown failure condition `{other}`{hint}; {EXPECTED}"
+                        )));
+                    }
+                })
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Condition, E> {
+                Ok(Condition::Status(v))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Condition, E> {
+                Err(E::custom(format!(
+                    "unknown failure condition `{v}`; {EXPECTED}"
+                )))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Condition, E> {
+                Err(E::custom(format!(
+                    "unknown failure condition `{v}`; {EXPECTED}"
+                )))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Condition, E> {
+                Err(E::custom(format!(
+                    "unknown failure condition `{v}`; {EXPECTED}"
+                )))
+            }
+        }
+
+        d.deserialize_any(FailureVisitor)
     }
 }
 

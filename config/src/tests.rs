@@ -1,5 +1,6 @@
-//! The public API end to end: defaults, the contract file, the examples, and the errors that
-//! types and YAML syntax catch. Semantic rules are tested in `validate/tests.rs`.
+//! The public API end to end: defaults, the contract file, the examples, what `/config`
+//! prints. The errors that types and YAML syntax catch are tested in `tests_errors.rs`, semantic
+//! rules in `validate/tests*.rs`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,15 +22,6 @@ fn auth(s: &str) -> Authority {
 #[track_caller]
 fn ok(yaml: &str) -> Config {
     parse(yaml, "mesh.yaml").unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Asserts the one-line message exactly: that pins file, line, column, path and wording.
-#[track_caller]
-fn fails(yaml: &str, expected: &str) -> ConfigError {
-    let err = parse(yaml, "mesh.yaml").expect_err("should be refused");
-    assert_eq!(err.to_string(), expected);
-    assert!(!err.to_string().contains('\n'), "one line: {err}");
-    err
 }
 
 #[test]
@@ -85,8 +77,51 @@ services:
     let web = &config.services[0];
     assert_eq!(web.protocol, Protocol::Http);
     assert!(web.authorities.is_empty());
+    assert_eq!(
+        web.endpoints,
+        [WeightedEndpoint {
+            address: addr("127.0.0.1:3000"),
+            weight: 1
+        }]
+    );
+    assert_eq!(web.dns, None);
     assert_eq!(web.listen, None);
-    assert_eq!(web.upstream, upstream);
+    assert_eq!(
+        web.balancer,
+        BalancerConfig {
+            algorithm: Algorithm::PeakEwma,
+            decay: secs(10),
+            default_rtt: Duration::from_millis(30),
+            hash_on: None,
+            bounded_load: 1.25,
+        }
+    );
+    assert_eq!(
+        web.outlier_detection,
+        OutlierDetection {
+            consecutive_failures: 7,
+            min_ejection: secs(1),
+            max_ejection: secs(60),
+            max_ejected_percent: 50,
+            failure_on: vec![
+                FailureCondition::ConnectFailure,
+                FailureCondition::Status5xx
+            ],
+        }
+    );
+    assert_eq!(
+        web.limits,
+        ServiceLimits {
+            connect_timeout: secs(1),
+            idle_timeout: secs(10),
+            max_connections: 10_000,
+            max_pending_requests: 10_000,
+            fail_fast_timeout: secs(3),
+            max_concurrent_streams: 100,
+        }
+    );
+    assert_eq!(config.proxy.resolver, ResolverConfig::default());
+    assert!(config.proxy.resolver.nameservers.is_empty());
     assert_eq!(web.routes[0].name, "routes[0]");
     assert_eq!(web.routes[0].matches, RouteMatch::default());
     assert_eq!(web.routes[0].timeout, secs(30));
@@ -94,9 +129,8 @@ services:
     assert_eq!(web.routes[1].matches.methods, ["GET"]);
 }
 
-#[test]
-fn every_field_is_read() {
-    let config = ok(r#"proxy:
+/// Every key there is, none at its default.
+const EVERY_FIELD: &str = r#"proxy:
   inbound:
     listen: "[::1]:4143"
     app: 127.0.0.1:3000
@@ -116,19 +150,42 @@ fn every_field_is_read() {
     detectTimeout: 4s
   admin:
     listen: 0.0.0.0:9990
+  resolver:
+    nameservers: [127.0.0.1:5353, "[::1]:53"]
   drainTimeout: 1m 30s
 services:
   - name: api-2
     authorities: [API.Local., "[::1]:8080"]
     protocol: http2
-    endpoints: [10.0.0.1:80, "[fe80::1]:8080"]
-    connectTimeout: 100ms
-    idleTimeout: 1s
+    endpoints:
+      - 10.0.0.1:80
+      - { address: "[fe80::1]:8080", weight: 3 }
+    balancer:
+      algorithm: ring-hash
+      hashOn: { header: X-User-Id }
+      boundedLoad: 1.5
+    outlierDetection:
+      consecutiveFailures: 3
+      minEjection: 500ms
+      maxEjection: 2m
+      maxEjectedPercent: 100
+      failureOn: [timeout, gateway-error, 500, connect-failure, 5xx]
+    limits:
+      connectTimeout: 100ms
+      idleTimeout: 1s
+      maxConnections: 10
+      maxPendingRequests: 20
+      failFastTimeout: 250ms
+      maxConcurrentStreams: 1
     routes:
       - name: exact
         match: { path: /health, pathPrefix: /, methods: [get, Head] }
         timeout: 2s
-"#);
+"#;
+
+#[test]
+fn every_field_is_read() {
+    let config = ok(EVERY_FIELD);
     let inbound = config.proxy.inbound.unwrap();
     assert_eq!(
         inbound,
@@ -162,6 +219,10 @@ services:
         }
     );
     assert_eq!(config.proxy.admin.listen, addr("0.0.0.0:9990"));
+    assert_eq!(
+        config.proxy.resolver.nameservers,
+        [addr("127.0.0.1:5353"), addr("[::1]:53")]
+    );
     assert_eq!(config.proxy.drain_timeout, secs(90));
     assert_eq!(
         config.services,
@@ -169,11 +230,42 @@ services:
             name: "api-2".into(),
             authorities: vec![auth("api.local"), auth("[::1]:8080")],
             protocol: Protocol::Http2,
-            endpoints: vec![addr("10.0.0.1:80"), addr("[fe80::1]:8080")],
+            endpoints: vec![
+                WeightedEndpoint::new(addr("10.0.0.1:80")),
+                WeightedEndpoint {
+                    address: addr("[fe80::1]:8080"),
+                    weight: 3
+                }
+            ],
+            dns: None,
             listen: None,
-            upstream: Upstream {
+            balancer: BalancerConfig {
+                algorithm: Algorithm::RingHash,
+                decay: secs(10),
+                default_rtt: Duration::from_millis(30),
+                hash_on: Some(HashOn::Header("x-user-id".into())),
+                bounded_load: 1.5,
+            },
+            outlier_detection: OutlierDetection {
+                consecutive_failures: 3,
+                min_ejection: Duration::from_millis(500),
+                max_ejection: secs(120),
+                max_ejected_percent: 100,
+                failure_on: vec![
+                    FailureCondition::Timeout,
+                    FailureCondition::GatewayError,
+                    FailureCondition::Status(500),
+                    FailureCondition::ConnectFailure,
+                    FailureCondition::Status5xx,
+                ],
+            },
+            limits: ServiceLimits {
                 connect_timeout: Duration::from_millis(100),
                 idle_timeout: secs(1),
+                max_connections: 10,
+                max_pending_requests: 20,
+                fail_fast_timeout: Duration::from_millis(250),
+                max_concurrent_streams: 1,
             },
             routes: vec![Route {
                 name: "exact".into(),
@@ -192,7 +284,6 @@ services:
 fn the_contract_file_parses_to_what_it_says() {
     let text = include_str!("../examples/standalone.yaml");
     let config = parse(text, "standalone.yaml").unwrap();
-    let upstream = Upstream::default();
     let expected = Config {
         proxy: ProxySettings {
             inbound: Some(InboundListener {
@@ -200,7 +291,7 @@ fn the_contract_file_parses_to_what_it_says() {
                 app: addr("127.0.0.1:3000"),
                 protocol: Protocol::Http,
                 downstream: Downstream::default(),
-                upstream: upstream.clone(),
+                upstream: Upstream::default(),
                 timeout: secs(30),
             }),
             outbound: Some(OutboundListener {
@@ -210,6 +301,7 @@ fn the_contract_file_parses_to_what_it_says() {
             admin: AdminListener {
                 listen: addr("127.0.0.1:4191"),
             },
+            resolver: ResolverConfig::default(),
             drain_timeout: secs(30),
         },
         services: vec![
@@ -217,18 +309,24 @@ fn the_contract_file_parses_to_what_it_says() {
                 name: "web".into(),
                 authorities: vec![auth("web.local"), auth("web.local:3000")],
                 protocol: Protocol::Http,
-                endpoints: vec![addr("127.0.0.1:3000")],
+                endpoints: vec![WeightedEndpoint::new(addr("127.0.0.1:3000"))],
+                dns: None,
                 listen: None,
-                upstream: upstream.clone(),
+                balancer: BalancerConfig::default(),
+                outlier_detection: OutlierDetection::default(),
+                limits: ServiceLimits::default(),
                 routes: vec![],
             },
             Service {
                 name: "streaming".into(),
                 authorities: vec![auth("streaming.local")],
                 protocol: Protocol::Http,
-                endpoints: vec![addr("127.0.0.1:4000")],
+                endpoints: vec![WeightedEndpoint::new(addr("127.0.0.1:4000"))],
+                dns: None,
                 listen: None,
-                upstream: upstream.clone(),
+                balancer: BalancerConfig::default(),
+                outlier_detection: OutlierDetection::default(),
+                limits: ServiceLimits::default(),
                 routes: vec![Route {
                     name: "routes[0]".into(),
                     matches: RouteMatch {
@@ -242,9 +340,12 @@ fn the_contract_file_parses_to_what_it_says() {
                 name: "redis".into(),
                 authorities: vec![],
                 protocol: Protocol::Opaque,
-                endpoints: vec![addr("127.0.0.1:6379")],
+                endpoints: vec![WeightedEndpoint::new(addr("127.0.0.1:6379"))],
+                dns: None,
                 listen: Some(addr("127.0.0.1:16379")),
-                upstream,
+                balancer: BalancerConfig::default(),
+                outlier_detection: OutlierDetection::default(),
+                limits: ServiceLimits::default(),
                 routes: vec![],
             },
         ],
@@ -283,216 +384,38 @@ fn the_mastodon_example_says_what_its_comments_say() {
         assert_eq!(service(opaque).protocol, Protocol::Opaque);
         assert!(service(opaque).listen.is_some());
     }
-}
 
-#[test]
-fn a_missing_file_says_cannot_read() {
-    let err = load(std::path::Path::new("/nonexistent/mesh.yaml")).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("/nonexistent/mesh.yaml: cannot read: "),
-        "{err}"
-    );
-    assert_eq!((err.line(), err.column(), err.path()), (None, None, None));
-}
-
-#[test]
-fn an_unknown_key_is_named_with_what_is_allowed() {
-    let err = fails(
-        "services:\n  - name: web\n    endpoint: [127.0.0.1:3000]\n",
-        "mesh.yaml:3:5: services[0].endpoint: unknown key `endpoint` (did you mean `endpoints`?); \
-         allowed: name, authorities, protocol, endpoints, listen, connectTimeout, idleTimeout, routes",
-    );
+    let web = service("web");
     assert_eq!(
-        (err.file(), err.line(), err.column()),
-        ("mesh.yaml", Some(3), Some(5))
+        web.endpoints,
+        [
+            WeightedEndpoint::new(addr("10.42.0.11:3000")),
+            WeightedEndpoint {
+                address: addr("10.42.1.12:3000"),
+                weight: 2
+            }
+        ]
     );
-    assert_eq!(err.path(), Some("services[0].endpoint"));
-    fails(
-        "proxy:\n  inbound:\n    max_connections: 5\n",
-        "mesh.yaml:3:5: proxy.inbound.max_connections: unknown key `max_connections` (did you mean \
-         `maxConnections`?); allowed: listen, app, protocol, maxConnections, headerTimeout, \
-         maxHeaderBytes, detectTimeout, timeout, connectTimeout, idleTimeout",
-    );
-    fails(
-        "servics: []\n",
-        "mesh.yaml:1:1: servics: unknown key `servics` (did you mean `services`?); allowed: proxy, services",
-    );
-    fails(
-        "services:\n  - name: web\n    endpoints: [127.0.0.1:1]\n    routes:\n      - value: 1\n",
-        "mesh.yaml:5:9: services[0].routes[0].value: unknown key `value`; allowed: name, match, timeout",
-    );
-}
-
-#[test]
-fn a_bad_socket_address_is_shown() {
-    fails(
-        "proxy:\n  inbound:\n    listen: 127.0.0.1:4143\n    app: 127.0.0.1\n",
-        "mesh.yaml:4:10: proxy.inbound.app: invalid socket address `127.0.0.1`: expected ip:port, \
-         e.g. 127.0.0.1:4143 or \"[::1]:4143\"",
-    );
-    fails(
-        "services:\n  - name: a\n    endpoints:\n      - 127.0.0.1:1\n      - web.local:3000\n",
-        "mesh.yaml:5:9: services[0].endpoints[1]: invalid socket address `web.local:3000`: expected \
-         ip:port, e.g. 127.0.0.1:4143 or \"[::1]:4143\"",
-    );
-}
-
-#[test]
-fn an_unquoted_ipv6_address_gets_a_hint() {
-    fails(
-        "proxy:\n  outbound:\n    listen: [::1]:4140\n",
-        "mesh.yaml:3:13: proxy.outbound.listen: expected a single value, found a list (an IPv6 \
-         address must be quoted: \"[::1]:4143\")",
-    );
-}
-
-#[test]
-fn a_bad_duration_is_shown() {
-    fails(
-        "proxy:\n  drainTimeout: 10sex\n",
-        "mesh.yaml:2:17: proxy.drainTimeout: invalid duration `10sex`: unknown unit `sex`; \
-         expected a number and a unit, e.g. 250ms, 10s, 1m",
-    );
-    fails(
-        "proxy:\n  drainTimeout: -1s\n",
-        "mesh.yaml:2:17: proxy.drainTimeout: invalid duration `-1s`; expected a number and a unit, \
-         e.g. 250ms, 10s, 1m",
-    );
-}
-
-#[test]
-fn a_bare_number_duration_asks_for_a_unit() {
-    fails(
-        "proxy:\n  outbound:\n    listen: 127.0.0.1:4140\n    headerTimeout: 10\n",
-        "mesh.yaml:4:20: proxy.outbound.headerTimeout: duration `10` has no unit: add one, e.g. `10s` or `10ms`",
-    );
-    fails(
-        "services:\n  - name: a\n    endpoints: [127.0.0.1:1]\n    routes: [{ timeout: 1.5 }]\n",
-        "mesh.yaml:4:25: services[0].routes[0].timeout: duration `1.5` has no unit: add one, e.g. `1.5s` or `1.5ms`",
-    );
-}
-
-#[test]
-fn a_bad_protocol_lists_the_good_ones() {
-    fails(
-        "services:\n  - name: redis\n    protocol: tcp\n    endpoints: [127.0.0.1:6379]\n",
-        "mesh.yaml:3:15: services[0].protocol: unknown protocol `tcp` (plain TCP is `opaque`); \
-         expected one of: http, http2, opaque",
-    );
-    fails(
-        "proxy:\n  inbound: { listen: 127.0.0.1:1, app: 127.0.0.1:2, protocol: HTTP }\n",
-        "mesh.yaml:2:63: proxy.inbound.protocol: unknown protocol `HTTP`; expected one of: http, http2, opaque",
-    );
-}
-
-#[test]
-fn numbers_must_be_whole() {
-    fails(
-        "proxy:\n  outbound:\n    listen: 127.0.0.1:4140\n    maxConnections: -1\n",
-        "mesh.yaml:4:21: proxy.outbound.maxConnections: expected a whole number, found `-1`",
-    );
-    fails(
-        "proxy:\n  outbound:\n    listen: 127.0.0.1:4140\n    maxHeaderBytes: 64KiB\n",
-        "mesh.yaml:4:21: proxy.outbound.maxHeaderBytes: expected a whole number, found `64KiB`",
-    );
-}
-
-#[test]
-fn shapes_are_checked() {
-    fails(
-        "- web\n",
-        "mesh.yaml:1:1: expected a mapping (key: value), found a list",
-    );
-    fails(
-        "proxy: 5\n",
-        "mesh.yaml:1:8: proxy: expected a mapping (key: value), found `5`",
-    );
-    fails(
-        "services:\n  name: web\n",
-        "mesh.yaml:2:3: services: expected a list, found a mapping",
-    );
-    fails(
-        "services:\n  - name: web\n    endpoints: 127.0.0.1:3000   # the app\n",
-        "mesh.yaml:3:16: services[0].endpoints: expected a list, found `127.0.0.1:3000`",
-    );
-    fails(
-        "proxy:\n  inbound:\n    listen:\n      port: 1\n",
-        "mesh.yaml:4:7: proxy.inbound.listen: expected a single value, found a mapping",
-    );
-    fails(
-        "proxy:\n  inbound:\n    listen:\n    app: 127.0.0.1:3000\n",
-        "mesh.yaml:3:11: proxy.inbound.listen: value is empty",
-    );
-}
-
-#[test]
-fn required_keys_are_named() {
-    fails(
-        "proxy:\n  inbound:\n    listen: 127.0.0.1:4143\n",
-        "mesh.yaml:3:5: proxy.inbound: missing required key `app`",
-    );
-    fails(
-        "services:\n  - endpoints: [127.0.0.1:1]\n",
-        "mesh.yaml:2:5: services[0]: missing required key `name`",
-    );
-    fails(
-        "services:\n  - name: web\n",
-        "mesh.yaml:2:5: services[0]: missing required key `endpoints`",
-    );
-    fails(
-        "proxy:\n  inbound: {}\n",
-        "mesh.yaml:2:12: proxy.inbound: missing required key `listen`",
-    );
-}
-
-#[test]
-fn flow_and_block_styles_locate_alike() {
-    // The same bad value, written three ways: the column is the value's, as an editor shows it.
-    fails(
-        "services:\n  - name: web\n    endpoints:\n      - 127.0.0.1:1\n      - nope\n",
-        "mesh.yaml:5:9: services[0].endpoints[1]: invalid socket address `nope`: expected ip:port, \
-         e.g. 127.0.0.1:4143 or \"[::1]:4143\"",
-    );
-    fails(
-        "services:\n  - name: web\n    endpoints: [127.0.0.1:1, nope]\n",
-        "mesh.yaml:3:30: services[0].endpoints[1]: invalid socket address `nope`: expected ip:port, \
-         e.g. 127.0.0.1:4143 or \"[::1]:4143\"",
-    );
-    fails(
-        "services: [{ name: web,\n             endpoints: [127.0.0.1:1,\n                         nope] }]\n",
-        "mesh.yaml:3:26: services[0].endpoints[1]: invalid socket address `nope`: expected ip:port, \
-         e.g. 127.0.0.1:4143 or \"[::1]:4143\"",
-    );
-}
-
-#[test]
-fn syntax_errors_have_a_location_and_no_path() {
-    let err = fails(
-        "services:\n  - name: web\n    endpoints: [127.0.0.1:1\n",
-        "mesh.yaml:3:16: unclosed bracket '['",
-    );
-    assert_eq!(err.path(), None);
-    fails(
-        "proxy:\n  drainTimeout: 1s\n  drainTimeout: 2s\n",
-        "mesh.yaml:3:3: proxy.drainTimeout: duplicate key `drainTimeout`",
-    );
-    let err = parse("proxy: {}\n---\nproxy: {}\n", "mesh.yaml").unwrap_err();
+    assert_eq!(web.balancer, BalancerConfig::default());
     assert_eq!(
-        err.to_string(),
-        "mesh.yaml:3:1: only single YAML document expected but multiple found"
+        web.outlier_detection.failure_on,
+        [FailureCondition::ConnectFailure, FailureCondition::Timeout]
     );
-}
+    assert_eq!(web.limits.max_pending_requests, 500);
 
-#[test]
-fn errors_are_one_line() {
-    // A quoted key with a newline in it, echoed in the message, stays on one line.
-    let err = fails(
-        "services:\n  - name: web\n    \"bad\\nkey\": []\n",
-        "mesh.yaml:3:5: services[0].bad\\nkey: unknown key `bad\\nkey`; allowed: name, \
-         authorities, protocol, endpoints, listen, connectTimeout, idleTimeout, routes",
+    let streaming = service("streaming");
+    assert!(streaming.endpoints.is_empty());
+    assert_eq!(
+        streaming.dns,
+        Some(DnsDiscovery {
+            name: "streaming-headless.mastodon.svc.cluster.local.".into(),
+            port: 4000,
+            min_ttl: secs(1),
+            max_ttl: secs(30),
+        })
     );
-    assert_eq!(err.message().lines().count(), 1);
+    assert_eq!(streaming.balancer.algorithm, Algorithm::LeastRequest);
+    assert_eq!(service("postgres").limits.connect_timeout, secs(2));
 }
 
 #[test]
@@ -501,12 +424,12 @@ fn aliases_are_followed() {
   - &common
     name: a
     endpoints: [127.0.0.1:1]
-    connectTimeout: 3s
+    limits: { connectTimeout: 3s }
   - <<: *common
     name: b
 "#);
     assert_eq!(config.services[1].name, "b");
-    assert_eq!(config.services[1].upstream.connect_timeout, secs(3));
+    assert_eq!(config.services[1].limits.connect_timeout, secs(3));
 }
 
 #[test]
@@ -515,6 +438,10 @@ fn what_config_prints_parses_back_the_same() {
     for text in [
         include_str!("../examples/mastodon-pod.yaml"),
         include_str!("../examples/standalone.yaml"),
+        EVERY_FIELD,
+        "services:\n  - { name: a, dns: a.local:1, balancer: { algorithm: ring-hash, hashOn: clientIp } }\n",
+        "services:\n  - { name: a, dns: a.local:1, balancer: { algorithm: ring-hash, hashOn: { cookie: s } } }\n",
+        "services:\n  - { name: a, endpoints: [1.2.3.4:5], balancer: round-robin, outlierDetection: { failureOn: [503] } }\n",
     ] {
         let config = ok(text);
         let printed = serde_saphyr::to_string(&config).unwrap();

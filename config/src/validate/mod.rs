@@ -19,12 +19,19 @@ use serde_saphyr::{Location, Spanned};
 use crate::authority::Authority;
 use crate::model::{
     AdminListener, Config, Downstream, InboundListener, OutboundListener, Protocol, ProxySettings,
-    Route, RouteMatch, Service, Upstream,
+    ResolverConfig, Upstream,
 };
 use crate::raw;
 
+mod service;
+mod traffic;
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_discovery;
+#[cfg(test)]
+mod tests_traffic;
 
 /// A rule the file breaks: where, which field, what is wrong.
 #[derive(Debug)]
@@ -53,7 +60,7 @@ pub fn config(root: raw::Root) -> Result<Config> {
     let mut authorities: HashMap<Authority, Claim> = HashMap::new();
     for (i, raw) in root.services.unwrap_or_default().into_iter().enumerate() {
         let path = format!("services[{i}]");
-        let name = &raw.name;
+        let name = &raw.value.name;
         if let Some((first, line)) = names.get(&name.value) {
             return Err(problem(
                 name,
@@ -65,7 +72,7 @@ pub fn config(root: raw::Root) -> Result<Config> {
             ));
         }
         let line = name.referenced.line();
-        let service = service(raw, &path, &mut authorities, &mut listeners)?;
+        let service = service::service(raw, &path, &mut authorities, &mut listeners)?;
         names.insert(service.name.clone(), (i, line));
         services.push(service);
     }
@@ -99,13 +106,35 @@ fn proxy(raw: Option<raw::Proxy>, listeners: &mut Listeners) -> Result<ProxySett
             defaults.admin
         }
     };
+    let resolver = match raw.resolver {
+        Some(raw) => resolver(raw)?,
+        None => defaults.resolver,
+    };
     let drain_timeout = duration(raw.drain_timeout, defaults.drain_timeout);
     Ok(ProxySettings {
         inbound,
         outbound,
         admin,
+        resolver,
         drain_timeout,
     })
+}
+
+fn resolver(raw: raw::Resolver) -> Result<ResolverConfig> {
+    let mut nameservers: Vec<SocketAddr> = Vec::new();
+    for (i, node) in raw.nameservers.unwrap_or_default().iter().enumerate() {
+        let path = format!("proxy.resolver.nameservers[{i}]");
+        let addr = endpoint(node, &path)?;
+        if let Some(first) = nameservers.iter().position(|a| *a == addr) {
+            return Err(problem(
+                node,
+                path,
+                format!("{addr} is already listed as proxy.resolver.nameservers[{first}]"),
+            ));
+        }
+        nameservers.push(addr);
+    }
+    Ok(ResolverConfig { nameservers })
 }
 
 fn inbound(raw: raw::Inbound, listeners: &mut Listeners) -> Result<InboundListener> {
@@ -226,231 +255,13 @@ struct Claim {
     line: u64,
 }
 
-fn service(
-    raw: raw::Service,
-    path: &str,
-    claims: &mut HashMap<Authority, Claim>,
-    listeners: &mut Listeners,
-) -> Result<Service> {
-    let name = raw.name.value.clone();
-    if !is_dns_label(&name) {
-        return Err(problem(
-            &raw.name,
-            format!("{path}.name"),
-            format!(
-                "invalid service name `{name}`: use 1 to 63 lowercase letters, digits and `-`, \
-                 starting and ending with a letter or digit"
-            ),
-        ));
-    }
-    let protocol = raw.protocol.map_or(Protocol::Http, |p| p.value.0);
-
-    let mut authorities = Vec::new();
-    for (j, raw) in raw.authorities.unwrap_or_default().iter().enumerate() {
-        let at = format!("{path}.authorities[{j}]");
-        let Some(authority) = Authority::parse(&raw.value) else {
-            return Err(problem(
-                raw,
-                at,
-                format!(
-                    "invalid authority `{}`: expected host or host:port",
-                    raw.value
-                ),
-            ));
-        };
-        if let Some(claim) = claims.get(&authority) {
-            let owner = if claim.service == name {
-                "this service".to_owned()
-            } else {
-                format!("service `{}`", claim.service)
-            };
-            return Err(problem(
-                raw,
-                at,
-                format!(
-                    "authority `{}` (normalized `{authority}`) is already claimed by {owner} at {} (line {})",
-                    raw.value, claim.path, claim.line
-                ),
-            ));
-        }
-        claims.insert(
-            authority.clone(),
-            Claim {
-                service: name.clone(),
-                path: at,
-                line: raw.referenced.line(),
-            },
-        );
-        authorities.push(authority);
-    }
-
-    if raw.endpoints.value.is_empty() {
-        return Err(problem(
-            &raw.endpoints,
-            format!("{path}.endpoints"),
-            "at least one endpoint is required",
-        ));
-    }
-    let endpoints = raw
-        .endpoints
-        .value
-        .iter()
-        .enumerate()
-        .map(|(j, e)| endpoint(e, &format!("{path}.endpoints[{j}]")))
-        .collect::<Result<Vec<_>>>()?;
-
-    let listen = match raw.listen {
-        Some(listen) if protocol != Protocol::Opaque => {
-            return Err(problem(
-                &listen,
-                format!("{path}.listen"),
-                format!(
-                    "`listen` is only allowed on opaque services, and this one is `{}`: \
-                     HTTP services are reached through the outbound listener, by authority",
-                    protocol.as_str()
-                ),
-            ));
-        }
-        Some(listen) => {
-            listeners.add(
-                &format!("{path}.listen"),
-                listen.value.0,
-                Some(listen.referenced),
-            )?;
-            Some(listen.value.0)
-        }
-        None => None,
-    };
-    let upstream = upstream(path, raw.connect_timeout, raw.idle_timeout)?;
-
-    let routes = match raw.routes {
-        Some(routes) if protocol == Protocol::Opaque && !routes.value.is_empty() => {
-            return Err(problem(
-                &routes,
-                format!("{path}.routes"),
-                "`routes` are only allowed on http and http2 services: an opaque service has no requests to route",
-            ));
-        }
-        Some(routes) => self::routes(routes.value, &format!("{path}.routes"))?,
-        None => Vec::new(),
-    };
-
-    Ok(Service {
-        name,
-        authorities,
-        protocol,
-        endpoints,
-        listen,
-        upstream,
-        routes,
-    })
-}
-
-fn routes(raw: Vec<raw::Route>, path: &str) -> Result<Vec<Route>> {
-    let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
-    for (k, raw) in raw.into_iter().enumerate() {
-        let at = format!("{path}[{k}]");
-        let positional = format!("routes[{k}]");
-        let name = match raw.name {
-            // A route without a name is `routes[N]`: unique by position, so only an explicit
-            // name can clash, and an explicit `routes[N]` is only allowed where it is the default.
-            None => positional,
-            Some(name) => {
-                let message = if name.value.trim().is_empty() {
-                    Some("route name is empty".to_owned())
-                } else if name.value == Route::fallback().name {
-                    Some(format!(
-                        "route name `{}` is reserved for requests that match no route",
-                        name.value
-                    ))
-                } else if name.value.starts_with("routes[") && name.value != positional {
-                    Some(format!(
-                        "route name `{}` is reserved for an unnamed route at that position",
-                        name.value
-                    ))
-                } else {
-                    routes
-                        .iter()
-                        .position(|r| r.name == name.value)
-                        .map(|first| {
-                            format!(
-                                "route name `{}` is already used by {path}[{first}]",
-                                name.value
-                            )
-                        })
-                };
-                if let Some(message) = message {
-                    return Err(problem(&name, format!("{at}.name"), message));
-                }
-                name.value
-            }
-        };
-        let matches = match raw.matches {
-            Some(m) => route_match(m, &format!("{at}.match"))?,
-            None => RouteMatch::default(),
-        };
-        let timeout = duration(raw.timeout, Route::DEFAULT_TIMEOUT);
-        routes.push(Route {
-            name,
-            matches,
-            timeout,
-        });
-    }
-    Ok(routes)
-}
-
-fn route_match(raw: raw::RouteMatch, path: &str) -> Result<RouteMatch> {
-    let check_path = |node: &Option<Spanned<String>>, key: &str| -> Result<Option<String>> {
-        let Some(node) = node else { return Ok(None) };
-        let value = &node.value;
-        let at = format!("{path}.{key}");
-        if !value.starts_with('/') {
-            return Err(problem(
-                node,
-                at,
-                format!("path `{value}` must start with `/`"),
-            ));
-        }
-        if let Some(c) = value
-            .chars()
-            .find(|c| matches!(c, '?' | '#') || c.is_whitespace())
-        {
-            return Err(problem(
-                node,
-                at,
-                format!(
-                    "path `{value}` must not contain {c:?}: only the path is matched, not the query"
-                ),
-            ));
-        }
-        Ok(Some(value.clone()))
-    };
-    let exact = check_path(&raw.path, "path")?;
-    let prefix = check_path(&raw.path_prefix, "pathPrefix")?;
-    let mut methods = Vec::new();
-    for (m, node) in raw.methods.unwrap_or_default().iter().enumerate() {
-        let method = node.value.to_ascii_uppercase();
-        if method.is_empty() || !method.bytes().all(is_token_byte) {
-            return Err(problem(
-                node,
-                format!("{path}.methods[{m}]"),
-                format!("invalid HTTP method `{}`", node.value),
-            ));
-        }
-        if !methods.contains(&method) {
-            methods.push(method);
-        }
-    }
-    Ok(RouteMatch {
-        path: exact,
-        path_prefix: prefix,
-        methods,
-    })
-}
-
 /// An address the proxy connects to: port 0 would never answer.
 fn endpoint(node: &Spanned<raw::Addr>, path: &str) -> Result<SocketAddr> {
-    let addr = node.value.0;
+    connectable(node, node.value.0, path)
+}
+
+/// `addr`, read from `node`, unless it is port 0.
+fn connectable<T>(node: &Spanned<T>, addr: SocketAddr, path: &str) -> Result<SocketAddr> {
     if addr.port() == 0 {
         return Err(problem(
             node,
@@ -474,12 +285,51 @@ fn positive(node: Field<raw::Dur>, path: &str, default: Duration) -> Result<Dura
     }
 }
 
-fn count(
+/// `low <= high` for two durations either of which may be a default (`path` ends in the key).
+/// The error points at the one written, the upper bound when both are.
+fn not_above(
+    (low_node, low, low_path): (&Field<raw::Dur>, Duration, &str),
+    (high_node, high, high_path): (&Field<raw::Dur>, Duration, &str),
+) -> Result<()> {
+    if low <= high {
+        return Ok(());
+    }
+    let key = |path: &'_ str| path.rsplit('.').next().unwrap_or(path).to_owned();
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    let default = |node: &Field<raw::Dur>| if node.is_none() { ", its default" } else { "" };
+    match (high_node, low_node) {
+        (Some(node), _) => Err(problem(
+            node,
+            high_path,
+            format!(
+                "must be at least {} ({}{}), found {}",
+                key(low_path),
+                show(low),
+                default(low_node),
+                show(high)
+            ),
+        )),
+        (None, Some(node)) => Err(problem(
+            node,
+            low_path,
+            format!(
+                "must be at most {} ({}, its default), found {}",
+                key(high_path),
+                show(high),
+                show(low)
+            ),
+        )),
+        (None, None) => unreachable!("defaults are in order"),
+    }
+}
+
+/// A whole number in `range`, which must fit `T`.
+fn count<T: TryFrom<u64>>(
     node: Field<raw::Count>,
     path: &str,
-    default: usize,
+    default: T,
     range: RangeInclusive<u64>,
-) -> Result<usize> {
+) -> Result<T> {
     let Some(node) = node else { return Ok(default) };
     let n = node.value.0;
     if !range.contains(&n) {
@@ -494,7 +344,7 @@ fn count(
         };
         return Err(problem(&node, path, message));
     }
-    usize::try_from(n).map_err(|_| problem(&node, path, format!("{n} is too large")))
+    T::try_from(n).map_err(|_| problem(&node, path, format!("{n} is too large")))
 }
 
 /// `^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`, at most 63: a DNS label, and so a safe metric label.

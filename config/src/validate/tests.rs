@@ -5,12 +5,12 @@ use std::time::Duration;
 use crate::{Config, ConfigError, Protocol, parse};
 
 #[track_caller]
-fn ok(yaml: &str) -> Config {
+pub(super) fn ok(yaml: &str) -> Config {
     parse(yaml, "mesh.yaml").unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[track_caller]
-fn fails(yaml: &str, expected: &str) -> ConfigError {
+pub(super) fn fails(yaml: &str, expected: &str) -> ConfigError {
     let err = parse(yaml, "mesh.yaml").expect_err("should be refused");
     assert_eq!(err.to_string(), expected);
     err
@@ -66,8 +66,8 @@ fn timeouts_that_cannot_be_none_must_be_positive() {
         );
     }
     fails(
-        &format!("{TWO}    connectTimeout: 0ms\n"),
-        "mesh.yaml:9:21: services[1].connectTimeout: must be more than 0s",
+        &format!("{TWO}    limits:\n      connectTimeout: 0ms\n"),
+        "mesh.yaml:10:23: services[1].limits.connectTimeout: must be more than 0s",
     );
 }
 
