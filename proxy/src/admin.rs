@@ -6,6 +6,7 @@
 //! | `GET /live` | 200 while the process runs |
 //! | `GET /ready` | 200 once every listener is bound and a config is loaded; 503 before, and while draining |
 //! | `GET /config` | the configuration in force, its version and file, as JSON |
+//! | `GET /endpoints` | every service's endpoints as the balancer sees them: state, load, latency |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /shutdown` | 202 and a graceful shutdown, from loopback only (a Job's last step); 403 otherwise |
 
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::balance::load::now_nanos;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
@@ -92,6 +94,10 @@ impl Admin {
                 );
                 resp
             }
+            (&Method::GET | &Method::HEAD, "/endpoints") => {
+                let snapshot = self.snapshot.borrow().clone();
+                json(&endpoints(&snapshot))
+            }
             (&Method::GET | &Method::HEAD, "/metrics") => {
                 let mut resp = Response::new(Full::new(Bytes::from(self.metrics.encode())));
                 resp.headers_mut().insert(
@@ -111,12 +117,12 @@ impl Admin {
                 self.drain.start();
                 text(StatusCode::ACCEPTED, "shutting down\n")
             }
-            (_, "/live" | "/ready" | "/config" | "/metrics" | "/shutdown") => {
+            (_, "/live" | "/ready" | "/config" | "/endpoints" | "/metrics" | "/shutdown") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /live, /ready, /config, /metrics, POST /shutdown\n",
+                "not found: try /live, /ready, /config, /endpoints, /metrics, POST /shutdown\n",
             ),
         }
     }
@@ -130,4 +136,51 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+fn json(body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec_pretty(body).unwrap_or_default(),
+    )));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The balancer's view of every service: for operators asking "why does this pod get no
+/// traffic?", and for tests.
+fn endpoints(snapshot: &Snapshot) -> serde_json::Value {
+    let now = now_nanos();
+    let services: Vec<serde_json::Value> = snapshot
+        .services
+        .iter()
+        .map(|service| {
+            let balancer = &service.balancer;
+            let set = balancer.endpoints();
+            let endpoints: Vec<serde_json::Value> = set
+                .iter()
+                .map(|(e, weight)| {
+                    serde_json::json!({
+                        "address": e.addr().to_string(),
+                        "weight": weight,
+                        "state": e.health.state(now).as_str(),
+                        "inFlight": e.load.in_flight(),
+                        "rttMs": e.load.rtt_ns(now, balancer.decay()).map(|ns| ns / 1e6),
+                        "consecutiveFailures": e.health.consecutive_failures(),
+                        "ejections": e.health.ejections(),
+                        "idleConnections": e.idle_connections(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": &*service.name,
+                "algorithm": balancer.algorithm(),
+                "pending": balancer.pending(),
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    serde_json::json!({ "version": snapshot.version, "services": services })
 }

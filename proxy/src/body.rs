@@ -13,7 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
-use crate::endpoint::Checkin;
+use crate::endpoint::Lease;
 
 pin_project_lite::pin_project! {
     /// A client's request body, forwarded as it arrives.
@@ -73,29 +73,29 @@ pin_project_lite::pin_project! {
     /// What a client receives.
     #[project = ResponseBodyProj]
     pub enum ResponseBody {
-        /// An endpoint's body; `checkin` returns its HTTP/1 connection to the pool once the body
+        /// An endpoint's body; `lease` returns its HTTP/1 connection to the pool once the body
         /// has ended cleanly (a body abandoned half-way leaves the connection unusable, and
         /// dropping it closes it).
-        Upstream { #[pin] inner: Incoming, checkin: Option<Checkin> },
+        Upstream { #[pin] inner: Incoming, lease: Option<Lease> },
         /// A body the proxy wrote.
         Local { data: Option<Bytes> },
     }
 
     impl PinnedDrop for ResponseBody {
         fn drop(this: Pin<&mut Self>) {
-            if let ResponseBodyProj::Upstream { inner, checkin } = this.project()
+            if let ResponseBodyProj::Upstream { inner, lease } = this.project()
                 && inner.is_end_stream()
-                && let Some(c) = checkin.take()
+                && let Some(c) = lease.take()
             {
-                c.checkin();
+                c.finish();
             }
         }
     }
 }
 
 impl ResponseBody {
-    pub fn upstream(inner: Incoming, checkin: Option<Checkin>) -> Self {
-        ResponseBody::Upstream { inner, checkin }
+    pub fn upstream(inner: Incoming, lease: Option<Lease>) -> Self {
+        ResponseBody::Upstream { inner, lease }
     }
 
     pub fn empty() -> Self {
@@ -119,12 +119,12 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
-            ResponseBodyProj::Upstream { inner, checkin } => {
+            ResponseBodyProj::Upstream { inner, lease } => {
                 let polled = inner.poll_frame(cx);
                 if let Poll::Ready(None) = polled
-                    && let Some(c) = checkin.take()
+                    && let Some(c) = lease.take()
                 {
-                    c.checkin();
+                    c.finish();
                 }
                 polled
             }

@@ -7,12 +7,21 @@
 //! reaper task per pool runs only while the pool holds idle connections, so a quiet endpoint costs
 //! no timer. HTTP/2 multiplexes: one connection, shared by every request.
 //!
-//! A connection is handed back ([`Checkin`]) only when its response body has ended cleanly; a
+//! HTTP/1 connections per endpoint are capped at `maxConnections`: a request takes a slot (a
+//! semaphore permit, which the balancer waits for, bounded by `failFastTimeout`) and the busy
+//! connection holds it until the response ends. HTTP/2 opens another connection once each open
+//! one carries `maxConcurrentStreams` requests.
+//!
+//! A connection is handed back (see [`Lease`]) only when its response body has ended cleanly; a
 //! response abandoned half-way, or cancelled by a timeout, drops the connection, which closes it,
 //! and so also cancels the request on the app's side.
+//!
+//! The endpoint also carries what the balancer knows of it: its load and its health. Both live
+//! here, with the pool, so they survive reloads that keep the endpoint.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -21,9 +30,12 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
+use crate::balance::load::Load;
+use crate::balance::outlier::Health;
 use crate::body::RequestBody;
 use crate::errors::ProxyError;
 
@@ -42,6 +54,10 @@ pub struct PoolKey {
     pub wire: Wire,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// HTTP/1 connections at once.
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection before another is opened.
+    pub max_concurrent_streams: u32,
 }
 
 pub struct Endpoint {
@@ -49,6 +65,10 @@ pub struct Endpoint {
     state: Mutex<State>,
     /// Serializes HTTP/2 connection attempts so a burst of requests opens one connection.
     h2_connect: tokio::sync::Mutex<()>,
+    /// HTTP/1 connection slots.
+    slots: Arc<Semaphore>,
+    pub load: Arc<Load>,
+    pub health: Health,
 }
 
 #[derive(Default)]
@@ -56,7 +76,51 @@ struct State {
     /// Oldest at the front; reuse takes from the back.
     idle: VecDeque<Idle>,
     reaper: bool,
-    h2: Option<http2::SendRequest<RequestBody>>,
+    h2: Vec<H2Conn>,
+}
+
+struct H2Conn {
+    tx: http2::SendRequest<RequestBody>,
+    streams: Arc<AtomicU32>,
+}
+
+/// Every HTTP/1 connection slot of the endpoint is busy.
+#[derive(Debug)]
+pub struct AllBusy;
+
+/// One open HTTP/2 stream, counted against its connection until dropped.
+pub struct Stream(Arc<AtomicU32>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a response body holds of the endpoint until it ends: its connection (HTTP/1, to hand
+/// back) or its stream (HTTP/2, to count), and its share of the endpoint's load.
+pub struct Lease {
+    conn: Conn,
+    _load: Option<crate::balance::Lease>,
+}
+
+enum Conn {
+    Http1(Checkin),
+    Http2(#[allow(dead_code)] Stream),
+}
+
+impl Lease {
+    /// The body ended cleanly: an HTTP/1 connection goes back to its pool.
+    pub fn finish(self) {
+        if let Conn::Http1(checkin) = self.conn {
+            checkin.checkin();
+        }
+    }
+
+    pub fn with_load(mut self, load: Option<crate::balance::Lease>) -> Self {
+        self._load = load;
+        self
+    }
 }
 
 struct Idle {
@@ -64,16 +128,21 @@ struct Idle {
     since: Instant,
 }
 
-/// A pooled HTTP/1 connection on loan to one response.
+/// A pooled HTTP/1 connection on loan to one response, holding its connection slot.
 pub struct Checkin {
     endpoint: Arc<Endpoint>,
     tx: http1::SendRequest<RequestBody>,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Checkin {
-    /// Returns the connection to its pool.
+    /// Returns the connection to its pool (and its slot to the endpoint).
     pub fn checkin(self) {
-        let Checkin { endpoint, tx } = self;
+        let Checkin {
+            endpoint,
+            tx,
+            _slot,
+        } = self;
         if tx.is_closed() {
             return;
         }
@@ -122,11 +191,38 @@ async fn reap(endpoint: Weak<Endpoint>, idle_timeout: Duration) {
 
 impl Endpoint {
     pub fn new(key: PoolKey) -> Arc<Self> {
+        let slots = Arc::new(Semaphore::new(
+            key.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+        ));
         Arc::new(Endpoint {
             key,
             state: Mutex::default(),
             h2_connect: tokio::sync::Mutex::new(()),
+            slots,
+            load: Arc::default(),
+            health: Health::default(),
         })
+    }
+
+    /// A free HTTP/1 connection slot, if this request needs one.
+    pub fn try_slot(&self, needs_slot: bool) -> Result<Option<OwnedSemaphorePermit>, AllBusy> {
+        if !needs_slot || self.key.wire != Wire::Http1 {
+            return Ok(None);
+        }
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map(Some)
+            .map_err(|_| AllBusy)
+    }
+
+    /// Waits for an HTTP/1 connection slot.
+    pub async fn slot(&self) -> OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("endpoint slots are never closed")
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -147,28 +243,40 @@ impl Endpoint {
         connect(self.key.addr, self.key.connect_timeout).await
     }
 
-    /// Sends `req` on a pooled or new connection. For HTTP/1 the returned [`Checkin`] must travel
-    /// with the response body and be checked in when it ends.
+    /// Sends `req` on a pooled or new connection (HTTP/1 under `slot`). The returned [`Lease`]
+    /// must travel with the response body and be finished when it ends.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<(Response<Incoming>, Lease), ProxyError> {
         match self.key.wire {
             Wire::Http1 => {
                 let mut tx = self.checkout_h1().await?;
                 let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
+                let checkin = Checkin {
+                    endpoint: self.clone(),
+                    tx,
+                    _slot: slot,
+                };
                 Ok((
                     resp,
-                    Some(Checkin {
-                        endpoint: self.clone(),
-                        tx,
-                    }),
+                    Lease {
+                        conn: Conn::Http1(checkin),
+                        _load: None,
+                    },
                 ))
             }
             Wire::Http2 => {
-                let mut tx = self.checkout_h2().await?;
+                let (mut tx, stream) = self.checkout_h2().await?;
                 let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
-                Ok((resp, None))
+                Ok((
+                    resp,
+                    Lease {
+                        conn: Conn::Http2(stream),
+                        _load: None,
+                    },
+                ))
             }
         }
     }
@@ -204,13 +312,13 @@ impl Endpoint {
         Ok(tx)
     }
 
-    async fn checkout_h2(&self) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
-        if let Some(tx) = self.shared_h2() {
-            return Ok(tx);
+    async fn checkout_h2(&self) -> Result<(http2::SendRequest<RequestBody>, Stream), ProxyError> {
+        if let Some(shared) = self.shared_h2() {
+            return Ok(shared);
         }
         let _connecting = self.h2_connect.lock().await;
-        if let Some(tx) = self.shared_h2() {
-            return Ok(tx);
+        if let Some(shared) = self.shared_h2() {
+            return Ok(shared);
         }
         let io = TokioIo::new(self.connect().await?);
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
@@ -224,20 +332,30 @@ impl Endpoint {
                 debug!(%addr, %error, "upstream HTTP/2 connection ended");
             }
         });
-        self.state.lock().expect("pool lock poisoned").h2 = Some(tx.clone());
-        Ok(tx)
+        let streams = Arc::new(AtomicU32::new(1));
+        let stream = Stream(streams.clone());
+        self.state
+            .lock()
+            .expect("pool lock poisoned")
+            .h2
+            .push(H2Conn {
+                tx: tx.clone(),
+                streams,
+            });
+        Ok((tx, stream))
     }
 
-    fn shared_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
+    /// An open HTTP/2 connection with room for another stream.
+    fn shared_h2(&self) -> Option<(http2::SendRequest<RequestBody>, Stream)> {
         let mut state = self.state.lock().expect("pool lock poisoned");
-        match &state.h2 {
-            Some(tx) if !tx.is_closed() => Some(tx.clone()),
-            Some(_) => {
-                state.h2 = None;
-                None
-            }
-            None => None,
-        }
+        state.h2.retain(|c| !c.tx.is_closed());
+        let max = self.key.max_concurrent_streams;
+        let conn = state
+            .h2
+            .iter()
+            .find(|c| c.streams.load(Ordering::Relaxed) < max)?;
+        conn.streams.fetch_add(1, Ordering::Relaxed);
+        Some((conn.tx.clone(), Stream(conn.streams.clone())))
     }
 }
 

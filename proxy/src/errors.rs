@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::balance::Outcome;
 use crate::body::ResponseBody;
 
 /// The header on every response the proxy generated itself.
@@ -38,8 +39,10 @@ pub enum ProxyError {
     InvalidAuthority,
     #[error("request has both content-length and transfer-encoding")]
     Smuggling,
-    #[error("service {0} has no endpoints")]
-    NoEndpoints(String),
+    #[error("service {service} is overloaded: {pending} requests already wait for an endpoint")]
+    Overloaded { service: String, pending: usize },
+    #[error("no ready endpoint for service {service} within {waited:?}")]
+    NoReadyEndpoint { service: String, waited: Duration },
     #[error("connect refused: {0}")]
     ConnectRefused(SocketAddr),
     #[error("connect timeout after {timeout:?}: {addr}")]
@@ -65,7 +68,10 @@ impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
             Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling => Origin::Downstream,
-            Self::NoService(_) | Self::NoEndpoints(_) | Self::UpgradeToHttp2 => Origin::Proxy,
+            Self::NoService(_)
+            | Self::Overloaded { .. }
+            | Self::NoReadyEndpoint { .. }
+            | Self::UpgradeToHttp2 => Origin::Proxy,
             Self::ConnectRefused(_)
             | Self::ConnectTimeout { .. }
             | Self::Connect { .. }
@@ -86,15 +92,31 @@ impl ProxyError {
                 | Self::Connect { .. }
                 | Self::Resolve { .. }
                 | Self::Handshake(_)
-                | Self::NoEndpoints(_)
+                | Self::Overloaded { .. }
+                | Self::NoReadyEndpoint { .. }
         )
+    }
+
+    /// What this failure tells the balancer about the endpoint, if it involved one.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self {
+            Self::ConnectRefused(_)
+            | Self::ConnectTimeout { .. }
+            | Self::Connect { .. }
+            | Self::Handshake(_) => Some(Outcome::ConnectFailure),
+            Self::ResponseTimeout(_) => Some(Outcome::Timeout),
+            Self::Upstream(_) => Some(Outcome::Reset),
+            _ => None,
+        }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoService(_) => StatusCode::NOT_FOUND,
             Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling => StatusCode::BAD_REQUEST,
-            Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded { .. } | Self::NoReadyEndpoint { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::ConnectRefused(_)
             | Self::ConnectTimeout { .. }

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod detect;
+pub mod discover;
 pub mod drain;
 pub mod endpoint;
 pub mod errors;

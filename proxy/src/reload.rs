@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
-use crate::snapshot::{Pools, Snapshot};
+use crate::snapshot::{Registry, Snapshot};
 
 /// How long to let a burst of file events settle before reading (an editor's save is several).
 const SETTLE: Duration = Duration::from_millis(100);
@@ -25,7 +25,7 @@ const SETTLE: Duration = Duration::from_millis(100);
 pub fn watch(
     file: PathBuf,
     tx: watch::Sender<Arc<Snapshot>>,
-    pools: Pools,
+    registry: Registry,
     metrics: Metrics,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -40,7 +40,7 @@ pub fn watch(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    tokio::spawn(reload_loop(file, events_rx, tx, pools, metrics));
+    tokio::spawn(reload_loop(file, events_rx, tx, registry, metrics));
     Ok(watcher)
 }
 
@@ -48,7 +48,7 @@ async fn reload_loop(
     file: PathBuf,
     mut events: mpsc::UnboundedReceiver<()>,
     tx: watch::Sender<Arc<Snapshot>>,
-    mut pools: Pools,
+    mut registry: Registry,
     metrics: Metrics,
 ) {
     while events.recv().await.is_some() {
@@ -64,7 +64,8 @@ async fn reload_loop(
                 }
                 warn_restart_only(&current.config, &config);
                 let version = current.version + 1;
-                let snapshot = Snapshot::build(version, current.file.clone(), config, &mut pools);
+                let snapshot =
+                    Snapshot::build(version, current.file.clone(), config, &mut registry);
                 tx.send_replace(Arc::new(snapshot));
                 metrics.config_version.set(version as i64);
                 metrics.config_reloads.with_label_values(&["applied"]).inc();

@@ -15,6 +15,7 @@ use herd_config::{Protocol, RouteMatch};
 use http::Method;
 
 use crate::balance::Balancer;
+use crate::discover::Resolution;
 use crate::errors::ProxyError;
 
 /// A service as the request path sees it.
@@ -23,7 +24,9 @@ pub struct ServiceTarget {
     pub protocol: Protocol,
     pub routes: Vec<RouteTarget>,
     pub fallback: RouteTarget,
-    pub balancer: Balancer,
+    pub balancer: Arc<Balancer>,
+    /// Keeps the service's DNS resolution running while the service exists.
+    pub resolution: Option<Arc<Resolution>>,
 }
 
 pub struct RouteTarget {
@@ -112,7 +115,6 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::Balancer;
 
     fn route(name: &str, m: RouteMatch) -> RouteTarget {
         RouteTarget::new(name, m, Duration::from_secs(1))
@@ -147,7 +149,14 @@ mod tests {
                 ),
             ],
             fallback: RouteTarget::new("default", RouteMatch::default(), Duration::ZERO),
-            balancer: Balancer::new(Vec::new()),
+            balancer: Arc::new(Balancer::new(
+                "web",
+                &Default::default(),
+                &Default::default(),
+                &Default::default(),
+                Vec::new(),
+            )),
+            resolution: None,
         }
     }
 

@@ -20,15 +20,15 @@ use crate::http::{ConnCtx, ConnService};
 use crate::listen::{self, Accepted, Direction};
 use crate::metrics::{ConnectionMetrics, Metrics};
 use crate::route::ServiceTarget;
-use crate::snapshot::{Pools, Snapshot};
+use crate::snapshot::{Registry, Snapshot};
 use crate::{endpoint, opaque, reload};
 
 /// Runs the proxy with `config` (loaded from `file`) until SIGTERM, SIGINT or `/shutdown`, then
 /// drains and returns.
 pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
-    let mut pools = Pools::default();
-    let snapshot = Arc::new(Snapshot::build(1, file.clone(), config, &mut pools));
+    let mut registry = Registry::new(&config);
+    let snapshot = Arc::new(Snapshot::build(1, file.clone(), config, &mut registry));
     metrics.config_version.set(1);
     let (tx, rx) = watch::channel(snapshot.clone());
     let drain = Drain::new();
@@ -88,7 +88,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(opaque.follow());
 
-    let _watcher = reload::watch(file.clone(), tx, pools, metrics.clone())
+    let _watcher = reload::watch(file.clone(), tx, registry, metrics.clone())
         .with_context(|| format!("cannot watch {}", file.display()))?;
 
     ready.store(true, Ordering::Release);
@@ -157,10 +157,11 @@ impl Listening {
             }
         };
         if app.protocol == Protocol::Opaque {
-            return forward_opaque(conn.stream, &app, &self.drain).await;
+            return forward_opaque(conn.stream, conn.client, &app, &self.drain).await;
         }
+        let client = conn.client;
         if let Some(io) = self.serve_http(Direction::Inbound, conn, &settings).await {
-            forward_opaque(io, &app, &self.drain).await;
+            forward_opaque(io, client, &app, &self.drain).await;
         }
     }
 
@@ -229,7 +230,7 @@ impl Listening {
         let _open = self.opened();
         let service = self.rx.borrow().by_listener.get(&conn.local).cloned();
         match service {
-            Some(service) => forward_opaque(conn.stream, &service, &self.drain).await,
+            Some(service) => forward_opaque(conn.stream, conn.client, &service, &self.drain).await,
             None => debug!("no opaque service listens here any more"),
         }
     }
@@ -243,15 +244,12 @@ impl Drop for OpenGuard {
     }
 }
 
-async fn forward_opaque<I>(client: I, service: &ServiceTarget, drain: &Drain)
+async fn forward_opaque<I>(client: I, peer: SocketAddr, service: &ServiceTarget, drain: &Drain)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let Some(endpoint) = service.balancer.pick() else {
-        return debug!(service = %service.name, "no endpoints: closing");
-    };
-    match endpoint.connect().await {
-        Ok(upstream) => opaque::tunnel(client, upstream, drain).await,
+    match opaque::connect(service, peer.ip()).await {
+        Ok((upstream, _lease)) => opaque::tunnel(client, upstream, drain).await,
         Err(error) => debug!(%error, service = %service.name, "closing"),
     }
 }

@@ -3,17 +3,23 @@
 //! A snapshot is immutable and shared (`Arc`); the proxy publishes each new one on a
 //! `tokio::sync::watch` channel. A connection takes the current snapshot when a request starts
 //! and keeps it for that request, so a reload applies to new requests and never disturbs one in
-//! flight. Endpoint pools outlive snapshots: [`Pools`] hands the same pool to every snapshot that
-//! names the same endpoint with the same settings, so a reload keeps warm connections.
+//! flight. What must outlive a snapshot lives in the [`Registry`]: endpoint pools (with each
+//! endpoint's load and health), handed to every snapshot that names the same endpoint with the
+//! same settings, so a reload keeps warm connections and what the balancer has learnt; and DNS
+//! resolutions, so a reload does not start a discovered service from nothing.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
-use herd_config::{Config, Protocol, Route, RouteMatch, Upstream};
+use herd_config::{
+    Config, DnsDiscovery, Protocol, Route, RouteMatch, ServiceLimits, WeightedEndpoint,
+};
+use tracing::debug;
 
 use crate::balance::Balancer;
+use crate::discover::{Discovery, Resolution};
 use crate::endpoint::{Endpoint, PoolKey, Wire};
 use crate::route::{RouteTable, RouteTarget, ServiceTarget};
 
@@ -28,11 +34,13 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Opaque services by the address of their own listener.
     pub by_listener: HashMap<SocketAddr, Arc<ServiceTarget>>,
+    /// Every service, in file order (the inbound app first), for the admin endpoint.
+    pub services: Vec<Arc<ServiceTarget>>,
 }
 
-/// Endpoint pools by their settings, shared across snapshots.
+/// Endpoint pools by their settings.
 #[derive(Default)]
-pub struct Pools {
+struct Pools {
     pools: HashMap<PoolKey, Weak<Endpoint>>,
 }
 
@@ -45,9 +53,20 @@ impl Pools {
         self.pools.insert(key, Arc::downgrade(&ep));
         ep
     }
+}
 
-    fn forget_unused(&mut self) {
-        self.pools.retain(|_, ep| ep.strong_count() > 0);
+/// What snapshots share: endpoint pools and DNS resolutions.
+pub struct Registry {
+    pools: Arc<Mutex<Pools>>,
+    discovery: Arc<Discovery>,
+}
+
+impl Registry {
+    pub fn new(config: &Config) -> Self {
+        Registry {
+            pools: Arc::default(),
+            discovery: Arc::new(Discovery::new(&config.proxy.resolver)),
+        }
     }
 }
 
@@ -58,37 +77,108 @@ fn wire(protocol: Protocol) -> Wire {
     }
 }
 
-impl Snapshot {
-    pub fn build(version: u64, file: PathBuf, config: Config, pools: &mut Pools) -> Snapshot {
-        let mut endpoints = |addrs: &[SocketAddr], protocol: Protocol, up: &Upstream| -> Balancer {
-            Balancer::new(
-                addrs
-                    .iter()
-                    .map(|&addr| {
-                        pools.get(PoolKey {
-                            addr,
-                            wire: wire(protocol),
-                            connect_timeout: up.connect_timeout,
-                            idle_timeout: up.idle_timeout,
-                        })
-                    })
-                    .collect(),
-            )
-        };
+/// Builds the endpoints of a service from addresses, through the shared pools.
+#[derive(Clone)]
+struct Endpoints {
+    pools: Arc<Mutex<Pools>>,
+    wire: Wire,
+    limits: ServiceLimits,
+}
 
+impl Endpoints {
+    fn get(&self, addrs: impl IntoIterator<Item = (SocketAddr, u32)>) -> Vec<(Arc<Endpoint>, u32)> {
+        let mut pools = self.pools.lock().expect("pools lock poisoned");
+        pools.pools.retain(|_, ep| ep.strong_count() > 0);
+        addrs
+            .into_iter()
+            .map(|(addr, weight)| {
+                let key = PoolKey {
+                    addr,
+                    wire: self.wire,
+                    connect_timeout: self.limits.connect_timeout,
+                    idle_timeout: self.limits.idle_timeout,
+                    max_connections: self.limits.max_connections,
+                    max_concurrent_streams: self.limits.max_concurrent_streams,
+                };
+                (pools.get(key), weight)
+            })
+            .collect()
+    }
+}
+
+impl Snapshot {
+    pub fn build(version: u64, file: PathBuf, config: Config, registry: &mut Registry) -> Snapshot {
+        if registry.discovery.config() != &config.proxy.resolver {
+            registry.discovery = Arc::new(Discovery::new(&config.proxy.resolver));
+        }
+        let mut services = Vec::new();
         let inbound = config.proxy.inbound.as_ref().map(|inb| {
-            Arc::new(ServiceTarget {
+            let limits = ServiceLimits {
+                connect_timeout: inb.upstream.connect_timeout,
+                idle_timeout: inb.upstream.idle_timeout,
+                ..ServiceLimits::default()
+            };
+            let endpoints = Endpoints {
+                pools: registry.pools.clone(),
+                wire: wire(inb.protocol),
+                limits: limits.clone(),
+            };
+            let balancer = Balancer::new(
+                "inbound",
+                &Default::default(),
+                &Default::default(),
+                &limits,
+                endpoints.get([(inb.app, 1)]),
+            );
+            let target = Arc::new(ServiceTarget {
                 name: "inbound".into(),
                 protocol: inb.protocol,
                 routes: Vec::new(),
                 fallback: RouteTarget::new("default", RouteMatch::default(), inb.timeout),
-                balancer: endpoints(&[inb.app], inb.protocol, &inb.upstream),
-            })
+                balancer: Arc::new(balancer),
+                resolution: None,
+            });
+            services.push(target.clone());
+            target
         });
 
         let mut routes = RouteTable::default();
         let mut by_listener = HashMap::new();
         for svc in &config.services {
+            let endpoints = Endpoints {
+                pools: registry.pools.clone(),
+                wire: wire(svc.protocol),
+                limits: svc.limits.clone(),
+            };
+            let resolution = svc.dns.as_ref().map(|dns| registry.discovery.resolve(dns));
+            let initial = match &resolution {
+                Some(r) => endpoints.get(
+                    r.subscribe()
+                        .borrow()
+                        .iter()
+                        .flat_map(|a| a.iter().map(|&addr| (addr, 1))),
+                ),
+                None => endpoints.get(
+                    svc.endpoints
+                        .iter()
+                        .map(|&WeightedEndpoint { address, weight }| (address, weight)),
+                ),
+            };
+            let balancer = Arc::new(Balancer::new(
+                &svc.name,
+                &svc.balancer,
+                &svc.outlier_detection,
+                &svc.limits,
+                initial,
+            ));
+            if let (Some(resolution), Some(dns)) = (&resolution, &svc.dns) {
+                tokio::spawn(follow(
+                    resolution,
+                    dns.clone(),
+                    Arc::downgrade(&balancer),
+                    endpoints,
+                ));
+            }
             let fallback = Route::fallback();
             let target = Arc::new(ServiceTarget {
                 name: svc.name.as_str().into(),
@@ -99,7 +189,8 @@ impl Snapshot {
                     .map(|r| RouteTarget::new(&r.name, r.matches.clone(), r.timeout))
                     .collect(),
                 fallback: RouteTarget::new(&fallback.name, fallback.matches, fallback.timeout),
-                balancer: endpoints(&svc.endpoints, svc.protocol, &svc.upstream),
+                balancer,
+                resolution,
             });
             for authority in &svc.authorities {
                 routes.insert(authority.as_str(), target.clone());
@@ -107,8 +198,8 @@ impl Snapshot {
             if let Some(listen) = svc.listen {
                 by_listener.insert(listen, target.clone());
             }
+            services.push(target);
         }
-        pools.forget_unused();
         Snapshot {
             version,
             file,
@@ -116,6 +207,32 @@ impl Snapshot {
             inbound,
             routes,
             by_listener,
+            services,
+        }
+    }
+}
+
+/// Keeps a discovered service's balancer on the latest DNS answer, for as long as both exist.
+fn follow(
+    resolution: &Arc<Resolution>,
+    dns: DnsDiscovery,
+    balancer: Weak<Balancer>,
+    endpoints: Endpoints,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = resolution.subscribe();
+    rx.mark_unchanged();
+    async move {
+        while rx.changed().await.is_ok() {
+            let Some(balancer) = balancer.upgrade() else {
+                return;
+            };
+            let addrs: Vec<SocketAddr> = rx
+                .borrow_and_update()
+                .iter()
+                .flat_map(|a| a.iter().copied())
+                .collect();
+            debug!(name = %dns.name, ?addrs, "endpoints follow DNS");
+            balancer.set_endpoints(endpoints.get(addrs.into_iter().map(|a| (a, 1))));
         }
     }
 }

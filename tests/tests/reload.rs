@@ -178,7 +178,7 @@ async fn an_invalid_change_is_logged_and_ignored() {
     assert_eq!(proxy.version().await, version);
     let config = proxy.admin_get("/config").await.json();
     assert_eq!(
-        config["config"]["services"][0]["endpoints"][0],
+        config["config"]["services"][0]["endpoints"][0]["address"],
         a.addr().to_string(),
         "{config}"
     );
@@ -188,7 +188,7 @@ async fn an_invalid_change_is_logged_and_ignored() {
     assert_eq!(get_web(&proxy, "/").await.text(), "B");
     let config = proxy.admin_get("/config").await.json();
     assert_eq!(
-        config["config"]["services"][0]["endpoints"][0],
+        config["config"]["services"][0]["endpoints"][0]["address"],
         b.addr().to_string(),
         "{config}"
     );

@@ -10,13 +10,14 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tracing::debug;
 
 use super::ConnCtx;
 use super::headers::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
+use crate::balance::Outcome;
 use crate::body::{RequestBody, ResponseBody};
-use crate::endpoint::{self, Checkin, Endpoint, Wire};
+use crate::endpoint::{self, Endpoint, Lease, Wire};
 use crate::errors::ProxyError;
 use crate::listen::Direction;
 use crate::opaque;
@@ -58,11 +59,11 @@ pub async fn forward(
     headers.remove(header::EXPECT);
     append_forwarded_for(headers, ctx.client.ip());
 
-    // balance: which endpoint.
-    let endpoint = service
-        .balancer
-        .pick()
-        .ok_or_else(|| ProxyError::NoEndpoints(service.name.to_string()))?;
+    // balance: which endpoint (waiting, boundedly, for one to be ready).
+    let balancer = &service.balancer;
+    let hash = balancer.hash_of(req.headers(), ctx.client.ip());
+    let mut dispatch = balancer.dispatch(hash, true).await?;
+    let endpoint = dispatch.endpoint.clone();
     let wire = endpoint.key().wire;
     if upgrade && wire == Wire::Http2 {
         return Err(ProxyError::UpgradeToHttp2);
@@ -72,7 +73,23 @@ pub async fn forward(
     let (parts, body) = req.into_parts();
     let (body, body_ended) = RequestBody::new(body);
     let req = for_wire(Request::from_parts(parts, body), wire)?;
-    let (mut resp, checkin) = send(endpoint, req, body_ended, route.timeout).await?;
+    let sent = send(
+        &endpoint,
+        req,
+        dispatch.take_slot(),
+        body_ended,
+        route.timeout,
+    )
+    .await;
+    let outcome = match &sent {
+        Ok((resp, _)) => Some(Outcome::Status(resp.status().as_u16())),
+        Err(error) => error.outcome(),
+    };
+    if let Some(outcome) = outcome {
+        balancer.record(&mut dispatch, outcome);
+    }
+    let (mut resp, lease) = sent?;
+    let lease = lease.with_load(dispatch.take_lease());
 
     // The response's way back.
     if let Some(client_upgrade) =
@@ -81,6 +98,8 @@ pub async fn forward(
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let drain = ctx.drain.clone();
         ctx.drain.spawn(async move {
+            // The lease counts the tunnel as the endpoint's load until it closes.
+            let _lease = lease;
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
                     opaque::tunnel(TokioIo::new(client), TokioIo::new(upstream), &drain).await
@@ -110,7 +129,7 @@ pub async fn forward(
     }
     Ok(Response::from_parts(
         parts,
-        ResponseBody::upstream(body, checkin),
+        ResponseBody::upstream(body, Some(lease)),
     ))
 }
 
@@ -177,10 +196,11 @@ fn for_wire(mut req: Request<RequestBody>, wire: Wire) -> Result<Request<Request
 async fn send(
     endpoint: &Arc<Endpoint>,
     req: Request<RequestBody>,
+    slot: Option<OwnedSemaphorePermit>,
     body_ended: Option<oneshot::Receiver<()>>,
     timeout: Option<Duration>,
-) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
-    let send = endpoint.send(req);
+) -> Result<(Response<Incoming>, Lease), ProxyError> {
+    let send = endpoint.send(req, slot);
     let Some(timeout) = timeout else {
         return send.await;
     };
@@ -209,15 +229,9 @@ async fn connect_tunnel(
         .authority()
         .ok_or(ProxyError::NoAuthority)?
         .clone();
-    let upstream = match snapshot.routes.lookup(authority.as_str()) {
-        Ok(service) => {
-            let endpoint = service
-                .balancer
-                .pick()
-                .ok_or_else(|| ProxyError::NoEndpoints(service.name.to_string()))?;
-            endpoint.connect().await?
-        }
-        _ => {
+    let (upstream, lease) = match snapshot.routes.lookup(authority.as_str()) {
+        Ok(service) => opaque::connect(service, ctx.client.ip()).await?,
+        Err(_) => {
             let port = authority.port_u16().ok_or(ProxyError::InvalidAuthority)?;
             let mut addrs =
                 tokio::net::lookup_host((authority.host().trim_matches(['[', ']']), port))
@@ -230,12 +244,13 @@ async fn connect_tunnel(
                 authority: authority.to_string(),
                 source: std::io::Error::other("no addresses"),
             })?;
-            endpoint::connect(addr, EGRESS_CONNECT_TIMEOUT).await?
+            (endpoint::connect(addr, EGRESS_CONNECT_TIMEOUT).await?, None)
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let drain = ctx.drain.clone();
     ctx.drain.spawn(async move {
+        let _lease = lease;
         match on_upgrade.await {
             Ok(client) => opaque::tunnel(TokioIo::new(client), upstream, &drain).await,
             Err(error) => debug!(%error, "CONNECT upgrade failed"),
