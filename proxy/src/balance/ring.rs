@@ -1,6 +1,6 @@
 //! Consistent hashing (ring hash) with bounded load.
 //!
-//! Each endpoint owns `POINTS_PER_WEIGHT × weight` points on a 64-bit ring, placed by hashing its
+//! Each endpoint owns `POINTS_PER_WEIGHT × weight` points (fewer in very large sets) on a 64-bit ring, placed by hashing its
 //! address; a key goes to the owner of the first point at or after the key's hash. Removing one
 //! of N endpoints removes only its points, so only the keys that landed on it (about 1/N) move,
 //! and every proxy computes the same ring from the same endpoints (xxh3 is stable across
@@ -16,6 +16,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 /// Points per unit of weight: enough that 5 equal endpoints get shares within a few percent.
 const POINTS_PER_WEIGHT: u32 = 160;
+/// Most points on one ring (1 MiB of them): a service of a thousand endpoints gets fewer points
+/// each rather than a ring that dwarfs the rest of the sidecar's memory.
+const MAX_POINTS: u64 = 65_536;
 
 #[derive(Debug, Default)]
 pub struct Ring {
@@ -30,14 +33,14 @@ pub fn hash_key(key: &[u8]) -> u64 {
 
 impl Ring {
     pub fn new(endpoints: &[(SocketAddr, u32)]) -> Self {
-        let total: usize = endpoints
-            .iter()
-            .map(|&(_, w)| (w * POINTS_PER_WEIGHT) as usize)
-            .sum();
-        let mut points = Vec::with_capacity(total);
+        let total_weight: u64 = endpoints.iter().map(|&(_, w)| u64::from(w)).sum();
+        let per_weight = u32::try_from(MAX_POINTS / total_weight.max(1))
+            .unwrap_or(u32::MAX)
+            .clamp(1, POINTS_PER_WEIGHT);
+        let mut points = Vec::with_capacity((total_weight * u64::from(per_weight)) as usize);
         let mut buf = [0u8; 64];
         for (i, &(addr, weight)) in endpoints.iter().enumerate() {
-            for replica in 0..weight * POINTS_PER_WEIGHT {
+            for replica in 0..weight * per_weight {
                 let len = {
                     use std::io::Write;
                     let mut cursor = std::io::Cursor::new(&mut buf[..]);
@@ -114,6 +117,16 @@ mod tests {
             .filter(|&k| owner(&ring, &eps, k).port() == 2)
             .count();
         assert!((7_000..8_000).contains(&heavy), "{heavy}");
+    }
+
+    #[test]
+    fn large_sets_get_a_bounded_ring() {
+        let eps: Vec<_> = (0..1000u16)
+            .map(|p| (SocketAddr::from(([127, 0, 0, 1], p + 1)), 3))
+            .collect();
+        let ring = Ring::new(&eps);
+        assert!(ring.points.len() as u64 <= MAX_POINTS);
+        assert!(ring.points.len() >= 1000 * 3 * 20);
     }
 
     #[test]
