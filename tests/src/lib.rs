@@ -15,6 +15,10 @@
 
 pub mod client;
 pub mod curl;
+pub mod dns;
+pub mod endpoints;
+pub mod fleet;
+pub mod load;
 pub mod ports;
 pub mod proxy;
 pub mod puma;

@@ -85,6 +85,11 @@ impl Server {
         self.stats.requests.load(Ordering::SeqCst)
     }
 
+    /// Requests being handled right now (HTTP servers only).
+    pub fn in_flight(&self) -> usize {
+        self.stats.in_flight.load(Ordering::SeqCst)
+    }
+
     /// The most requests that were being handled at once.
     pub fn max_in_flight(&self) -> usize {
         self.stats.max_in_flight.load(Ordering::SeqCst)
@@ -126,6 +131,29 @@ where
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind in-test server");
+    serve_listener(listener, stats, serve)
+}
+
+/// [`listen`] on an address of the test's choosing (another loopback address such as
+/// `127.0.0.2`, `[::1]`, or the port of a server that was stopped). The port may still be held
+/// for a moment by a server just dropped, so binding is retried for up to [`TIMEOUT`].
+async fn listen_on<F, Fut>(addr: SocketAddr, stats: Arc<Stats>, serve: F) -> Server
+where
+    F: Fn(TcpStream, Arc<Stats>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = eventually(&format!("{addr} to be free to bind"), TIMEOUT, || async {
+        TcpListener::bind(addr).await.ok()
+    })
+    .await;
+    serve_listener(listener, stats, serve)
+}
+
+fn serve_listener<F, Fut>(listener: TcpListener, stats: Arc<Stats>, serve: F) -> Server
+where
+    F: Fn(TcpStream, Arc<Stats>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let addr = listener.local_addr().expect("local addr");
     let task = tokio::spawn({
         let stats = stats.clone();
@@ -165,16 +193,39 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    listen(stats, http1_serve(handler)).await
+}
+
+/// [`http1`] bound to `addr` instead of a fresh `127.0.0.1` port: a server on `127.0.0.2`, on
+/// `[::1]`, or back on the port of one the test stopped.
+pub async fn http1_on<F, Fut>(addr: SocketAddr, handler: F) -> Server
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    listen_on(addr, Arc::default(), http1_serve(handler)).await
+}
+
+/// Serves one connection as HTTP/1.1 with `handler`, counting requests.
+fn http1_serve<F, Fut>(
+    handler: F,
+) -> impl Fn(TcpStream, Arc<Stats>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
++ Send
++ Sync
++ 'static
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let handler = Arc::new(handler);
-    listen(stats, move |stream, stats| {
+    move |stream, stats| {
         let service = counted(handler.clone(), stats);
-        async move {
+        Box::pin(async move {
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
-        }
-    })
-    .await
+        })
+    }
 }
 
 /// An HTTP/2 server (h2c, prior knowledge) answering every request with `handler`.

@@ -26,8 +26,8 @@ pub mod outlier;
 pub mod ring;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -144,6 +144,8 @@ pub struct Balancer {
     pending: AtomicUsize,
     in_flight: Arc<AtomicUsize>,
     changed: Notify,
+    /// Serializes ejection decisions against `maxEjectedPercent`.
+    ejecting: Mutex<()>,
 }
 
 impl Balancer {
@@ -170,6 +172,7 @@ impl Balancer {
             pending: AtomicUsize::new(0),
             in_flight: Arc::new(AtomicUsize::new(0)),
             changed: Notify::new(),
+            ejecting: Mutex::new(()),
         }
     }
 
@@ -405,9 +408,15 @@ impl Balancer {
             endpoint
                 .load
                 .observe(rtt.max(self.default_rtt * 10), now, self.decay);
-            endpoint
-                .health
-                .failure(dispatch.probe, now, &self.outlier, || self.may_eject(now));
+            if endpoint.health.failure(dispatch.probe, now, &self.outlier) {
+                // Counting the ejected and ejecting one more must be one step, or two endpoints
+                // failing at once could both take the last place under the cap. Only failures
+                // at the threshold come here.
+                let _one_at_a_time = self.ejecting.lock().expect("ejection lock poisoned");
+                if self.may_eject(now) {
+                    endpoint.health.eject_if_ready(now, &self.outlier);
+                }
+            }
         } else {
             endpoint.load.observe(rtt, now, self.decay);
             endpoint.health.success(dispatch.probe, now, &self.outlier);

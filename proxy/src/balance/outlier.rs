@@ -95,15 +95,10 @@ impl Health {
         }
     }
 
-    /// Records a failure. `may_eject` says whether the service's cap leaves room for one more
-    /// ejection; it is asked only when this failure would eject. Returns whether it ejected.
-    pub fn failure(
-        &self,
-        probe: bool,
-        now: u64,
-        config: &OutlierDetection,
-        may_eject: impl FnOnce() -> bool,
-    ) -> bool {
+    /// Records a failure; `probe` when this request was the probe (which is then ejected again,
+    /// for longer). Returns whether the endpoint has now failed often enough to be ejected: the
+    /// caller decides, under the service's cap, and calls [`Health::eject_if_ready`].
+    pub fn failure(&self, probe: bool, now: u64, config: &OutlierDetection) -> bool {
         if config.consecutive_failures == 0 {
             return false;
         }
@@ -111,14 +106,18 @@ impl Health {
         if probe {
             self.eject(now, config);
             self.probe_in_flight.store(false, Ordering::Release);
-            return true;
+            return false;
         }
-        if failures >= config.consecutive_failures && self.state(now) == State::Ready && may_eject()
-        {
-            self.eject(now, config);
-            return true;
+        failures >= config.consecutive_failures && self.state(now) == State::Ready
+    }
+
+    /// Ejects the endpoint unless it already is; returns whether it did.
+    pub fn eject_if_ready(&self, now: u64, config: &OutlierDetection) -> bool {
+        if self.state(now) != State::Ready {
+            return false;
         }
-        false
+        self.eject(now, config);
+        true
     }
 
     /// Releases a probe that ended without a verdict (cancelled), so another can be sent.
@@ -161,12 +160,14 @@ mod tests {
     fn ejects_after_consecutive_failures_and_a_probe_decides() {
         let h = Health::default();
         let c = config();
-        assert!(!h.failure(false, 1, &c, || true));
-        assert!(!h.failure(false, 2, &c, || true));
+        assert!(!h.failure(false, 1, &c));
+        assert!(!h.failure(false, 2, &c));
         h.success(false, 3, &c);
-        assert!(!h.failure(false, 4, &c, || true));
-        assert!(!h.failure(false, 5, &c, || true));
-        assert!(h.failure(false, 6, &c, || true));
+        assert!(!h.failure(false, 4, &c));
+        assert!(!h.failure(false, 5, &c));
+        assert!(h.failure(false, 6, &c));
+        assert!(h.eject_if_ready(6, &c));
+        assert!(!h.eject_if_ready(6, &c), "ejected twice");
         assert_eq!(h.state(7), State::Ejected);
         assert_eq!(h.admit(7), None);
         // 1 s ± 10 %: over after 1.1 s, then exactly one probe.
@@ -175,7 +176,7 @@ mod tests {
         assert_eq!(h.admit(later), Some(true));
         assert_eq!(h.admit(later), None);
         // A failed probe doubles the ejection.
-        assert!(h.failure(true, later, &c, || true));
+        assert!(!h.failure(true, later, &c));
         assert_eq!(h.state(later + S * 17 / 10), State::Ejected);
         let again = later + S * 23 / 10;
         assert_eq!(h.admit(again), Some(true));
@@ -183,16 +184,6 @@ mod tests {
         assert_eq!(h.state(again), State::Ready);
         assert_eq!(h.admit(again), Some(false));
         assert_eq!(h.ejections(), 2);
-    }
-
-    #[test]
-    fn the_cap_can_refuse_an_ejection() {
-        let h = Health::default();
-        let c = config();
-        for t in 0..10 {
-            assert!(!h.failure(false, t, &c, || false));
-        }
-        assert_eq!(h.state(10), State::Ready);
     }
 
     #[test]
@@ -205,7 +196,10 @@ mod tests {
         };
         let mut now = 0;
         for _ in 0..8 {
-            assert!(h.failure(h.state(now) == State::Probing, now, &c, || true));
+            let probe = h.state(now) == State::Probing;
+            if h.failure(probe, now, &c) {
+                assert!(h.eject_if_ready(now, &c));
+            }
             let until = h.ejected_until.load(Ordering::Relaxed);
             assert!(until - now <= S * 44 / 10, "{}", until - now);
             now = until;
@@ -221,7 +215,7 @@ mod tests {
             ..OutlierDetection::default()
         };
         for t in 0..100 {
-            assert!(!h.failure(false, t, &c, || true));
+            assert!(!h.failure(false, t, &c));
         }
     }
 }
