@@ -387,7 +387,7 @@ impl Balancer {
             probe: picked.probe,
             slot,
             in_flight: Some(Lease {
-                endpoint: in_flight,
+                _endpoint: in_flight,
                 service: self.in_flight.clone(),
             }),
             started: Instant::now(),
@@ -460,14 +460,14 @@ impl Drop for Waiting<'_> {
 /// Counts a request against its endpoint and its service until dropped: travels with the
 /// response body (or an upgraded tunnel), so long-lived streams count as load.
 pub struct Lease {
-    endpoint: InFlight,
+    /// Decrements the endpoint's count when dropped.
+    _endpoint: InFlight,
     service: Arc<AtomicUsize>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.service.fetch_sub(1, Ordering::Relaxed);
-        let _ = &self.endpoint;
     }
 }
 
