@@ -12,6 +12,17 @@ pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::E
     s.collect_str(&humantime::format_duration(*d))
 }
 
+/// For an `Option<Duration>` that is skipped when `None`.
+pub fn serialize_option<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => serialize(d, s),
+        None => s.serialize_none(),
+    }
+}
+
 pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse(&text).map_err(serde::de::Error::custom)

@@ -176,6 +176,19 @@ fn field_path(path: &Path, keep_last: Option<&str>) -> String {
 
 /// `unknown key `endpoint` (did you mean `endpoints`?); allowed: name, authorities, ...`
 fn unknown_key(key: &str, allowed: &[&str]) -> String {
+    if allowed.contains(&"conditions") {
+        let hint = match key {
+            // `on` would be the natural name, but YAML 1.1 reads it as `true`.
+            "on" => Some(
+                " (YAML 1.1 parsers, Kubernetes' among them, read `on` as `true`: the key is `conditions`)",
+            ),
+            "retryOn" | "retry_on" | "retry-on" => Some(" (did you mean `conditions`?)"),
+            _ => None,
+        };
+        if let Some(hint) = hint {
+            return format!("unknown key `{key}`{hint}; allowed: {}", allowed.join(", "));
+        }
+    }
     let suggestion = allowed
         .iter()
         .map(|candidate| (distance(key, candidate), candidate))

@@ -11,6 +11,10 @@ use serde::Serialize;
 
 use crate::authority::Authority;
 
+mod retry;
+
+pub use retry::{Backoff, Hedge, HedgeDelay, RetryBudget, RetryCondition, RetryPolicy};
+
 /// A whole mesh file: the proxy's own listeners and the services it routes to.
 ///
 /// `Config::default()` is what an empty file means.
@@ -214,6 +218,8 @@ pub struct Service {
     pub balancer: BalancerConfig,
     pub outlier_detection: OutlierDetection,
     pub limits: ServiceLimits,
+    /// Bounds the retries and hedges of all this service's routes together.
+    pub retry_budget: RetryBudget,
     /// In order; the first match wins. A request matching none uses [`Route::fallback`].
     pub routes: Vec<Route>,
 }
@@ -528,21 +534,31 @@ pub struct Route {
     pub name: String,
     #[serde(rename = "match")]
     pub matches: RouteMatch,
-    /// Response timeout: how long the endpoint may take to send response headers once the
-    /// request has been forwarded in full. Default 30s; `0s` means none (streams).
+    /// Response timeout: how long the request may take to get response headers once it has
+    /// been forwarded in full, across every attempt, backoff and hedge. Default 30s; `0s` means
+    /// none (streams).
     #[serde(with = "crate::duration")]
     pub timeout: Duration,
+    /// Absent: no retries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Absent: no hedging.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<Hedge>,
 }
 
 impl Route {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-    /// The route of a request that matches no listed route: everything, default timeout.
+    /// The route of a request that matches no listed route: everything, default timeout, no
+    /// retries, no hedging.
     pub fn fallback() -> Self {
         Route {
             name: "default".to_owned(),
             matches: RouteMatch::default(),
             timeout: Self::DEFAULT_TIMEOUT,
+            retry: None,
+            hedge: None,
         }
     }
 }

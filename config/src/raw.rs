@@ -25,6 +25,10 @@ use serde_saphyr::Spanned;
 
 use crate::error::ConfigError;
 
+mod retry;
+
+pub use retry::{Backoff, Delay, Hedge, Retry, RetryBudget, RetryOn};
+
 /// The whole file. `None` from [`parse`] means the document is empty.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -96,6 +100,7 @@ pub struct Service {
     pub balancer: Option<Spanned<Balancer>>,
     pub outlier_detection: Option<OutlierDetection>,
     pub limits: Option<Limits>,
+    pub retry_budget: Option<RetryBudget>,
     pub routes: Option<Spanned<Vec<Route>>>,
 }
 
@@ -173,6 +178,8 @@ pub struct Route {
     #[serde(rename = "match")]
     pub matches: Option<RouteMatch>,
     pub timeout: Option<Spanned<Dur>>,
+    pub retry: Option<Retry>,
+    pub hedge: Option<Hedge>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -127,6 +127,17 @@ services:
     assert_eq!(web.routes[0].timeout, secs(30));
     assert_eq!(web.routes[1].name, "routes[1]");
     assert_eq!(web.routes[1].matches.methods, ["GET"]);
+    assert_eq!(
+        web.retry_budget,
+        RetryBudget {
+            ratio: 0.2,
+            min_per_second: 10,
+            window: secs(10),
+        }
+    );
+    for route in &web.routes {
+        assert_eq!((&route.retry, &route.hedge), (&None, &None));
+    }
 }
 
 /// Every key there is, none at its default.
@@ -177,10 +188,21 @@ services:
       maxPendingRequests: 20
       failFastTimeout: 250ms
       maxConcurrentStreams: 1
+    retryBudget: { ratio: 1.5, minPerSecond: 0, window: 1m }
     routes:
       - name: exact
         match: { path: /health, pathPrefix: /, methods: [get, Head] }
         timeout: 2s
+        retry:
+          attempts: 10
+          perTryTimeout: 500ms
+          conditions: [reset, 429, 5xx, refused-stream, connect-failure, gateway-error]
+          backoff: { base: 10ms, max: 1s }
+          nonIdempotent: true
+          bufferLimit: 0
+        hedge: { delay: 100ms }
+      - name: hedged
+        hedge: { delay: p99.9 }
 "#;
 
 #[test]
@@ -267,15 +289,52 @@ fn every_field_is_read() {
                 fail_fast_timeout: Duration::from_millis(250),
                 max_concurrent_streams: 1,
             },
-            routes: vec![Route {
-                name: "exact".into(),
-                matches: RouteMatch {
-                    path: Some("/health".into()),
-                    path_prefix: Some("/".into()),
-                    methods: vec!["GET".into(), "HEAD".into()],
+            retry_budget: RetryBudget {
+                ratio: 1.5,
+                min_per_second: 0,
+                window: secs(60),
+            },
+            routes: vec![
+                Route {
+                    name: "exact".into(),
+                    matches: RouteMatch {
+                        path: Some("/health".into()),
+                        path_prefix: Some("/".into()),
+                        methods: vec!["GET".into(), "HEAD".into()],
+                    },
+                    timeout: secs(2),
+                    retry: Some(RetryPolicy {
+                        attempts: 10,
+                        per_try_timeout: Some(Duration::from_millis(500)),
+                        conditions: vec![
+                            RetryCondition::Reset,
+                            RetryCondition::Status(429),
+                            RetryCondition::Status5xx,
+                            RetryCondition::RefusedStream,
+                            RetryCondition::ConnectFailure,
+                            RetryCondition::GatewayError,
+                        ],
+                        backoff: Backoff {
+                            base: Duration::from_millis(10),
+                            max: secs(1),
+                        },
+                        non_idempotent: true,
+                        buffer_limit: 0,
+                    }),
+                    hedge: Some(Hedge {
+                        delay: HedgeDelay::After(Duration::from_millis(100)),
+                    }),
                 },
-                timeout: secs(2),
-            }],
+                Route {
+                    name: "hedged".into(),
+                    matches: RouteMatch::default(),
+                    timeout: secs(30),
+                    retry: None,
+                    hedge: Some(Hedge {
+                        delay: HedgeDelay::Percentile(99.9),
+                    }),
+                },
+            ],
         }]
     );
 }
@@ -315,6 +374,7 @@ fn the_contract_file_parses_to_what_it_says() {
                 balancer: BalancerConfig::default(),
                 outlier_detection: OutlierDetection::default(),
                 limits: ServiceLimits::default(),
+                retry_budget: RetryBudget::default(),
                 routes: vec![],
             },
             Service {
@@ -327,6 +387,7 @@ fn the_contract_file_parses_to_what_it_says() {
                 balancer: BalancerConfig::default(),
                 outlier_detection: OutlierDetection::default(),
                 limits: ServiceLimits::default(),
+                retry_budget: RetryBudget::default(),
                 routes: vec![Route {
                     name: "routes[0]".into(),
                     matches: RouteMatch {
@@ -334,6 +395,8 @@ fn the_contract_file_parses_to_what_it_says() {
                         ..RouteMatch::default()
                     },
                     timeout: Duration::ZERO,
+                    retry: None,
+                    hedge: None,
                 }],
             },
             Service {
@@ -346,6 +409,7 @@ fn the_contract_file_parses_to_what_it_says() {
                 balancer: BalancerConfig::default(),
                 outlier_detection: OutlierDetection::default(),
                 limits: ServiceLimits::default(),
+                retry_budget: RetryBudget::default(),
                 routes: vec![],
             },
         ],
@@ -416,6 +480,57 @@ fn the_mastodon_example_says_what_its_comments_say() {
     );
     assert_eq!(streaming.balancer.algorithm, Algorithm::LeastRequest);
     assert_eq!(service("postgres").limits.connect_timeout, secs(2));
+
+    assert_eq!(web.retry_budget, RetryBudget::default());
+    let route = |name: &str| web.routes.iter().find(|r| r.name == name).unwrap();
+    for upload in ["media-upload", "media-upload-v1"] {
+        assert_eq!(route(upload).matches.methods, ["POST"]);
+        assert_eq!((&route(upload).retry, &route(upload).hedge), (&None, &None));
+    }
+    let timelines = route("timelines");
+    assert_eq!(timelines.matches.methods, ["GET", "HEAD"]);
+    assert_eq!(
+        timelines.retry,
+        Some(RetryPolicy {
+            attempts: 2,
+            per_try_timeout: Some(secs(5)),
+            ..RetryPolicy::default()
+        })
+    );
+    assert_eq!(
+        timelines.hedge,
+        Some(Hedge {
+            delay: HedgeDelay::Percentile(95.0)
+        })
+    );
+    // Before the broader `/api/` route, which would otherwise match first.
+    let reads = web
+        .routes
+        .iter()
+        .position(|r| r.name == "api-reads")
+        .unwrap();
+    assert!(
+        web.routes
+            .iter()
+            .position(|r| r.name == "timelines")
+            .unwrap()
+            < reads
+    );
+    assert_eq!(
+        web.routes[reads].matches.path_prefix.as_deref(),
+        Some("/api/")
+    );
+    assert_eq!(
+        web.routes[reads].retry.as_ref().unwrap().conditions,
+        [
+            RetryCondition::ConnectFailure,
+            RetryCondition::Status(502),
+            RetryCondition::Status(503),
+            RetryCondition::Status(504)
+        ]
+    );
+    assert_eq!(web.routes[reads].hedge, None);
+    assert_eq!(service("streaming").routes[0].retry, None);
 }
 
 #[test]
@@ -442,6 +557,8 @@ fn what_config_prints_parses_back_the_same() {
         "services:\n  - { name: a, dns: a.local:1, balancer: { algorithm: ring-hash, hashOn: clientIp } }\n",
         "services:\n  - { name: a, dns: a.local:1, balancer: { algorithm: ring-hash, hashOn: { cookie: s } } }\n",
         "services:\n  - { name: a, endpoints: [1.2.3.4:5], balancer: round-robin, outlierDetection: { failureOn: [503] } }\n",
+        "services:\n  - { name: a, endpoints: [1.2.3.4:5], routes: [{ retry: {}, hedge: { delay: p50 } }] }\n",
+        "services:\n  - { name: a, endpoints: [1.2.3.4:5], retryBudget: { ratio: 0 }, routes: [{ timeout: 0s, retry: { perTryTimeout: 0s, conditions: [\"503\"] } }] }\n",
     ] {
         let config = ok(text);
         let printed = serde_saphyr::to_string(&config).unwrap();

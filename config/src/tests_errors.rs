@@ -28,7 +28,7 @@ fn an_unknown_key_is_named_with_what_is_allowed() {
     let err = fails(
         "services:\n  - name: web\n    endpoint: [127.0.0.1:3000]\n",
         "mesh.yaml:3:5: services[0].endpoint: unknown key `endpoint` (did you mean `endpoints`?); \
-         allowed: name, authorities, protocol, endpoints, dns, listen, balancer, outlierDetection, limits, routes",
+         allowed: name, authorities, protocol, endpoints, dns, listen, balancer, outlierDetection, limits, retryBudget, routes",
     );
     assert_eq!(
         (err.file(), err.line(), err.column()),
@@ -47,7 +47,7 @@ fn an_unknown_key_is_named_with_what_is_allowed() {
     );
     fails(
         "services:\n  - name: web\n    endpoints: [127.0.0.1:1]\n    routes:\n      - value: 1\n",
-        "mesh.yaml:5:9: services[0].routes[0].value: unknown key `value`; allowed: name, match, timeout",
+        "mesh.yaml:5:9: services[0].routes[0].value: unknown key `value`; allowed: name, match, timeout, retry, hedge",
     );
 }
 
@@ -217,7 +217,7 @@ fn errors_are_one_line() {
     let err = fails(
         "services:\n  - name: web\n    \"bad\\nkey\": []\n",
         "mesh.yaml:3:5: services[0].bad\\nkey: unknown key `bad\\nkey`; allowed: name, \
-         authorities, protocol, endpoints, dns, listen, balancer, outlierDetection, limits, routes",
+         authorities, protocol, endpoints, dns, listen, balancer, outlierDetection, limits, retryBudget, routes",
     );
     assert_eq!(err.message().lines().count(), 1);
 }

@@ -23,6 +23,7 @@ use crate::model::{
 };
 use crate::raw;
 
+mod retry;
 mod service;
 mod traffic;
 
@@ -30,6 +31,8 @@ mod traffic;
 mod tests;
 #[cfg(test)]
 mod tests_discovery;
+#[cfg(test)]
+mod tests_retry;
 #[cfg(test)]
 mod tests_traffic;
 

@@ -7,7 +7,7 @@ use serde_saphyr::Spanned;
 
 use super::{
     Claim, Listeners, Problem, Result, connectable, count, duration, endpoint, is_dns_label,
-    is_token_byte, not_above, positive, problem, traffic,
+    is_token_byte, not_above, positive, problem, retry, traffic,
 };
 use crate::authority::Authority;
 use crate::model::{DnsDiscovery, Protocol, Route, RouteMatch, Service, WeightedEndpoint};
@@ -123,6 +123,7 @@ pub(super) fn service(
     let outlier_detection =
         traffic::outlier_detection(raw.outlier_detection, &format!("{path}.outlierDetection"))?;
     let limits = traffic::limits(raw.limits, &format!("{path}.limits"))?;
+    let retry_budget = retry::retry_budget(raw.retry_budget, &format!("{path}.retryBudget"))?;
 
     let routes = match raw.routes {
         Some(routes) if protocol == Protocol::Opaque && !routes.value.is_empty() => {
@@ -146,6 +147,7 @@ pub(super) fn service(
         balancer,
         outlier_detection,
         limits,
+        retry_budget,
         routes,
     })
 }
@@ -323,11 +325,24 @@ fn routes(raw: Vec<raw::Route>, path: &str) -> Result<Vec<Route>> {
             Some(m) => route_match(m, &format!("{at}.match"))?,
             None => RouteMatch::default(),
         };
-        let timeout = duration(raw.timeout, Route::DEFAULT_TIMEOUT);
+        let limit = retry::RouteTimeout {
+            value: duration(raw.timeout.clone(), Route::DEFAULT_TIMEOUT),
+            written: raw.timeout.is_some(),
+        };
+        let retry = raw
+            .retry
+            .map(|r| retry::retry(r, &format!("{at}.retry"), limit))
+            .transpose()?;
+        let hedge = raw
+            .hedge
+            .map(|h| retry::hedge(h, &format!("{at}.hedge"), limit))
+            .transpose()?;
         routes.push(Route {
             name,
             matches,
-            timeout,
+            timeout: limit.value,
+            retry,
+            hedge,
         });
     }
     Ok(routes)
