@@ -1,44 +1,133 @@
-//! Bodies as they cross the proxy: streamed frame by frame, never collected.
+//! Bodies as they cross the proxy: streamed frame by frame, or, when a retry may need to send
+//! them again, kept whole up to a small limit.
 //!
-//! [`RequestBody`] is the client's body on its way to an endpoint; it reports when its last
-//! frame has been forwarded, which is when a route's response timeout starts. [`ResponseBody`]
-//! is what the client receives: either an endpoint's body, which hands its pooled connection back
-//! once it ends cleanly, or a short body the proxy wrote itself.
+//! [`RequestBody`] is the client's body on its way to an endpoint. Streamed, it reports when its
+//! last frame has been forwarded, which is when a route's response timeout starts. Buffered (at
+//! most a route's `retry.bufferLimit`, 64 KiB by default), it can be [replayed](RequestBody::replay)
+//! byte for byte to another endpoint; a larger body is never held, it streams and its request is
+//! simply not retried. [`ResponseBody`] is what the client receives: either an endpoint's body,
+//! which hands its pooled connection back once it ends cleanly, or a short body the proxy wrote
+//! itself.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use crate::endpoint::Lease;
 
-pin_project_lite::pin_project! {
-    /// A client's request body, forwarded as it arrives.
-    pub struct RequestBody {
-        #[pin]
+/// A client's request body.
+pub enum RequestBody {
+    /// Forwarded as it arrives, after `prefix` (what buffering read before giving up).
+    Stream {
+        prefix: Option<Bytes>,
         inner: Incoming,
         ended: Option<oneshot::Sender<()>>,
-    }
+    },
+    /// Held whole: replayable.
+    Buffered {
+        data: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
 }
 
 impl RequestBody {
-    /// Wraps `inner`; when it has a body, also returns a receiver that completes once the
-    /// last frame has been handed to the endpoint (or the body failed).
-    pub fn new(inner: Incoming) -> (Self, Option<oneshot::Receiver<()>>) {
+    /// Streams `inner`; when it has a body, also returns a receiver that completes once the last
+    /// frame has been handed to the endpoint (or the body failed).
+    pub fn stream(inner: Incoming) -> (Self, Option<oneshot::Receiver<()>>) {
         if inner.is_end_stream() {
-            return (RequestBody { inner, ended: None }, None);
+            return (
+                RequestBody::Buffered {
+                    data: None,
+                    trailers: None,
+                },
+                None,
+            );
         }
         let (tx, rx) = oneshot::channel();
         (
-            RequestBody {
+            RequestBody::Stream {
+                prefix: None,
                 inner,
                 ended: Some(tx),
             },
             Some(rx),
         )
+    }
+
+    /// Reads `inner` whole if it is at most `limit` bytes, so it can be replayed; a larger body
+    /// (by its Content-Length, or once `limit` bytes have been read) streams instead, with what
+    /// was read put back in front.
+    pub async fn buffer(
+        mut inner: Incoming,
+        limit: usize,
+    ) -> Result<(Self, Option<oneshot::Receiver<()>>), hyper::Error> {
+        if inner.is_end_stream() {
+            return Ok((
+                RequestBody::Buffered {
+                    data: None,
+                    trailers: None,
+                },
+                None,
+            ));
+        }
+        if inner.size_hint().lower() > limit as u64 {
+            return Ok(Self::stream(inner));
+        }
+        let mut data = BytesMut::new();
+        loop {
+            match inner.frame().await.transpose()? {
+                None => {
+                    let data = (!data.is_empty()).then(|| data.freeze());
+                    return Ok((
+                        RequestBody::Buffered {
+                            data,
+                            trailers: None,
+                        },
+                        None,
+                    ));
+                }
+                Some(frame) => match frame.into_data() {
+                    Ok(chunk) => {
+                        data.extend_from_slice(&chunk);
+                        if data.len() > limit {
+                            let (tx, rx) = oneshot::channel();
+                            let prefix = Some(data.freeze());
+                            return Ok((
+                                RequestBody::Stream {
+                                    prefix,
+                                    inner,
+                                    ended: Some(tx),
+                                },
+                                Some(rx),
+                            ));
+                        }
+                    }
+                    Err(frame) => {
+                        // Trailers end the body.
+                        let trailers = frame.into_trailers().ok();
+                        let data = (!data.is_empty()).then(|| data.freeze());
+                        return Ok((RequestBody::Buffered { data, trailers }, None));
+                    }
+                },
+            }
+        }
+    }
+
+    /// A copy to send again, if this body is held whole.
+    pub fn replay(&self) -> Option<RequestBody> {
+        match self {
+            RequestBody::Buffered { data, trailers } => Some(RequestBody::Buffered {
+                data: data.clone(),
+                trailers: trailers.clone(),
+            }),
+            RequestBody::Stream { .. } => None,
+        }
     }
 }
 
@@ -50,22 +139,55 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
-            && let Some(tx) = this.ended.take()
-        {
-            let _ = tx.send(());
+        match self.get_mut() {
+            RequestBody::Stream {
+                prefix,
+                inner,
+                ended,
+            } => {
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                let polled = Pin::new(inner).poll_frame(cx);
+                if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+                    && let Some(tx) = ended.take()
+                {
+                    let _ = tx.send(());
+                }
+                polled
+            }
+            RequestBody::Buffered { data, trailers } => {
+                if let Some(data) = data.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            RequestBody::Stream { prefix, inner, .. } => prefix.is_none() && inner.is_end_stream(),
+            RequestBody::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            RequestBody::Stream { prefix, inner, .. } => {
+                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let hint = inner.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(hint.lower() + extra);
+                if let Some(upper) = hint.upper() {
+                    out.set_upper(upper + extra);
+                }
+                out
+            }
+            RequestBody::Buffered { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
     }
 }
 

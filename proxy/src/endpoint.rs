@@ -84,6 +84,13 @@ struct H2Conn {
     streams: Arc<AtomicU32>,
 }
 
+/// A request that failed; `unsent` holds it when none of it was written, so it can be sent again
+/// as it is (its body untouched).
+pub struct SendError {
+    pub error: ProxyError,
+    pub unsent: Option<Request<RequestBody>>,
+}
+
 /// Every HTTP/1 connection slot of the endpoint is busy.
 #[derive(Debug)]
 pub struct AllBusy;
@@ -244,58 +251,111 @@ impl Endpoint {
     }
 
     /// Sends `req` on a pooled or new connection (HTTP/1 under `slot`). The returned [`Lease`]
-    /// must travel with the response body and be finished when it ends.
+    /// must travel with the response body and be finished when it ends. On failure the request
+    /// comes back when none of it was sent, so it can go elsewhere as it is.
     pub async fn send(
         self: &Arc<Self>,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
         slot: Option<OwnedSemaphorePermit>,
-    ) -> Result<(Response<Incoming>, Lease), ProxyError> {
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
         match self.key.wire {
             Wire::Http1 => {
-                let mut tx = self.checkout_h1().await?;
-                let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
-                let checkin = Checkin {
-                    endpoint: self.clone(),
-                    tx,
-                    _slot: slot,
-                };
-                Ok((
-                    resp,
-                    Lease {
-                        conn: Conn::Http1(checkin),
-                        _load: None,
-                    },
-                ))
+                // An idle connection the app closed just as it was reused hands the request back
+                // unsent: that is the pool's race, not a failure, so try once on a new connection.
+                let mut fresh = false;
+                loop {
+                    let (mut tx, reused) = match self.checkout_h1(fresh).await {
+                        Ok(conn) => conn,
+                        Err(error) => {
+                            return Err(SendError {
+                                error,
+                                unsent: Some(req),
+                            });
+                        }
+                    };
+                    match tx.try_send_request(req).await {
+                        Ok(resp) => {
+                            let checkin = Checkin {
+                                endpoint: self.clone(),
+                                tx,
+                                _slot: slot,
+                            };
+                            return Ok((
+                                resp,
+                                Lease {
+                                    conn: Conn::Http1(checkin),
+                                    _load: None,
+                                },
+                            ));
+                        }
+                        Err(mut e) => match e.take_message() {
+                            Some(unsent) if reused && !fresh => {
+                                debug!(addr = %self.key.addr, "pooled connection closed; retrying on a new one");
+                                req = unsent;
+                                fresh = true;
+                            }
+                            unsent => {
+                                return Err(SendError {
+                                    error: ProxyError::upstream(e.into_error()),
+                                    unsent,
+                                });
+                            }
+                        },
+                    }
+                }
             }
             Wire::Http2 => {
-                let (mut tx, stream) = self.checkout_h2().await?;
-                let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
-                Ok((
-                    resp,
-                    Lease {
-                        conn: Conn::Http2(stream),
-                        _load: None,
-                    },
-                ))
+                let (mut tx, stream) = match self.checkout_h2().await {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            unsent: Some(req),
+                        });
+                    }
+                };
+                match tx.try_send_request(req).await {
+                    Ok(resp) => Ok((
+                        resp,
+                        Lease {
+                            conn: Conn::Http2(stream),
+                            _load: None,
+                        },
+                    )),
+                    Err(mut e) => {
+                        let unsent = e.take_message();
+                        Err(SendError {
+                            error: ProxyError::upstream(e.into_error()),
+                            unsent,
+                        })
+                    }
+                }
             }
         }
     }
 
-    async fn checkout_h1(&self) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
-        loop {
-            let idle = self
-                .state
-                .lock()
-                .expect("pool lock poisoned")
-                .idle
-                .pop_back();
-            let Some(Idle { mut tx, .. }) = idle else {
-                break;
-            };
-            // A connection whose response just ended may need a moment to become ready; one the
-            // app closed reports an error here and is dropped.
-            if tx.ready().await.is_ok() {
-                return Ok(tx);
+    /// An HTTP/1 connection: the most recently used idle one unless `fresh`, else a new one.
+    /// Also says whether it was reused.
+    async fn checkout_h1(
+        &self,
+        fresh: bool,
+    ) -> Result<(http1::SendRequest<RequestBody>, bool), ProxyError> {
+        if !fresh {
+            loop {
+                let idle = self
+                    .state
+                    .lock()
+                    .expect("pool lock poisoned")
+                    .idle
+                    .pop_back();
+                let Some(Idle { mut tx, .. }) = idle else {
+                    break;
+                };
+                // A connection whose response just ended may need a moment to become ready; one the
+                // app closed reports an error here and is dropped.
+                if tx.ready().await.is_ok() {
+                    return Ok((tx, true));
+                }
             }
         }
         let io = TokioIo::new(self.connect().await?);
@@ -309,7 +369,7 @@ impl Endpoint {
                 debug!(%addr, %error, "upstream connection ended");
             }
         });
-        Ok(tx)
+        Ok((tx, false))
     }
 
     async fn checkout_h2(&self) -> Result<(http2::SendRequest<RequestBody>, Stream), ProxyError> {

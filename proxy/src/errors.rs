@@ -58,6 +58,10 @@ pub enum ProxyError {
     Handshake(#[source] hyper::Error),
     #[error("upstream connection failed: {0}")]
     Upstream(#[source] hyper::Error),
+    #[error("upstream refused the stream")]
+    RefusedStream,
+    #[error("cannot read the request body: {0}")]
+    ClientBody(#[source] hyper::Error),
     #[error("response timeout after {0:?}")]
     ResponseTimeout(Duration),
     #[error("upstream does not support upgrades over HTTP/2")]
@@ -67,7 +71,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
-            Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling => Origin::Downstream,
+            Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling | Self::ClientBody(_) => {
+                Origin::Downstream
+            }
             Self::NoService(_)
             | Self::Overloaded { .. }
             | Self::NoReadyEndpoint { .. }
@@ -78,6 +84,7 @@ impl ProxyError {
             | Self::Resolve { .. }
             | Self::Handshake(_)
             | Self::Upstream(_)
+            | Self::RefusedStream
             | Self::ResponseTimeout(_) => Origin::Upstream,
         }
     }
@@ -92,6 +99,7 @@ impl ProxyError {
                 | Self::Connect { .. }
                 | Self::Resolve { .. }
                 | Self::Handshake(_)
+                | Self::RefusedStream
                 | Self::Overloaded { .. }
                 | Self::NoReadyEndpoint { .. }
         )
@@ -105,7 +113,7 @@ impl ProxyError {
             | Self::Connect { .. }
             | Self::Handshake(_) => Some(Outcome::ConnectFailure),
             Self::ResponseTimeout(_) => Some(Outcome::Timeout),
-            Self::Upstream(_) => Some(Outcome::Reset),
+            Self::Upstream(_) | Self::RefusedStream => Some(Outcome::Reset),
             _ => None,
         }
     }
@@ -113,7 +121,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoService(_) => StatusCode::NOT_FOUND,
-            Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling => StatusCode::BAD_REQUEST,
+            Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling | Self::ClientBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Overloaded { .. } | Self::NoReadyEndpoint { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -124,8 +134,25 @@ impl ProxyError {
             | Self::Resolve { .. }
             | Self::Handshake(_)
             | Self::Upstream(_)
+            | Self::RefusedStream
             | Self::UpgradeToHttp2 => StatusCode::BAD_GATEWAY,
         }
+    }
+
+    /// Classifies a failed exchange: HTTP/2's REFUSED_STREAM means the server did not process the
+    /// request, which makes it safe to send again.
+    pub fn upstream(error: hyper::Error) -> Self {
+        let mut source = std::error::Error::source(&error);
+        while let Some(s) = source {
+            if let Some(h2) = s.downcast_ref::<h2::Error>() {
+                if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                    return Self::RefusedStream;
+                }
+                break;
+            }
+            source = s.source();
+        }
+        Self::Upstream(error)
     }
 
     /// Classifies a failed connect.

@@ -29,6 +29,7 @@ pub mod listen;
 pub mod metrics;
 pub mod opaque;
 pub mod reload;
+pub mod retry;
 pub mod route;
 mod run;
 pub mod snapshot;

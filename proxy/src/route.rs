@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herd_config::authority::{MAX_AUTHORITY, normalize};
-use herd_config::{Protocol, RouteMatch};
+use herd_config::{Hedge, HedgeDelay, Protocol, RetryPolicy, Route, RouteMatch};
 use http::Method;
 
 use crate::balance::Balancer;
 use crate::discover::Resolution;
 use crate::errors::ProxyError;
+use crate::retry::{LatencyWindow, RetryBudget};
 
 /// A service as the request path sees it.
 pub struct ServiceTarget {
@@ -25,6 +26,8 @@ pub struct ServiceTarget {
     pub routes: Vec<RouteTarget>,
     pub fallback: RouteTarget,
     pub balancer: Arc<Balancer>,
+    /// The retry budget, when a route of the service retries or hedges.
+    pub budget: Option<RetryBudget>,
     /// Keeps the service's DNS resolution running while the service exists.
     pub resolution: Option<Arc<Resolution>>,
 }
@@ -33,22 +36,39 @@ pub struct RouteTarget {
     pub name: Arc<str>,
     matches: RouteMatch,
     methods: Vec<Method>,
-    /// Response timeout; `None` for none.
+    /// Response timeout across all attempts; `None` for none.
     pub timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
+    pub hedge: Option<Hedge>,
+    /// Recent latency, kept only for a percentile hedge delay.
+    pub latency: Option<LatencyWindow>,
 }
 
+/// How long a route's latency window is: long enough to hold a percentile, short enough to
+/// follow a change of load.
+const LATENCY_WINDOW: Duration = Duration::from_secs(10);
+
 impl RouteTarget {
-    pub fn new(name: &str, matches: RouteMatch, timeout: Duration) -> Self {
-        let methods = matches
+    pub fn new(route: &Route) -> Self {
+        let methods = route
+            .matches
             .methods
             .iter()
             .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
             .collect();
+        let latency = route
+            .hedge
+            .as_ref()
+            .filter(|h| matches!(h.delay, HedgeDelay::Percentile(_)))
+            .map(|_| LatencyWindow::new(LATENCY_WINDOW));
         RouteTarget {
-            name: name.into(),
-            matches,
+            name: route.name.as_str().into(),
+            matches: route.matches.clone(),
             methods,
-            timeout: (!timeout.is_zero()).then_some(timeout),
+            timeout: (!route.timeout.is_zero()).then_some(route.timeout),
+            retry: route.retry.clone(),
+            hedge: route.hedge,
+            latency,
         }
     }
 
@@ -117,7 +137,12 @@ mod tests {
     use super::*;
 
     fn route(name: &str, m: RouteMatch) -> RouteTarget {
-        RouteTarget::new(name, m, Duration::from_secs(1))
+        RouteTarget::new(&Route {
+            name: name.into(),
+            matches: m,
+            timeout: Duration::from_secs(1),
+            ..Route::fallback()
+        })
     }
 
     fn service() -> ServiceTarget {
@@ -148,7 +173,10 @@ mod tests {
                     },
                 ),
             ],
-            fallback: RouteTarget::new("default", RouteMatch::default(), Duration::ZERO),
+            fallback: RouteTarget::new(&Route {
+                timeout: Duration::ZERO,
+                ..Route::fallback()
+            }),
             balancer: Arc::new(Balancer::new(
                 "web",
                 &Default::default(),
@@ -156,6 +184,7 @@ mod tests {
                 &Default::default(),
                 Vec::new(),
             )),
+            budget: None,
             resolution: None,
         }
     }

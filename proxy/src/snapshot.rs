@@ -13,14 +13,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
-use herd_config::{
-    Config, DnsDiscovery, Protocol, Route, RouteMatch, ServiceLimits, WeightedEndpoint,
-};
+use herd_config::{Config, DnsDiscovery, Protocol, Route, ServiceLimits, WeightedEndpoint};
 use tracing::debug;
 
 use crate::balance::Balancer;
 use crate::discover::{Discovery, Resolution};
 use crate::endpoint::{Endpoint, PoolKey, Wire};
+use crate::retry::RetryBudget;
 use crate::route::{RouteTable, RouteTarget, ServiceTarget};
 
 pub struct Snapshot {
@@ -134,8 +133,12 @@ impl Snapshot {
                 name: "inbound".into(),
                 protocol: inb.protocol,
                 routes: Vec::new(),
-                fallback: RouteTarget::new("default", RouteMatch::default(), inb.timeout),
+                fallback: RouteTarget::new(&Route {
+                    timeout: inb.timeout,
+                    ..Route::fallback()
+                }),
                 balancer: Arc::new(balancer),
+                budget: None,
                 resolution: None,
             });
             services.push(target.clone());
@@ -179,17 +182,17 @@ impl Snapshot {
                     endpoints,
                 ));
             }
-            let fallback = Route::fallback();
+            let retries = svc
+                .routes
+                .iter()
+                .any(|r| r.retry.is_some() || r.hedge.is_some());
             let target = Arc::new(ServiceTarget {
                 name: svc.name.as_str().into(),
                 protocol: svc.protocol,
-                routes: svc
-                    .routes
-                    .iter()
-                    .map(|r| RouteTarget::new(&r.name, r.matches.clone(), r.timeout))
-                    .collect(),
-                fallback: RouteTarget::new(&fallback.name, fallback.matches, fallback.timeout),
+                routes: svc.routes.iter().map(RouteTarget::new).collect(),
+                fallback: RouteTarget::new(&Route::fallback()),
                 balancer,
+                budget: retries.then(|| RetryBudget::new(&svc.retry_budget)),
                 resolution,
             });
             for authority in &svc.authorities {

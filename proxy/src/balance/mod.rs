@@ -303,6 +303,25 @@ impl Balancer {
         self.any(set, now)
     }
 
+    /// A pick, redrawn (a few times at most) while it lands on `avoid`.
+    fn pick_avoiding(&self, hash: Option<u64>, avoid: Option<&Arc<Endpoint>>) -> Option<Picked> {
+        let Some(avoid) = avoid else {
+            return self.pick(hash);
+        };
+        let mut picked = self.pick(hash)?;
+        for _ in 0..3 {
+            if !Arc::ptr_eq(&picked.endpoint, avoid) {
+                break;
+            }
+            let Some(other) = self.pick(hash) else { break };
+            if picked.probe {
+                picked.endpoint.health.abandon_probe();
+            }
+            picked = other;
+        }
+        Some(picked)
+    }
+
     /// Any available endpoint, scanning from a random start.
     fn any(&self, set: &EndpointSet, now: u64) -> Option<Picked> {
         let start = fastrand::usize(..set.len());
@@ -316,7 +335,18 @@ impl Balancer {
         hash: Option<u64>,
         needs_slot: bool,
     ) -> Result<Dispatch, ProxyError> {
-        if let Some(picked) = self.pick(hash) {
+        self.dispatch_avoiding(hash, needs_slot, None).await
+    }
+
+    /// As [`Balancer::dispatch`], preferring an endpoint other than `avoid` (a retry's or a
+    /// hedge's previous one) when the service has another available.
+    pub async fn dispatch_avoiding(
+        &self,
+        hash: Option<u64>,
+        needs_slot: bool,
+        avoid: Option<&Arc<Endpoint>>,
+    ) -> Result<Dispatch, ProxyError> {
+        if let Some(picked) = self.pick_avoiding(hash, avoid) {
             match picked.endpoint.try_slot(needs_slot) {
                 Ok(slot) => return Ok(self.start(picked, slot)),
                 Err(AllBusy) => {
@@ -333,7 +363,7 @@ impl Balancer {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(picked) = self.pick(hash) {
+            if let Some(picked) = self.pick_avoiding(hash, avoid) {
                 return match picked.endpoint.try_slot(needs_slot) {
                     Ok(slot) => Ok(self.start(picked, slot)),
                     Err(AllBusy) => self.slot_within(picked, deadline).await,

@@ -1,28 +1,27 @@
 //! One request through the stages, in the order it meets them: route (which service and route),
-//! header rewriting, balance (which endpoint), endpoint (a pooled connection), then the
-//! response's way back. `CONNECT` on the outbound side leaves HTTP here and becomes a tunnel.
+//! header rewriting, retry (attempts under the route's policy), balance (which endpoint, per
+//! attempt), endpoint (a pooled connection), then the response's way back. `CONNECT` on the outbound side leaves HTTP here and becomes a tunnel.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use herd_config::Protocol;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tracing::debug;
 
 use super::ConnCtx;
 use super::headers::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
-use crate::balance::Outcome;
 use crate::body::{RequestBody, ResponseBody};
-use crate::endpoint::{self, Endpoint, Lease, Wire};
+use crate::endpoint::{self, Wire};
 use crate::errors::ProxyError;
 use crate::listen::Direction;
-use crate::opaque;
 use crate::route::ServiceTarget;
 use crate::snapshot::Snapshot;
+use crate::{opaque, retry};
 
 /// How long a `CONNECT` to a host outside the mesh may take to connect: such hosts are remote
 /// (federation peers), so this is longer than the in-cluster `connectTimeout`.
@@ -59,37 +58,35 @@ pub async fn forward(
     headers.remove(header::EXPECT);
     append_forwarded_for(headers, ctx.client.ip());
 
-    // balance: which endpoint (waiting, boundedly, for one to be ready).
-    let balancer = &service.balancer;
-    let hash = balancer.hash_of(req.headers(), ctx.client.ip());
-    let mut dispatch = balancer.dispatch(hash, true).await?;
-    let endpoint = dispatch.endpoint.clone();
-    let wire = endpoint.key().wire;
+    // The endpoints' protocol decides the request's form.
+    let wire = match service.protocol {
+        Protocol::Http2 => Wire::Http2,
+        Protocol::Http | Protocol::Opaque => Wire::Http1,
+    };
     if upgrade && wire == Wire::Http2 {
         return Err(ProxyError::UpgradeToHttp2);
     }
+    let hash = service.balancer.hash_of(req.headers(), ctx.client.ip());
 
-    // endpoint: put the request in the form the endpoint's protocol wants, and send it.
+    // A body a retry or hedge may need again is held, up to the route's limit; any other streams.
     let (parts, body) = req.into_parts();
-    let (body, body_ended) = RequestBody::new(body);
-    let req = for_wire(Request::from_parts(parts, body), wire)?;
-    let sent = send(
-        &endpoint,
-        req,
-        dispatch.take_slot(),
-        body_ended,
-        route.timeout,
-    )
-    .await;
-    let outcome = match &sent {
-        Ok((resp, _)) => Some(Outcome::Status(resp.status().as_u16())),
-        Err(error) => error.outcome(),
+    let replayable = !upgrade;
+    let (body, body_ended) = match route.retry.as_ref().map(|r| r.buffer_limit) {
+        Some(limit) if replayable => RequestBody::buffer(body, limit)
+            .await
+            .map_err(ProxyError::ClientBody)?,
+        None if replayable && route.hedge.is_some() => {
+            RequestBody::buffer(body, herd_config::RetryPolicy::default().buffer_limit)
+                .await
+                .map_err(ProxyError::ClientBody)?
+        }
+        _ => RequestBody::stream(body),
     };
-    if let Some(outcome) = outcome {
-        balancer.record(&mut dispatch, outcome);
-    }
-    let (mut resp, lease) = sent?;
-    let lease = lease.with_load(dispatch.take_lease());
+    let req = for_wire(Request::from_parts(parts, body), wire)?;
+
+    // retry, balance, endpoint: attempts (each to an endpoint the balancer picks) until one
+    // answers or the route's policy says stop.
+    let (mut resp, lease) = retry::send(service, route, req, body_ended, hash, replayable).await?;
 
     // The response's way back.
     if let Some(client_upgrade) =
@@ -187,34 +184,6 @@ fn for_wire(mut req: Request<RequestBody>, wire: Wire) -> Result<Request<Request
         }
     }
     Ok(req)
-}
-
-/// Sends `req` and waits for the response headers. The route's timeout starts once the request
-/// body has been forwarded in full (at once for a request without one): an upload's duration is
-/// the client's, not the app's. Dropping the send on timeout drops its connection, which cancels
-/// the request at the app.
-async fn send(
-    endpoint: &Arc<Endpoint>,
-    req: Request<RequestBody>,
-    slot: Option<OwnedSemaphorePermit>,
-    body_ended: Option<oneshot::Receiver<()>>,
-    timeout: Option<Duration>,
-) -> Result<(Response<Incoming>, Lease), ProxyError> {
-    let send = endpoint.send(req, slot);
-    let Some(timeout) = timeout else {
-        return send.await;
-    };
-    tokio::pin!(send);
-    if let Some(ended) = body_ended {
-        tokio::select! {
-            result = &mut send => return result,
-            _ = ended => {}
-        }
-    }
-    match tokio::time::timeout(timeout, send).await {
-        Ok(result) => result,
-        Err(_) => Err(ProxyError::ResponseTimeout(timeout)),
-    }
 }
 
 /// `CONNECT host:port`: connect (to a mesh service's endpoint when the authority names one,
