@@ -107,4 +107,26 @@ impl Digest {
     pub fn value(&self) -> u64 {
         self.0
     }
+
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        let mut digest = Digest::default();
+        digest.update(bytes);
+        digest
+    }
+}
+
+/// `len` pseudo-random bytes (xorshift from `seed`): a request body no layer can compress or
+/// mistake for another one sent with a different seed.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed ^ 0x2545_f491_4f6c_dd1d;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let take = (len - out.len()).min(8);
+        out.extend_from_slice(&state.to_le_bytes()[..take]);
+    }
+    out
 }

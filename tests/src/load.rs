@@ -5,7 +5,8 @@
 //! threads), and returns a [`Tally`]: every [`Outcome`] with its status, the endpoint that
 //! answered (the [`crate::fleet::HEADER`] header), the `herd-proxy-error` header and how long it
 //! took. [`Client`] is one such connection, for tests that send requests one by one with
-//! headers of their own (a hash key), and [`send`] one request on a connection of its own.
+//! headers of their own (a hash key) or with other methods and bodies ([`Client::request`],
+//! bodies from [`body`]), and [`send`] one request on a connection of its own.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,9 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -52,7 +52,7 @@ impl Outcome {
 /// One keep-alive HTTP/1.1 connection to the proxy; reconnects after a failure.
 pub struct Client {
     addr: SocketAddr,
-    sender: Option<http1::SendRequest<Empty<Bytes>>>,
+    sender: Option<http1::SendRequest<body::Body>>,
 }
 
 impl Client {
@@ -62,11 +62,24 @@ impl Client {
 
     /// `GET http://authority{path}` with extra `headers`.
     pub async fn get(&mut self, authority: &str, path: &str, headers: &[(&str, &str)]) -> Outcome {
+        self.request("GET", authority, path, headers, body::empty())
+            .await
+    }
+
+    /// `METHOD http://authority{path}` with extra `headers` and `body` (see [`body`]).
+    pub async fn request(
+        &mut self,
+        method: &str,
+        authority: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: body::Body,
+    ) -> Outcome {
         let start = Instant::now();
         let result = crate::within(
-            &format!("GET {authority}{path}"),
+            &format!("{method} {authority}{path}"),
             TIMEOUT,
-            self.try_get(authority, path, headers),
+            self.try_request(method, authority, path, headers, body),
         )
         .await;
         match result {
@@ -87,11 +100,31 @@ impl Client {
         }
     }
 
-    async fn try_get(
+    /// Sends `n` requests with `method` to `path` for `authority`, one after another; a
+    /// `POST`, `PUT` or `PATCH` carries the body `METHOD i`.
+    pub async fn repeat(&mut self, method: &str, authority: &str, path: &str, n: usize) -> Tally {
+        let mut tally = Tally::default();
+        for i in 0..n {
+            let request_body = if matches!(method, "POST" | "PUT" | "PATCH") {
+                body::full(format!("{method} {i}"))
+            } else {
+                body::empty()
+            };
+            let outcome = self
+                .request(method, authority, path, &[], request_body)
+                .await;
+            tally.outcomes.push(outcome);
+        }
+        tally
+    }
+
+    async fn try_request(
         &mut self,
+        method: &str,
         authority: &str,
         path: &str,
         headers: &[(&str, &str)],
+        body: body::Body,
     ) -> Result<Outcome, String> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             let stream = TcpStream::connect(self.addr)
@@ -109,12 +142,14 @@ impl Client {
             .ready()
             .await
             .map_err(|e| format!("connection: {e}"))?;
-        let mut request =
-            Request::get(format!("http://{authority}{path}")).header("host", authority);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{authority}{path}"))
+            .header("host", authority);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request.body(Empty::new()).expect("request");
+        let request = request.body(body).expect("request");
         let response = sender
             .send_request(request)
             .await
@@ -142,6 +177,42 @@ impl Client {
             body: String::from_utf8_lossy(&body).into_owned(),
             elapsed: Duration::ZERO,
         })
+    }
+}
+
+/// Request bodies for [`Client::request`].
+pub mod body {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty, Full, StreamBody};
+    use hyper::body::Frame;
+
+    use crate::server::BoxError;
+
+    /// A request body of any kind.
+    pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+    /// No body at all (what a `GET` sends).
+    pub fn empty() -> Body {
+        Empty::new().map_err(|never| match never {}).boxed()
+    }
+
+    /// `bytes` with a `Content-Length`.
+    pub fn full(bytes: impl Into<Bytes>) -> Body {
+        Full::new(bytes.into())
+            .map_err(|never| match never {})
+            .boxed()
+    }
+
+    /// `bytes` sent `Transfer-Encoding: chunked`, in chunks of `chunk` bytes (no length known
+    /// in advance, as a streamed upload).
+    pub fn chunked(bytes: impl Into<Bytes>, chunk: usize) -> Body {
+        let bytes: Bytes = bytes.into();
+        let chunk = chunk.max(1);
+        let pieces: Vec<Result<Frame<Bytes>, BoxError>> = (0..bytes.len())
+            .step_by(chunk)
+            .map(|at| Ok(Frame::data(bytes.slice(at..(at + chunk).min(bytes.len())))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(pieces)).boxed()
     }
 }
 

@@ -264,6 +264,22 @@ impl Proxy {
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
     }
+
+    /// Runs `work` while sampling [`Proxy::rss_bytes`] every 10 ms; returns its output and the
+    /// highest RSS seen (the RSS before it started included).
+    pub async fn peak_rss_while<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> (T, u64) {
+        let mut peak = self.rss_bytes().unwrap_or(0);
+        let task = tokio::spawn(work);
+        while !task.is_finished() {
+            peak = peak.max(self.rss_bytes().unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        peak = peak.max(self.rss_bytes().unwrap_or(0));
+        (task.await.expect("the sampled task panicked"), peak)
+    }
 }
 
 impl Drop for Proxy {

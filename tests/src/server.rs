@@ -297,6 +297,57 @@ pub async fn never_answers() -> Server {
     .await
 }
 
+/// Reads one HTTP/1 request (its head and a `Content-Length` body), counts it in
+/// [`Server::requests`], then resets the connection without answering: an app that crashed
+/// with the request in hand, which may or may not have acted on it.
+pub async fn resets_after_request() -> Server {
+    listen(Arc::default(), |mut stream, stats| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            match stream.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        }
+        stats.requests.fetch_add(1, Ordering::SeqCst);
+        // SO_LINGER 0: close() sends RST instead of FIN.
+        let _ = stream.set_zero_linger();
+    })
+    .await
+}
+
+/// An HTTP/2 server (h2c, prior knowledge) that refuses every stream with `REFUSED_STREAM`,
+/// counting each in [`Server::requests`]: a server telling the client it did not process the
+/// request, so it may safely go elsewhere.
+pub async fn refuses_streams() -> Server {
+    listen(Arc::default(), |stream, stats| async move {
+        let Ok(mut connection) = h2::server::handshake(stream).await else {
+            return;
+        };
+        while let Some(Ok((_request, mut respond))) = connection.accept().await {
+            stats.requests.fetch_add(1, Ordering::SeqCst);
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+        }
+    })
+    .await
+}
+
 /// Server-speaks-first: writes `banner` on accept, then echoes whatever it reads.
 pub async fn banner(banner: &'static [u8]) -> Server {
     tcp(move |mut stream| async move {
@@ -462,6 +513,25 @@ pub mod reply {
             .header("content-type", "text/event-stream")
             .header("cache-control", "no-cache")
             .body(StreamBody::new(events).boxed())
+            .expect("response")
+    }
+
+    /// `200 text/event-stream`: `count` events at once, then, `pause` later, the body fails and
+    /// the server breaks the response off mid-stream (no final chunk), as a crashing app does.
+    pub fn sse_then_break(count: usize, pause: Duration) -> Response<Body> {
+        let events = futures_util::stream::iter((0..count).map(|k| {
+            Ok::<_, BoxError>(Frame::data(Bytes::from(format!(
+                "id: {k}\ndata: event {k}\n\n"
+            ))))
+        }));
+        let failure = futures_util::stream::once(async move {
+            tokio::time::sleep(pause).await;
+            Err::<Frame<Bytes>, BoxError>("the app broke off its event stream".into())
+        });
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(StreamBody::new(futures_util::StreamExt::chain(events, failure)).boxed())
             .expect("response")
     }
 

@@ -303,23 +303,40 @@ impl Balancer {
         self.any(set, now)
     }
 
-    /// A pick, redrawn (a few times at most) while it lands on `avoid`.
+    /// A pick that is not `avoid` (a retry's or a hedge's previous endpoint) when the service has
+    /// another available one: for ring-hash the key's next endpoint on the ring, otherwise any
+    /// other, from a random start.
     fn pick_avoiding(&self, hash: Option<u64>, avoid: Option<&Arc<Endpoint>>) -> Option<Picked> {
-        let Some(avoid) = avoid else {
-            return self.pick(hash);
+        let picked = self.pick(hash)?;
+        let Some(avoid) = avoid.filter(|a| Arc::ptr_eq(&picked.endpoint, a)) else {
+            return Some(picked);
         };
-        let mut picked = self.pick(hash)?;
-        for _ in 0..3 {
-            if !Arc::ptr_eq(&picked.endpoint, avoid) {
-                break;
+        let set = self.set.load();
+        let now = now_nanos();
+        let other = |i: &usize| !Arc::ptr_eq(&set.endpoints[*i], avoid);
+        let instead = match (self.algorithm, hash) {
+            (Algorithm::RingHash, Some(hash)) => set
+                .ring
+                .walk(hash)
+                .filter(other)
+                .find_map(|i| Self::admit(&set, i, now)),
+            _ => {
+                let start = fastrand::usize(..set.len());
+                (0..set.len())
+                    .map(|k| (start + k) % set.len())
+                    .filter(other)
+                    .find_map(|i| Self::admit(&set, i, now))
             }
-            let Some(other) = self.pick(hash) else { break };
-            if picked.probe {
-                picked.endpoint.health.abandon_probe();
+        };
+        match instead {
+            Some(instead) => {
+                if picked.probe {
+                    picked.endpoint.health.abandon_probe();
+                }
+                Some(instead)
             }
-            picked = other;
+            None => Some(picked),
         }
-        Some(picked)
     }
 
     /// Any available endpoint, scanning from a random start.

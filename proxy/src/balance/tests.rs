@@ -315,3 +315,37 @@ async fn a_request_waits_for_endpoints_to_appear() {
     b.set_endpoints(vec![(endpoint(7), 1)]);
     assert_eq!(waiter.await.unwrap().unwrap(), 7);
 }
+
+#[test]
+fn a_pick_avoiding_an_endpoint_takes_another_when_there_is_one() {
+    for algorithm in [
+        Algorithm::PeakEwma,
+        Algorithm::LeastRequest,
+        Algorithm::RoundRobin,
+        Algorithm::RingHash,
+    ] {
+        let config = BalancerConfig {
+            algorithm,
+            hash_on: (algorithm == Algorithm::RingHash).then_some(HashOn::ClientIp),
+            ..BalancerConfig::default()
+        };
+        let b = balancer_with(
+            config,
+            OutlierDetection::default(),
+            ServiceLimits::default(),
+            &[(1, 1), (2, 1), (3, 1)],
+        );
+        for key in 0..100u64 {
+            let hash = Some(hash_key(&key.to_be_bytes()));
+            let first = b.pick(hash).unwrap().endpoint;
+            let again = b.pick_avoiding(hash, Some(&first)).unwrap().endpoint;
+            assert!(!Arc::ptr_eq(&first, &again), "{algorithm:?} key {key}");
+        }
+        let single = balancer(algorithm, &[(9, 1)]);
+        let only = single.pick(None).unwrap().endpoint;
+        assert!(Arc::ptr_eq(
+            &single.pick_avoiding(None, Some(&only)).unwrap().endpoint,
+            &only
+        ));
+    }
+}
