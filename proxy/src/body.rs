@@ -10,7 +10,9 @@
 //! itself.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
@@ -20,6 +22,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use crate::endpoint::Lease;
+use crate::metrics::RouteMetrics;
 
 /// A client's request body.
 pub enum RequestBody {
@@ -191,6 +194,26 @@ impl Body for RequestBody {
     }
 }
 
+/// Observes a response's total duration on its route when the body ends (or is dropped).
+pub struct Timing {
+    metrics: Arc<RouteMetrics>,
+    started: Instant,
+}
+
+impl Timing {
+    pub fn new(metrics: Arc<RouteMetrics>, started: Instant) -> Self {
+        Timing { metrics, started }
+    }
+}
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        self.metrics
+            .duration
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
 pin_project_lite::pin_project! {
     /// What a client receives.
     #[project = ResponseBodyProj]
@@ -198,14 +221,14 @@ pin_project_lite::pin_project! {
         /// An endpoint's body; `lease` returns its HTTP/1 connection to the pool once the body
         /// has ended cleanly (a body abandoned half-way leaves the connection unusable, and
         /// dropping it closes it).
-        Upstream { #[pin] inner: Incoming, lease: Option<Lease> },
+        Upstream { #[pin] inner: Incoming, lease: Option<Lease>, timing: Option<Timing> },
         /// A body the proxy wrote.
         Local { data: Option<Bytes> },
     }
 
     impl PinnedDrop for ResponseBody {
         fn drop(this: Pin<&mut Self>) {
-            if let ResponseBodyProj::Upstream { inner, lease } = this.project()
+            if let ResponseBodyProj::Upstream { inner, lease, .. } = this.project()
                 && inner.is_end_stream()
                 && let Some(c) = lease.take()
             {
@@ -216,8 +239,12 @@ pin_project_lite::pin_project! {
 }
 
 impl ResponseBody {
-    pub fn upstream(inner: Incoming, lease: Option<Lease>) -> Self {
-        ResponseBody::Upstream { inner, lease }
+    pub fn upstream(inner: Incoming, lease: Option<Lease>, timing: Option<Timing>) -> Self {
+        ResponseBody::Upstream {
+            inner,
+            lease,
+            timing,
+        }
     }
 
     pub fn empty() -> Self {
@@ -241,12 +268,17 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
-            ResponseBodyProj::Upstream { inner, lease } => {
+            ResponseBodyProj::Upstream {
+                inner,
+                lease,
+                timing,
+            } => {
                 let polled = inner.poll_frame(cx);
-                if let Poll::Ready(None) = polled
-                    && let Some(c) = lease.take()
-                {
-                    c.finish();
+                if let Poll::Ready(None) = polled {
+                    if let Some(c) = lease.take() {
+                        c.finish();
+                    }
+                    timing.take();
                 }
                 polled
             }

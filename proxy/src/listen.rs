@@ -31,7 +31,7 @@ pub struct Accepted {
 }
 
 /// Which listener a connection came through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
     Inbound,
     Outbound,

@@ -40,6 +40,7 @@ use crate::balance::{Balancer, Dispatch, Outcome};
 use crate::body::RequestBody;
 use crate::endpoint::{Endpoint, Lease, SendError};
 use crate::errors::ProxyError;
+use crate::metrics::RetryReason;
 use crate::route::{RouteTarget, ServiceTarget};
 
 /// A service's retry budget.
@@ -314,11 +315,19 @@ pub async fn send(
         };
         if !withdraw() {
             debug!(service = %service.name, "retry budget spent");
+            route.metrics.retries_skipped.inc();
             return result.map_err(|f| f.error);
         }
         drop(result);
         retries += 1;
         debug!(service = %service.name, ?failure, retry = retries, "retrying");
+        route.metrics.retry(match failure {
+            Failure::NoConnection => RetryReason::ConnectFailure,
+            Failure::RefusedStream => RetryReason::RefusedStream,
+            Failure::Reset { .. } | Failure::Other => RetryReason::Reset,
+            Failure::PerTryTimeout => RetryReason::PerTryTimeout,
+            Failure::Status(_) => RetryReason::Status,
+        });
         let backoff = backoff(&policy.backoff, retries);
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -466,6 +475,7 @@ async fn hedged(
         return first.await;
     }
     debug!(service = %service.name, ?delay, "hedging");
+    route.metrics.hedges.inc();
     let second = attempt(
         balancer,
         route,
@@ -481,7 +491,10 @@ async fn hedged(
             (Err(_), _) => second.await,
         },
         done = &mut second => match done {
-            (Ok(ok), endpoint) => (Ok(ok), endpoint),
+            (Ok(ok), endpoint) => {
+                route.metrics.hedges_won.inc();
+                (Ok(ok), endpoint)
+            }
             (Err(_), _) => first.await,
         },
     }

@@ -17,6 +17,7 @@ use http::Method;
 use crate::balance::Balancer;
 use crate::discover::Resolution;
 use crate::errors::ProxyError;
+use crate::metrics::{RouteMetrics, TcpMetrics};
 use crate::retry::{LatencyWindow, RetryBudget};
 
 /// A service as the request path sees it.
@@ -28,6 +29,8 @@ pub struct ServiceTarget {
     pub balancer: Arc<Balancer>,
     /// The retry budget, when a route of the service retries or hedges.
     pub budget: Option<RetryBudget>,
+    /// Opaque connections (and upgraded ones) to the service.
+    pub tcp: Arc<TcpMetrics>,
     /// Keeps the service's DNS resolution running while the service exists.
     pub resolution: Option<Arc<Resolution>>,
 }
@@ -42,6 +45,7 @@ pub struct RouteTarget {
     pub hedge: Option<Hedge>,
     /// Recent latency, kept only for a percentile hedge delay.
     pub latency: Option<LatencyWindow>,
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// How long a route's latency window is: long enough to hold a percentile, short enough to
@@ -49,7 +53,7 @@ pub struct RouteTarget {
 const LATENCY_WINDOW: Duration = Duration::from_secs(10);
 
 impl RouteTarget {
-    pub fn new(route: &Route) -> Self {
+    pub fn new(route: &Route, metrics: Arc<RouteMetrics>) -> Self {
         let methods = route
             .matches
             .methods
@@ -69,6 +73,7 @@ impl RouteTarget {
             retry: route.retry.clone(),
             hedge: route.hedge,
             latency,
+            metrics,
         }
     }
 
@@ -135,14 +140,21 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listen::Direction;
+    use crate::metrics::Metrics;
+
+    fn metrics() -> Arc<RouteMetrics> {
+        Metrics::new().route(Direction::Outbound, "web", "r")
+    }
 
     fn route(name: &str, m: RouteMatch) -> RouteTarget {
-        RouteTarget::new(&Route {
+        let route = Route {
             name: name.into(),
             matches: m,
             timeout: Duration::from_secs(1),
             ..Route::fallback()
-        })
+        };
+        RouteTarget::new(&route, metrics())
     }
 
     fn service() -> ServiceTarget {
@@ -173,10 +185,13 @@ mod tests {
                     },
                 ),
             ],
-            fallback: RouteTarget::new(&Route {
-                timeout: Duration::ZERO,
-                ..Route::fallback()
-            }),
+            fallback: RouteTarget::new(
+                &Route {
+                    timeout: Duration::ZERO,
+                    ..Route::fallback()
+                },
+                metrics(),
+            ),
             balancer: Arc::new(Balancer::new(
                 "web",
                 &Default::default(),
@@ -185,6 +200,7 @@ mod tests {
                 Vec::new(),
             )),
             budget: None,
+            tcp: Metrics::new().tcp(Direction::Outbound, "web"),
             resolution: None,
         }
     }

@@ -18,7 +18,7 @@ use crate::detect::{Detected, Rewind, detect};
 use crate::drain::Drain;
 use crate::http::{ConnCtx, ConnService};
 use crate::listen::{self, Accepted, Direction};
-use crate::metrics::{ConnectionMetrics, Metrics};
+use crate::metrics::{ListenerMetrics, Metrics};
 use crate::route::ServiceTarget;
 use crate::snapshot::{Registry, Snapshot};
 use crate::{endpoint, opaque, reload};
@@ -27,7 +27,7 @@ use crate::{endpoint, opaque, reload};
 /// drains and returns.
 pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
-    let mut registry = Registry::new(&config);
+    let mut registry = Registry::new(&config, metrics.clone());
     let snapshot = Arc::new(Snapshot::build(1, file.clone(), config, &mut registry));
     metrics.config_version.set(1);
     let (tx, rx) = watch::channel(snapshot.clone());
@@ -49,7 +49,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
         let ctx = Listening {
             rx: rx.clone(),
             drain: drain.clone(),
-            metrics: metrics.connections(Direction::Inbound, "inbound"),
+            metrics: metrics.listener(Direction::Inbound, "inbound"),
         };
         tokio::spawn(listen::serve(
             "inbound",
@@ -65,7 +65,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
         let ctx = Listening {
             rx: rx.clone(),
             drain: drain.clone(),
-            metrics: metrics.connections(Direction::Outbound, "outbound"),
+            metrics: metrics.listener(Direction::Outbound, "outbound"),
         };
         tokio::spawn(listen::serve(
             "outbound",
@@ -93,6 +93,9 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
 
     ready.store(true, Ordering::Release);
     info!(version = snapshot.version, file = %file.display(), "herd-proxy ready");
+    // From here the watch channel holds the snapshot in force; holding the first one too would
+    // keep its services' pools and metric series alive after a reload removes them.
+    drop(snapshot);
 
     wait_for_stop(&drain).await;
     drain.start();
@@ -134,12 +137,12 @@ async fn wait_for_stop(drain: &Drain) {
 struct Listening {
     rx: watch::Receiver<Arc<Snapshot>>,
     drain: Drain,
-    metrics: ConnectionMetrics,
+    metrics: ListenerMetrics,
 }
 
 impl Listening {
     fn opened(&self) -> OpenGuard {
-        self.metrics.opened.inc();
+        self.metrics.accepted.inc();
         self.metrics.open.inc();
         OpenGuard(self.metrics.open.clone())
     }
@@ -186,7 +189,10 @@ impl Listening {
         };
         match orig_dst {
             Some(dst) => match endpoint::connect(dst, ORIG_DST_CONNECT_TIMEOUT).await {
-                Ok(upstream) => opaque::tunnel(io, upstream, &self.drain).await,
+                Ok(upstream) => {
+                    let egress = self.rx.borrow().egress.clone();
+                    opaque::tunnel(io, upstream, &self.drain, &egress).await
+                }
                 Err(error) => debug!(%error, "opaque connect failed"),
             },
             None => debug!("not HTTP and no original destination: closing"),
@@ -249,7 +255,7 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     match opaque::connect(service, peer.ip()).await {
-        Ok((upstream, _lease)) => opaque::tunnel(client, upstream, drain).await,
+        Ok((upstream, _lease)) => opaque::tunnel(client, upstream, drain, &service.tcp).await,
         Err(error) => debug!(%error, service = %service.name, "closing"),
     }
 }
@@ -302,7 +308,7 @@ impl OpaqueListeners {
             let ctx = Listening {
                 rx: self.rx.clone(),
                 drain: self.drain.clone(),
-                metrics: self.metrics.connections(Direction::Outbound, &service.name),
+                metrics: self.metrics.listener(Direction::Outbound, &service.name),
             };
             tokio::spawn(listen::serve(
                 "opaque",

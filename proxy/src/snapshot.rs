@@ -19,6 +19,8 @@ use tracing::debug;
 use crate::balance::Balancer;
 use crate::discover::{Discovery, Resolution};
 use crate::endpoint::{Endpoint, PoolKey, Wire};
+use crate::listen::Direction;
+use crate::metrics::{Metrics, RouteMetrics, TcpMetrics};
 use crate::retry::RetryBudget;
 use crate::route::{RouteTable, RouteTarget, ServiceTarget};
 
@@ -35,6 +37,10 @@ pub struct Snapshot {
     pub by_listener: HashMap<SocketAddr, Arc<ServiceTarget>>,
     /// Every service, in file order (the inbound app first), for the admin endpoint.
     pub services: Vec<Arc<ServiceTarget>>,
+    /// Where outbound requests for no known service are counted.
+    pub unknown_route: Arc<RouteMetrics>,
+    /// Where `CONNECT` tunnels to hosts outside the mesh are counted.
+    pub egress: Arc<TcpMetrics>,
 }
 
 /// Endpoint pools by their settings.
@@ -54,17 +60,19 @@ impl Pools {
     }
 }
 
-/// What snapshots share: endpoint pools and DNS resolutions.
+/// What snapshots share: endpoint pools, DNS resolutions and metric handles.
 pub struct Registry {
     pools: Arc<Mutex<Pools>>,
     discovery: Arc<Discovery>,
+    metrics: Metrics,
 }
 
 impl Registry {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, metrics: Metrics) -> Self {
         Registry {
             pools: Arc::default(),
             discovery: Arc::new(Discovery::new(&config.proxy.resolver)),
+            metrics,
         }
     }
 }
@@ -128,17 +136,25 @@ impl Snapshot {
                 &Default::default(),
                 &limits,
                 endpoints.get([(inb.app, 1)]),
-            );
+            )
+            .with_metrics(registry.metrics.service("inbound"));
+            let fallback = Route {
+                timeout: inb.timeout,
+                ..Route::fallback()
+            };
             let target = Arc::new(ServiceTarget {
                 name: "inbound".into(),
                 protocol: inb.protocol,
                 routes: Vec::new(),
-                fallback: RouteTarget::new(&Route {
-                    timeout: inb.timeout,
-                    ..Route::fallback()
-                }),
+                fallback: RouteTarget::new(
+                    &fallback,
+                    registry
+                        .metrics
+                        .route(Direction::Inbound, "inbound", &fallback.name),
+                ),
                 balancer: Arc::new(balancer),
                 budget: None,
+                tcp: registry.metrics.tcp(Direction::Inbound, "inbound"),
                 resolution: None,
             });
             services.push(target.clone());
@@ -167,13 +183,16 @@ impl Snapshot {
                         .map(|&WeightedEndpoint { address, weight }| (address, weight)),
                 ),
             };
-            let balancer = Arc::new(Balancer::new(
-                &svc.name,
-                &svc.balancer,
-                &svc.outlier_detection,
-                &svc.limits,
-                initial,
-            ));
+            let balancer = Arc::new(
+                Balancer::new(
+                    &svc.name,
+                    &svc.balancer,
+                    &svc.outlier_detection,
+                    &svc.limits,
+                    initial,
+                )
+                .with_metrics(registry.metrics.service(&svc.name)),
+            );
             if let (Some(resolution), Some(dns)) = (&resolution, &svc.dns) {
                 tokio::spawn(follow(
                     resolution,
@@ -189,9 +208,26 @@ impl Snapshot {
             let target = Arc::new(ServiceTarget {
                 name: svc.name.as_str().into(),
                 protocol: svc.protocol,
-                routes: svc.routes.iter().map(RouteTarget::new).collect(),
-                fallback: RouteTarget::new(&Route::fallback()),
+                routes: svc
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        RouteTarget::new(
+                            r,
+                            registry
+                                .metrics
+                                .route(Direction::Outbound, &svc.name, &r.name),
+                        )
+                    })
+                    .collect(),
+                fallback: RouteTarget::new(
+                    &Route::fallback(),
+                    registry
+                        .metrics
+                        .route(Direction::Outbound, &svc.name, &Route::fallback().name),
+                ),
                 balancer,
+                tcp: registry.metrics.tcp(Direction::Outbound, &svc.name),
                 budget: retries.then(|| RetryBudget::new(&svc.retry_budget)),
                 resolution,
             });
@@ -211,6 +247,10 @@ impl Snapshot {
             routes,
             by_listener,
             services,
+            unknown_route: registry
+                .metrics
+                .route(Direction::Outbound, "unknown", "unknown"),
+            egress: registry.metrics.tcp(Direction::Outbound, "egress"),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod endpoints;
 pub mod fleet;
 pub mod load;
 pub mod ports;
+pub mod prometheus;
 pub mod proxy;
 pub mod puma;
 pub mod redis;

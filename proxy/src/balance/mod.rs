@@ -42,6 +42,7 @@ use self::load::{InFlight, now_nanos};
 use self::ring::{Ring, hash_key};
 use crate::endpoint::{AllBusy, Endpoint};
 use crate::errors::ProxyError;
+use crate::metrics::ServiceMetrics;
 
 /// How often a request waiting for an endpoint re-checks, besides being woken by a change:
 /// ejections end by the clock, not by an event.
@@ -146,6 +147,7 @@ pub struct Balancer {
     changed: Notify,
     /// Serializes ejection decisions against `maxEjectedPercent`.
     ejecting: Mutex<()>,
+    metrics: Arc<ServiceMetrics>,
 }
 
 impl Balancer {
@@ -173,7 +175,14 @@ impl Balancer {
             in_flight: Arc::new(AtomicUsize::new(0)),
             changed: Notify::new(),
             ejecting: Mutex::new(()),
+            metrics: Arc::new(ServiceMetrics::detached()),
         }
+    }
+
+    /// Counts this balancer's ejections and overload rejections in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<ServiceMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -418,6 +427,7 @@ impl Balancer {
         let before = self.pending.fetch_add(1, Ordering::AcqRel);
         if before >= self.max_pending {
             self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.overload_rejections.inc();
             return Err(ProxyError::Overloaded {
                 service: self.service.to_string(),
                 pending: self.max_pending,
@@ -460,8 +470,8 @@ impl Balancer {
                 // failing at once could both take the last place under the cap. Only failures
                 // at the threshold come here.
                 let _one_at_a_time = self.ejecting.lock().expect("ejection lock poisoned");
-                if self.may_eject(now) {
-                    endpoint.health.eject_if_ready(now, &self.outlier);
+                if self.may_eject(now) && endpoint.health.eject_if_ready(now, &self.outlier) {
+                    self.metrics.ejections.inc();
                 }
             }
         } else {

@@ -3,7 +3,7 @@
 //! attempt), endpoint (a pooled connection), then the response's way back. `CONNECT` on the outbound side leaves HTTP here and becomes a tunnel.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herd_config::Protocol;
 use http::header::{self, HeaderValue};
@@ -15,10 +15,11 @@ use tracing::debug;
 
 use super::ConnCtx;
 use super::headers::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::{RequestBody, ResponseBody, Timing};
 use crate::endpoint::{self, Wire};
 use crate::errors::ProxyError;
 use crate::listen::Direction;
+use crate::metrics::RouteMetrics;
 use crate::route::ServiceTarget;
 use crate::snapshot::Snapshot;
 use crate::{opaque, retry};
@@ -27,10 +28,38 @@ use crate::{opaque, retry};
 /// (federation peers), so this is longer than the in-cluster `connectTimeout`.
 const EGRESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Proxies one request. Every outcome is counted on its route's metrics (or, for a request the
+/// proxy could not route, on the `unknown` route), and every failure becomes its response here.
 pub async fn forward(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     snapshot: &Snapshot,
     ctx: &ConnCtx,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let mut counted = None;
+    match proxy(req, snapshot, ctx, started, &mut counted).await {
+        Ok(resp) => resp,
+        Err(error) => {
+            debug!(%error, "request failed");
+            let metrics = counted.unwrap_or_else(|| {
+                snapshot.unknown_route.requests.inc();
+                &snapshot.unknown_route
+            });
+            metrics.error(&error);
+            let elapsed = started.elapsed().as_secs_f64();
+            metrics.latency.observe(elapsed);
+            metrics.duration.observe(elapsed);
+            error.to_response()
+        }
+    }
+}
+
+async fn proxy<'s>(
+    mut req: Request<Incoming>,
+    snapshot: &'s Snapshot,
+    ctx: &ConnCtx,
+    started: Instant,
+    counted: &mut Option<&'s Arc<RouteMetrics>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // route: which service, then which of its routes.
     let service: &Arc<ServiceTarget> = match ctx.direction {
@@ -48,6 +77,8 @@ pub async fn forward(
     };
     let route = service.route(req.method(), req.uri().path());
     debug!(service = %service.name, route = %route.name, method = %req.method(), "routing");
+    route.metrics.requests.inc();
+    *counted = Some(&route.metrics);
 
     // Headers: hop-by-hop out, X-Forwarded-For in. `Expect` is answered by this proxy (hyper
     // sends `100 Continue` when the body is first read), so the app need not see it.
@@ -87,6 +118,12 @@ pub async fn forward(
     // retry, balance, endpoint: attempts (each to an endpoint the balancer picks) until one
     // answers or the route's policy says stop.
     let (mut resp, lease) = retry::send(service, route, req, body_ended, hash, replayable).await?;
+    route.metrics.response(resp.status().as_u16());
+    route
+        .metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
+    let timing = Some(Timing::new(route.metrics.clone(), started));
 
     // The response's way back.
     if let Some(client_upgrade) =
@@ -94,12 +131,13 @@ pub async fn forward(
     {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let drain = ctx.drain.clone();
+        let tcp = service.tcp.clone();
         ctx.drain.spawn(async move {
             // The lease counts the tunnel as the endpoint's load until it closes.
             let _lease = lease;
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
-                    opaque::tunnel(TokioIo::new(client), TokioIo::new(upstream), &drain).await
+                    opaque::tunnel(TokioIo::new(client), TokioIo::new(upstream), &drain, &tcp).await
                 }
                 Err(error) => debug!(%error, "upgrade failed"),
             }
@@ -109,7 +147,7 @@ pub async fn forward(
         parts.version = Version::HTTP_11;
         return Ok(Response::from_parts(
             parts,
-            ResponseBody::upstream(body, None),
+            ResponseBody::upstream(body, None, timing),
         ));
     }
     let (mut parts, body) = resp.into_parts();
@@ -126,7 +164,7 @@ pub async fn forward(
     }
     Ok(Response::from_parts(
         parts,
-        ResponseBody::upstream(body, Some(lease)),
+        ResponseBody::upstream(body, Some(lease), timing),
     ))
 }
 
@@ -198,8 +236,11 @@ async fn connect_tunnel(
         .authority()
         .ok_or(ProxyError::NoAuthority)?
         .clone();
-    let (upstream, lease) = match snapshot.routes.lookup(authority.as_str()) {
-        Ok(service) => opaque::connect(service, ctx.client.ip()).await?,
+    let (upstream, lease, tcp) = match snapshot.routes.lookup(authority.as_str()) {
+        Ok(service) => {
+            let (upstream, lease) = opaque::connect(service, ctx.client.ip()).await?;
+            (upstream, lease, service.tcp.clone())
+        }
         Err(_) => {
             let port = authority.port_u16().ok_or(ProxyError::InvalidAuthority)?;
             let mut addrs =
@@ -213,7 +254,11 @@ async fn connect_tunnel(
                 authority: authority.to_string(),
                 source: std::io::Error::other("no addresses"),
             })?;
-            (endpoint::connect(addr, EGRESS_CONNECT_TIMEOUT).await?, None)
+            (
+                endpoint::connect(addr, EGRESS_CONNECT_TIMEOUT).await?,
+                None,
+                snapshot.egress.clone(),
+            )
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -221,7 +266,7 @@ async fn connect_tunnel(
     ctx.drain.spawn(async move {
         let _lease = lease;
         match on_upgrade.await {
-            Ok(client) => opaque::tunnel(TokioIo::new(client), upstream, &drain).await,
+            Ok(client) => opaque::tunnel(TokioIo::new(client), upstream, &drain, &tcp).await,
             Err(error) => debug!(%error, "CONNECT upgrade failed"),
         }
     });

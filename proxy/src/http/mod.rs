@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use herd_config::Downstream;
 use http::{Request, Response};
@@ -52,7 +52,7 @@ pub struct ConnCtx {
 /// suffices.)
 pub struct ConnService {
     ctx: Arc<ConnCtx>,
-    snapshot: RefCell<(watch::Receiver<Arc<Snapshot>>, Arc<Snapshot>)>,
+    snapshot: RefCell<(watch::Receiver<Arc<Snapshot>>, Weak<Snapshot>)>,
     /// HTTP/1: requests seen so far, and which one (if any) the framing guard refused.
     requests: Cell<u64>,
     conflict: Option<Arc<Conflict>>,
@@ -60,7 +60,7 @@ pub struct ConnService {
 
 impl ConnService {
     pub fn new(ctx: ConnCtx, mut rx: watch::Receiver<Arc<Snapshot>>) -> Self {
-        let current = rx.borrow_and_update().clone();
+        let current = Arc::downgrade(&rx.borrow_and_update());
         ConnService {
             ctx: Arc::new(ctx),
             snapshot: RefCell::new((rx, current)),
@@ -69,13 +69,20 @@ impl ConnService {
         }
     }
 
+    /// The snapshot in force. The cache holds it weakly, so an idle keep-alive connection does
+    /// not keep an old snapshot (its pools, its metric series) alive after a reload; while it is
+    /// current the channel holds it, and upgrading the weak reference cannot fail.
     fn snapshot(&self) -> Arc<Snapshot> {
         let mut cache = self.snapshot.borrow_mut();
         let (rx, current) = &mut *cache;
-        if rx.has_changed().unwrap_or(false) {
-            *current = rx.borrow_and_update().clone();
+        if !rx.has_changed().unwrap_or(false)
+            && let Some(snapshot) = current.upgrade()
+        {
+            return snapshot;
         }
-        current.clone()
+        let snapshot = rx.borrow_and_update().clone();
+        *current = Arc::downgrade(&snapshot);
+        snapshot
     }
 }
 
@@ -97,15 +104,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         }
         let snapshot = self.snapshot();
         let ctx = self.ctx.clone();
-        Box::pin(async move {
-            Ok(match forward::forward(req, &snapshot, &ctx).await {
-                Ok(resp) => resp,
-                Err(error) => {
-                    debug!(%error, "request failed");
-                    error.to_response()
-                }
-            })
-        })
+        Box::pin(async move { Ok(forward::forward(req, &snapshot, &ctx).await) })
     }
 }
 

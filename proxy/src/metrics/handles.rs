@@ -1,0 +1,347 @@
+//! Label handles for one route, one service, one service's opaque connections.
+//!
+//! Each resolves its series once; dropping the last handle (its route or service is gone from
+//! the configuration and done with its requests) removes its series from the exposition.
+
+use std::sync::{Arc, OnceLock};
+
+use prometheus::{Histogram, IntCounter, IntGauge};
+
+use super::Families;
+use crate::errors::ProxyError;
+use crate::listen::Direction;
+
+/// Why the proxy answered a request itself: the `error` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    NoRoute,
+    BadRequest,
+    Connect,
+    Timeout,
+    Overloaded,
+    NoEndpoint,
+    Upstream,
+    Resolve,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 8] = [
+        ErrorKind::NoRoute,
+        ErrorKind::BadRequest,
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::Overloaded,
+        ErrorKind::NoEndpoint,
+        ErrorKind::Upstream,
+        ErrorKind::Resolve,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute => "no-route",
+            ErrorKind::BadRequest => "bad-request",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::NoEndpoint => "no-endpoint",
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::Resolve => "resolve",
+        }
+    }
+
+    pub fn of(error: &ProxyError) -> ErrorKind {
+        match error {
+            ProxyError::NoService(_) => ErrorKind::NoRoute,
+            ProxyError::NoAuthority
+            | ProxyError::InvalidAuthority
+            | ProxyError::Smuggling
+            | ProxyError::ClientBody(_) => ErrorKind::BadRequest,
+            ProxyError::ConnectRefused(_)
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::Connect { .. }
+            | ProxyError::Handshake(_) => ErrorKind::Connect,
+            ProxyError::ResponseTimeout(_) => ErrorKind::Timeout,
+            ProxyError::Overloaded { .. } => ErrorKind::Overloaded,
+            ProxyError::NoReadyEndpoint { .. } => ErrorKind::NoEndpoint,
+            ProxyError::Upstream(_) | ProxyError::RefusedStream | ProxyError::UpgradeToHttp2 => {
+                ErrorKind::Upstream
+            }
+            ProxyError::Resolve { .. } => ErrorKind::Resolve,
+        }
+    }
+}
+
+/// Why a request was sent again: the `reason` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryReason {
+    ConnectFailure,
+    RefusedStream,
+    Reset,
+    Status,
+    PerTryTimeout,
+}
+
+impl RetryReason {
+    const ALL: [RetryReason; 5] = [
+        RetryReason::ConnectFailure,
+        RetryReason::RefusedStream,
+        RetryReason::Reset,
+        RetryReason::Status,
+        RetryReason::PerTryTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::ConnectFailure => "connect-failure",
+            RetryReason::RefusedStream => "refused-stream",
+            RetryReason::Reset => "reset",
+            RetryReason::Status => "status",
+            RetryReason::PerTryTimeout => "per-try-timeout",
+        }
+    }
+}
+
+/// Status codes a route can count: 100 to 599.
+const STATUSES: usize = 500;
+
+pub struct RouteMetrics {
+    families: Arc<Families>,
+    labels: [Arc<str>; 3],
+    pub requests: IntCounter,
+    pub latency: Histogram,
+    pub duration: Histogram,
+    statuses: Box<[OnceLock<IntCounter>]>,
+    errors: [OnceLock<(IntCounter, u16)>; ErrorKind::ALL.len()],
+    retries: [IntCounter; RetryReason::ALL.len()],
+    pub retries_skipped: IntCounter,
+    pub hedges: IntCounter,
+    pub hedges_won: IntCounter,
+}
+
+impl RouteMetrics {
+    pub(super) fn new(
+        families: Arc<Families>,
+        direction: Direction,
+        service: &str,
+        route: &str,
+    ) -> Self {
+        let labels = [direction.as_str(), service, route];
+        let retries = RetryReason::ALL.map(|r| {
+            families
+                .retries
+                .with_label_values(&[labels[0], labels[1], labels[2], r.as_str()])
+        });
+        RouteMetrics {
+            requests: families.requests.with_label_values(&labels),
+            latency: families.latency.with_label_values(&labels),
+            duration: families.duration.with_label_values(&labels),
+            statuses: (0..STATUSES).map(|_| OnceLock::new()).collect(),
+            errors: Default::default(),
+            retries,
+            retries_skipped: families.retries_skipped.with_label_values(&labels),
+            hedges: families.hedges.with_label_values(&labels),
+            hedges_won: families.hedges_won.with_label_values(&labels),
+            labels: labels.map(Arc::from),
+            families,
+        }
+    }
+
+    fn response_labels<'a>(
+        &'a self,
+        code: &'a str,
+        classification: &'a str,
+        error: &'a str,
+    ) -> [&'a str; 6] {
+        [
+            &self.labels[0],
+            &self.labels[1],
+            &self.labels[2],
+            code,
+            classification,
+            error,
+        ]
+    }
+
+    /// Counts a response from the app.
+    pub fn response(&self, status: u16) {
+        let Some(slot) = usize::from(status)
+            .checked_sub(100)
+            .and_then(|i| self.statuses.get(i))
+        else {
+            return;
+        };
+        slot.get_or_init(|| {
+            let classification = if status >= 500 { "failure" } else { "success" };
+            self.families
+                .responses
+                .with_label_values(&self.response_labels(&status.to_string(), classification, ""))
+        })
+        .inc();
+    }
+
+    /// Counts a response the proxy generated for `error`.
+    pub fn error(&self, error: &ProxyError) {
+        let kind = ErrorKind::of(error);
+        let status = error.status().as_u16();
+        let index = ErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every kind is listed");
+        let (counter, first_status) = self.errors[index].get_or_init(|| {
+            let counter = self
+                .families
+                .responses
+                .with_label_values(&self.response_labels(
+                    &status.to_string(),
+                    "failure",
+                    kind.as_str(),
+                ));
+            (counter, status)
+        });
+        if *first_status == status {
+            counter.inc();
+        } else {
+            // One kind maps to one status but for `bad-request`'s 400s: resolve the odd one.
+            self.families
+                .responses
+                .with_label_values(&self.response_labels(
+                    &status.to_string(),
+                    "failure",
+                    kind.as_str(),
+                ))
+                .inc();
+        }
+    }
+
+    pub fn retry(&self, reason: RetryReason) {
+        let index = RetryReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("every reason is listed");
+        self.retries[index].inc();
+    }
+}
+
+impl Drop for RouteMetrics {
+    fn drop(&mut self) {
+        let f = &self.families;
+        let labels = [&*self.labels[0], &*self.labels[1], &*self.labels[2]];
+        let _ = f.requests.remove_label_values(&labels);
+        let _ = f.latency.remove_label_values(&labels);
+        let _ = f.duration.remove_label_values(&labels);
+        let _ = f.retries_skipped.remove_label_values(&labels);
+        let _ = f.hedges.remove_label_values(&labels);
+        let _ = f.hedges_won.remove_label_values(&labels);
+        for reason in RetryReason::ALL {
+            let _ =
+                f.retries
+                    .remove_label_values(&[labels[0], labels[1], labels[2], reason.as_str()]);
+        }
+        for (i, slot) in self.statuses.iter().enumerate() {
+            if slot.get().is_some() {
+                let status = i + 100;
+                let classification = if status >= 500 { "failure" } else { "success" };
+                let _ = f.responses.remove_label_values(&self.response_labels(
+                    &status.to_string(),
+                    classification,
+                    "",
+                ));
+            }
+        }
+        for (kind, slot) in ErrorKind::ALL.iter().zip(&self.errors) {
+            if let Some((_, status)) = slot.get() {
+                let _ = f.responses.remove_label_values(&self.response_labels(
+                    &status.to_string(),
+                    "failure",
+                    kind.as_str(),
+                ));
+            }
+        }
+    }
+}
+
+/// A service's balancer counters.
+pub struct ServiceMetrics {
+    families: Option<Arc<Families>>,
+    service: Arc<str>,
+    pub ejections: IntCounter,
+    pub overload_rejections: IntCounter,
+}
+
+impl ServiceMetrics {
+    pub(super) fn new(families: Arc<Families>, service: &str) -> Self {
+        ServiceMetrics {
+            ejections: families.ejections.with_label_values(&[service]),
+            overload_rejections: families.overload_rejections.with_label_values(&[service]),
+            service: service.into(),
+            families: Some(families),
+        }
+    }
+
+    /// Counters registered nowhere, for balancers outside a running proxy (tests, benchmarks).
+    pub fn detached() -> Self {
+        ServiceMetrics {
+            families: None,
+            service: "".into(),
+            ejections: IntCounter::new("detached", "detached").expect("valid metric"),
+            overload_rejections: IntCounter::new("detached", "detached").expect("valid metric"),
+        }
+    }
+}
+
+impl Drop for ServiceMetrics {
+    fn drop(&mut self) {
+        if let Some(f) = &self.families {
+            let _ = f.ejections.remove_label_values(&[&self.service]);
+            let _ = f.overload_rejections.remove_label_values(&[&self.service]);
+        }
+    }
+}
+
+/// A service's opaque-connection series.
+pub struct TcpMetrics {
+    families: Arc<Families>,
+    labels: [Arc<str>; 2],
+    pub opened: IntCounter,
+    pub open: IntGauge,
+    pub closed_ok: IntCounter,
+    pub closed_error: IntCounter,
+    pub sent: IntCounter,
+    pub received: IntCounter,
+}
+
+impl TcpMetrics {
+    pub(super) fn new(families: Arc<Families>, direction: Direction, service: &str) -> Self {
+        let labels = [direction.as_str(), service];
+        TcpMetrics {
+            opened: families.tcp_opened.with_label_values(&labels),
+            open: families.tcp_open.with_label_values(&labels),
+            closed_ok: families
+                .tcp_closed
+                .with_label_values(&[labels[0], labels[1], "ok"]),
+            closed_error: families
+                .tcp_closed
+                .with_label_values(&[labels[0], labels[1], "error"]),
+            sent: families.tcp_sent.with_label_values(&labels),
+            received: families.tcp_received.with_label_values(&labels),
+            labels: labels.map(Arc::from),
+            families,
+        }
+    }
+}
+
+impl Drop for TcpMetrics {
+    fn drop(&mut self) {
+        let f = &self.families;
+        let labels = [&*self.labels[0], &*self.labels[1]];
+        let _ = f.tcp_opened.remove_label_values(&labels);
+        let _ = f.tcp_open.remove_label_values(&labels);
+        let _ = f.tcp_sent.remove_label_values(&labels);
+        let _ = f.tcp_received.remove_label_values(&labels);
+        for outcome in ["ok", "error"] {
+            let _ = f
+                .tcp_closed
+                .remove_label_values(&[labels[0], labels[1], outcome]);
+        }
+    }
+}
