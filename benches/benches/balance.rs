@@ -2,7 +2,7 @@
 //!
 //! Run with `cargo bench -p herd-benches --bench balance`. Endpoints carry load (requests in
 //! flight, latency samples) so the costs compared are realistic, and ring-hash picks use a
-//! different key each time. `proxy/tests/pick_allocations.rs` checks that a pick allocates
+//! different key each time. `proxy/tests/allocations.rs` checks that a pick allocates
 //! nothing.
 
 use std::net::SocketAddr;
