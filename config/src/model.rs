@@ -73,6 +73,26 @@ pub struct Downstream {
     /// connection as opaque TCP. Default 10s.
     #[serde(with = "crate::duration")]
     pub detect_timeout: Duration,
+    /// One line per request to stdout, when set. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
+    /// Give a request without `x-request-id` one before forwarding it. Default true.
+    pub request_id: bool,
+}
+
+/// `accessLog`: how requests are logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct AccessLog {
+    pub format: AccessLogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Apache's Combined Log Format, followed by duration, endpoint, attempts and request id.
+    Apache,
 }
 
 impl Downstream {
@@ -87,6 +107,8 @@ impl Default for Downstream {
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 65_536,
             detect_timeout: Duration::from_secs(10),
+            access_log: None,
+            request_id: true,
         }
     }
 }

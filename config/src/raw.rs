@@ -27,7 +27,7 @@ use crate::error::ConfigError;
 
 mod retry;
 
-pub use retry::{Backoff, Delay, Hedge, Retry, RetryBudget, RetryOn};
+pub use retry::{Backoff, Bool, Delay, Hedge, Retry, RetryBudget, RetryOn};
 
 /// The whole file. `None` from [`parse`] means the document is empty.
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +59,8 @@ pub struct Inbound {
     pub header_timeout: Option<Spanned<Dur>>,
     pub max_header_bytes: Option<Spanned<Count>>,
     pub detect_timeout: Option<Spanned<Dur>>,
+    pub access_log: Option<AccessLog>,
+    pub request_id: Option<Spanned<Bool>>,
     pub timeout: Option<Spanned<Dur>>,
     // Upstream.
     pub connect_timeout: Option<Spanned<Dur>>,
@@ -74,6 +76,15 @@ pub struct Outbound {
     pub header_timeout: Option<Spanned<Dur>>,
     pub max_header_bytes: Option<Spanned<Count>>,
     pub detect_timeout: Option<Spanned<Dur>>,
+    pub access_log: Option<AccessLog>,
+    pub request_id: Option<Spanned<Bool>>,
+}
+
+/// `accessLog`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLog {
+    pub format: crate::model::AccessLogFormat,
 }
 
 #[derive(Debug, Deserialize)]

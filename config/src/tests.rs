@@ -60,6 +60,8 @@ services:
         header_timeout: secs(10),
         max_header_bytes: 65_536,
         detect_timeout: secs(10),
+        access_log: None,
+        request_id: true,
     };
     let upstream = Upstream {
         connect_timeout: secs(1),
@@ -220,6 +222,7 @@ fn every_field_is_read() {
                 header_timeout: Duration::from_millis(250),
                 max_header_bytes: 8192,
                 detect_timeout: secs(60),
+                ..Downstream::default()
             },
             upstream: Upstream {
                 connect_timeout: secs(2),
@@ -237,6 +240,7 @@ fn every_field_is_read() {
                 header_timeout: secs(3),
                 max_header_bytes: 1_048_576,
                 detect_timeout: secs(4),
+                ..Downstream::default()
             },
         }
     );
@@ -564,4 +568,36 @@ fn what_config_prints_parses_back_the_same() {
         let printed = serde_saphyr::to_string(&config).unwrap();
         assert_eq!(ok(&printed), config, "{printed}");
     }
+}
+
+#[test]
+fn access_log_and_request_id_per_listener() {
+    let config = parse(
+        "proxy:\n  inbound: { listen: 127.0.0.1:4143, app: 127.0.0.1:3000, accessLog: { format: apache }, requestId: false }\n  outbound: { listen: 127.0.0.1:4140, accessLog: { format: json } }\n",
+        "mesh.yaml",
+    )
+    .unwrap();
+    let inbound = config.proxy.inbound.unwrap().downstream;
+    assert_eq!(
+        inbound.access_log,
+        Some(AccessLog {
+            format: AccessLogFormat::Apache
+        })
+    );
+    assert!(!inbound.request_id);
+    let outbound = config.proxy.outbound.unwrap().downstream;
+    assert_eq!(
+        outbound.access_log,
+        Some(AccessLog {
+            format: AccessLogFormat::Json
+        })
+    );
+    assert!(outbound.request_id);
+    let err = parse(
+        "proxy:\n  outbound: { listen: 127.0.0.1:4140, accessLog: { format: xml } }\n",
+        "mesh.yaml",
+    )
+    .unwrap_err();
+    assert_eq!(err.line(), Some(2), "{err}");
+    assert!(err.to_string().contains("xml"), "{err}");
 }

@@ -18,8 +18,8 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::authority::Authority;
 use crate::model::{
-    AdminListener, Config, Downstream, InboundListener, OutboundListener, Protocol, ProxySettings,
-    ResolverConfig, Upstream,
+    AccessLog, AdminListener, Config, Downstream, InboundListener, OutboundListener, Protocol,
+    ProxySettings, ResolverConfig, Upstream,
 };
 use crate::raw;
 
@@ -165,6 +165,11 @@ fn inbound(raw: raw::Inbound, listeners: &mut Listeners) -> Result<InboundListen
         raw.max_header_bytes,
         raw.detect_timeout,
     )?;
+    let downstream = Downstream {
+        access_log: raw.access_log.map(|a| AccessLog { format: a.format }),
+        request_id: raw.request_id.map_or(true, |b| b.value.0),
+        ..downstream
+    };
     let upstream = upstream(PATH, raw.connect_timeout, raw.idle_timeout)?;
     Ok(InboundListener {
         listen: raw.listen.value.0,
@@ -189,6 +194,11 @@ fn outbound(raw: raw::Outbound, listeners: &mut Listeners) -> Result<OutboundLis
         raw.max_header_bytes,
         raw.detect_timeout,
     )?;
+    let downstream = Downstream {
+        access_log: raw.access_log.map(|a| AccessLog { format: a.format }),
+        request_id: raw.request_id.map_or(true, |b| b.value.0),
+        ..downstream
+    };
     Ok(OutboundListener {
         listen: raw.listen.value.0,
         downstream,
@@ -228,6 +238,7 @@ fn downstream(
             &format!("{path}.detectTimeout"),
             defaults.detect_timeout,
         )?,
+        ..Downstream::default()
     })
 }
 
