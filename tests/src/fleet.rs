@@ -10,10 +10,12 @@
 //! For retry and hedging tests an endpoint also fails on cue ([`Builder::fail_every`]), reads
 //! request bodies at a set pace ([`Builder::read_rate`]), speaks HTTP/2 ([`Builder::http2`]),
 //! changes its delay while running ([`Endpoint::set_delay`]), and keeps a [`Seen`] record of
-//! every request it finished: method, path, the body's size and [`crate::Digest`], the status
-//! it answered, or that the request was cancelled (its connection closed, or its HTTP/2 stream
-//! reset) before it could answer. Every endpoint reads a request's whole body before it
-//! answers (requests without a body are answered as before):
+//! every request it finished: method, path, headers, the body's size and [`crate::Digest`], the
+//! status it answered, or that the request was cancelled (its connection closed, or its HTTP/2
+//! stream reset) before it could answer. Every endpoint reads a request's whole body before it
+//! answers (requests without a body are answered as before). An endpoint can also answer with a
+//! body of the test's choosing instead of its id ([`Builder::body`]), for tests that count
+//! response bytes:
 //!
 //! ```
 //! use std::time::Duration;
@@ -32,7 +34,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, StatusCode};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::server::{self, Server, reply};
@@ -51,6 +54,7 @@ pub struct Builder {
     read_rate: Option<u64>,
     http2: bool,
     addr: Option<SocketAddr>,
+    body: Option<Bytes>,
 }
 
 /// An endpoint with id `id`: answers `200 id` at once, on a fresh `127.0.0.1` port.
@@ -63,6 +67,7 @@ pub fn endpoint(id: &str) -> Builder {
         read_rate: None,
         http2: false,
         addr: None,
+        body: None,
     }
 }
 
@@ -108,6 +113,12 @@ impl Builder {
         self
     }
 
+    /// Answers with `body` instead of its id (the `x-endpoint` header still names it).
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
     pub async fn start(self) -> Endpoint {
         let Builder {
             id,
@@ -117,6 +128,7 @@ impl Builder {
             read_rate,
             http2,
             addr,
+            body,
         } = self;
         let status = StatusCode::from_u16(status).expect("a valid status");
         if let Some((_, failure)) = fail_every {
@@ -133,6 +145,7 @@ impl Builder {
             move |req: http::Request<hyper::body::Incoming>| {
                 let id = id.clone();
                 let state = state.clone();
+                let body = body.clone();
                 async move {
                     let number = state.received.fetch_add(1, Ordering::SeqCst) + 1;
                     let status = match fail_every {
@@ -147,6 +160,7 @@ impl Builder {
                         seen: Some(Seen {
                             method: req.method().to_string(),
                             path: req.uri().path().to_owned(),
+                            headers: req.headers().clone(),
                             bytes: 0,
                             digest: Digest::default().value(),
                             status: None,
@@ -173,7 +187,10 @@ impl Builder {
                     if !wait.is_zero() {
                         tokio::time::sleep(wait).await;
                     }
-                    let mut response = reply::text_owned(id.clone());
+                    let mut response = match body {
+                        Some(body) => reply::bytes(body),
+                        None => reply::text_owned(id.clone()),
+                    };
                     *response.status_mut() = status;
                     response.headers_mut().insert(
                         HEADER,
@@ -245,6 +262,8 @@ impl Drop for Record {
 pub struct Seen {
     pub method: String,
     pub path: String,
+    /// The request's headers as they arrived.
+    pub headers: HeaderMap,
     /// The request body's size and [`Digest`] value as received.
     pub bytes: u64,
     pub digest: u64,
@@ -259,6 +278,28 @@ pub struct Seen {
 impl Seen {
     pub fn cancelled(&self) -> bool {
         self.status.is_none()
+    }
+
+    /// Every value of header `name` the request arrived with, as bytes, in order.
+    pub fn header_values(&self, name: &str) -> Vec<Vec<u8>> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
+    }
+
+    /// The request's header `name`, if it arrived exactly once and is text; panics if it
+    /// arrived more than once.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let mut values = self.headers.get_all(name).iter();
+        let first = values.next()?;
+        assert!(
+            values.next().is_none(),
+            "header {name} arrived more than once: {:?}",
+            self.headers
+        );
+        first.to_str().ok()
     }
 }
 

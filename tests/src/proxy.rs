@@ -6,10 +6,13 @@
 //! temporary directory, starts the binary with `--config FILE`, and returns once `GET /ready`
 //! on the admin port answers 200. The process is killed when the handle drops; its stderr
 //! (where the proxy logs) is kept in a file the test can read, and printed if the test panics.
+//! Its stdout (where the access log goes) lands in that file too, and each line of it is also
+//! kept on its own, for [`Proxy::stdout_lines`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -24,6 +27,7 @@ pub struct Proxy {
     dir: TempDir,
     config: PathBuf,
     stderr: PathBuf,
+    stdout: Arc<Mutex<Vec<String>>>,
     listeners: Listeners,
     exited: Option<ExitStatus>,
 }
@@ -69,7 +73,13 @@ impl Proxy {
         let config = dir.path().join("mesh.yaml");
         std::fs::write(&config, listeners.fill(yaml)).expect("write config");
         let stderr = dir.path().join("stderr.log");
-        let log = std::fs::File::create(&stderr).expect("create stderr log");
+        // Appending, so the stdout reader below can add its lines to the same file.
+        let log = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&stderr)
+            .expect("create stderr log");
+        let (stdout_pipe, stdout_writer) = std::io::pipe().expect("pipe for the proxy's stdout");
         let mut command = Command::new(binary());
         command
             .arg("--config")
@@ -80,7 +90,7 @@ impl Proxy {
             )
             .env_remove("HERD_LOG_FORMAT")
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
+            .stdout(stdout_writer)
             .stderr(log)
             .kill_on_drop(true);
         for (key, value) in env {
@@ -89,6 +99,11 @@ impl Proxy {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary().display()));
+        // The parent's copy of the pipe's write end goes with the command, so the reader sees
+        // the end of stdout when the proxy exits.
+        drop(command);
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        read_stdout(stdout_pipe, &stderr, stdout.clone());
         let pid = child.id().expect("child pid");
         let mut proxy = Proxy {
             child,
@@ -96,6 +111,7 @@ impl Proxy {
             dir,
             config,
             stderr,
+            stdout,
             listeners,
             exited: None,
         };
@@ -240,6 +256,25 @@ impl Proxy {
         .await
     }
 
+    /// Every complete line the proxy has written to stdout so far (without its newline), in
+    /// order: the access log, when a listener has one.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits until the proxy has written at least `n` lines to stdout, and returns them all.
+    pub async fn wait_for_stdout_lines(&self, n: usize) -> Vec<String> {
+        eventually(
+            &format!("{n} lines on the proxy's stdout"),
+            TIMEOUT,
+            || async {
+                let lines = self.stdout_lines();
+                (lines.len() >= n).then_some(lines)
+            },
+        )
+        .await
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         signal(self.pid, "TERM");
@@ -292,6 +327,37 @@ impl Drop for Proxy {
         }
         // kill_on_drop sends SIGKILL; tokio reaps the child.
     }
+}
+
+/// Reads the proxy's stdout on a thread of its own (so it keeps up whatever the test's runtime
+/// is doing) until the proxy exits: each line goes into `lines` and is appended to the log file
+/// at `log`, where [`Proxy::stderr_text`] shows it next to stderr.
+fn read_stdout(pipe: std::io::PipeReader, log: &Path, lines: Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, Write};
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log)
+        .expect("open stderr log for stdout");
+    std::thread::Builder::new()
+        .name("herd-proxy-stdout".to_owned())
+        .spawn(move || {
+            let mut reader = std::io::BufReader::new(pipe);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let _ = log.write_all(&line);
+                // A last line without a newline (the proxy died mid-write) is not complete.
+                if let Some(text) = line.strip_suffix(b"\n") {
+                    let text = String::from_utf8_lossy(text).into_owned();
+                    lines.lock().unwrap().push(text);
+                }
+            }
+        })
+        .expect("spawn the stdout reader");
 }
 
 /// Sends `SIGNAL` (a name such as `TERM`) to `pid`.

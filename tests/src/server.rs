@@ -474,6 +474,14 @@ pub mod reply {
             .expect("response")
     }
 
+    /// `200` with a body of arbitrary bytes.
+    pub fn bytes(body: impl Into<Bytes>) -> Response<Body> {
+        Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(full(body))
+            .expect("response")
+    }
+
     /// An empty response with `status`.
     pub fn status(status: u16) -> Response<Body> {
         Response::builder()

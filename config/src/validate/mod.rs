@@ -167,7 +167,7 @@ fn inbound(raw: raw::Inbound, listeners: &mut Listeners) -> Result<InboundListen
     )?;
     let downstream = Downstream {
         access_log: raw.access_log.map(|a| AccessLog { format: a.format }),
-        request_id: raw.request_id.map_or(true, |b| b.value.0),
+        request_id: raw.request_id.is_none_or(|b| b.value.0),
         ..downstream
     };
     let upstream = upstream(PATH, raw.connect_timeout, raw.idle_timeout)?;
@@ -196,7 +196,7 @@ fn outbound(raw: raw::Outbound, listeners: &mut Listeners) -> Result<OutboundLis
     )?;
     let downstream = Downstream {
         access_log: raw.access_log.map(|a| AccessLog { format: a.format }),
-        request_id: raw.request_id.map_or(true, |b| b.value.0),
+        request_id: raw.request_id.is_none_or(|b| b.value.0),
         ..downstream
     };
     Ok(OutboundListener {
