@@ -11,6 +11,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -21,16 +22,19 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
+use crate::access_log::{AccessLog, Entry};
 use crate::endpoint::Lease;
 use crate::metrics::RouteMetrics;
 
 /// A client's request body.
 pub enum RequestBody {
-    /// Forwarded as it arrives, after `prefix` (what buffering read before giving up).
+    /// Forwarded as it arrives, after `prefix` (what buffering read before giving up); `counted`
+    /// adds up the bytes forwarded, for the access log.
     Stream {
         prefix: Option<Bytes>,
         inner: Incoming,
         ended: Option<oneshot::Sender<()>>,
+        counted: Option<Arc<AtomicU64>>,
     },
     /// Held whole: replayable.
     Buffered {
@@ -58,6 +62,7 @@ impl RequestBody {
                 prefix: None,
                 inner,
                 ended: Some(tx),
+                counted: None,
             },
             Some(rx),
         )
@@ -106,6 +111,7 @@ impl RequestBody {
                                     prefix,
                                     inner,
                                     ended: Some(tx),
+                                    counted: None,
                                 },
                                 Some(rx),
                             ));
@@ -118,6 +124,27 @@ impl RequestBody {
                         return Ok((RequestBody::Buffered { data, trailers }, None));
                     }
                 },
+            }
+        }
+    }
+
+    /// Counts the bytes this body forwards into `counter` (a held body's size is known now).
+    pub fn count_into(&mut self, counter: Arc<AtomicU64>) {
+        match self {
+            RequestBody::Stream {
+                prefix, counted, ..
+            } => {
+                counter.fetch_add(
+                    prefix.as_ref().map_or(0, |p| p.len() as u64),
+                    Ordering::Relaxed,
+                );
+                *counted = Some(counter);
+            }
+            RequestBody::Buffered { data, .. } => {
+                counter.fetch_add(
+                    data.as_ref().map_or(0, |d| d.len() as u64),
+                    Ordering::Relaxed,
+                );
             }
         }
     }
@@ -147,11 +174,17 @@ impl Body for RequestBody {
                 prefix,
                 inner,
                 ended,
+                counted,
             } => {
                 if let Some(prefix) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(prefix))));
                 }
                 let polled = Pin::new(inner).poll_frame(cx);
+                if let (Poll::Ready(Some(Ok(frame))), Some(counted)) = (&polled, counted.as_ref())
+                    && let Some(data) = frame.data_ref()
+                {
+                    counted.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
                 if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
                     && let Some(tx) = ended.take()
                 {
@@ -194,23 +227,42 @@ impl Body for RequestBody {
     }
 }
 
-/// Observes a response's total duration on its route when the body ends (or is dropped).
+/// Observes a response's total duration on its route when the body ends (or is dropped), and
+/// writes its access-log entry then, with the bytes the body carried.
 pub struct Timing {
     metrics: Arc<RouteMetrics>,
     started: Instant,
+    log: Option<(AccessLog, Entry)>,
 }
 
 impl Timing {
-    pub fn new(metrics: Arc<RouteMetrics>, started: Instant) -> Self {
-        Timing { metrics, started }
+    pub fn new(
+        metrics: Arc<RouteMetrics>,
+        started: Instant,
+        log: Option<(AccessLog, Entry)>,
+    ) -> Self {
+        Timing {
+            metrics,
+            started,
+            log,
+        }
+    }
+
+    fn sent(&mut self, bytes: usize) {
+        if let Some((_, entry)) = &mut self.log {
+            entry.bytes_out += bytes as u64;
+        }
     }
 }
 
 impl Drop for Timing {
     fn drop(&mut self) {
-        self.metrics
-            .duration
-            .observe(self.started.elapsed().as_secs_f64());
+        let elapsed = self.started.elapsed();
+        self.metrics.duration.observe(elapsed.as_secs_f64());
+        if let Some((log, mut entry)) = self.log.take() {
+            entry.duration = elapsed;
+            log.log(entry);
+        }
     }
 }
 
@@ -274,6 +326,11 @@ impl Body for ResponseBody {
                 timing,
             } => {
                 let polled = inner.poll_frame(cx);
+                if let (Poll::Ready(Some(Ok(frame))), Some(timing)) = (&polled, timing.as_mut())
+                    && let Some(data) = frame.data_ref()
+                {
+                    timing.sent(data.len());
+                }
                 if let Poll::Ready(None) = polled {
                     if let Some(c) = lease.take() {
                         c.finish();

@@ -16,6 +16,7 @@
 //! [`reload`]. [`errors`] is the one place a failure becomes a status code.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod body;

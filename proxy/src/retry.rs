@@ -218,6 +218,15 @@ impl Deadline {
     }
 }
 
+/// What the attempts of one request came to, for the access log.
+#[derive(Debug, Default)]
+pub struct Trace {
+    /// Tries sent (a hedged pair counts once).
+    pub attempts: u32,
+    /// The endpoint of the last try.
+    pub endpoint: Option<std::net::SocketAddr>,
+}
+
 /// Sends `req` to an endpoint of `service` under `route`'s timeout, retry and hedge policies.
 /// `replayable` is false for requests that must never be sent twice (upgrades).
 pub async fn send(
@@ -227,6 +236,7 @@ pub async fn send(
     body_ended: Option<oneshot::Receiver<()>>,
     hash: Option<u64>,
     replayable: bool,
+    trace: &mut Trace,
 ) -> Result<(Response<Incoming>, Lease), ProxyError> {
     let policy = route.retry.as_ref().filter(|_| replayable);
     let idempotent = is_idempotent(req.method()) || policy.is_some_and(|p| p.non_idempotent);
@@ -281,6 +291,8 @@ pub async fn send(
             result = attempt => result,
             _ = deadline.passed() => return Err(deadline.error()),
         };
+        trace.attempts += u32::from(endpoint.is_some());
+        trace.endpoint = endpoint.as_ref().map(|e| e.addr());
         last = endpoint;
         let failure = match &result {
             Ok((resp, _)) => Failure::Status(resp.status().as_u16()),

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
+use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::detect::{Detected, Rewind, detect};
 use crate::drain::Drain;
@@ -32,6 +33,8 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     metrics.config_version.set(1);
     let (tx, rx) = watch::channel(snapshot.clone());
     let drain = Drain::new();
+    // One writer for every listener's access log; idle unless a listener logs.
+    let access_log = AccessLog::start(metrics.access_log_dropped.clone());
     let ready = Arc::new(AtomicBool::new(false));
     let proxy = &snapshot.config.proxy;
 
@@ -49,6 +52,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
         let ctx = Listening {
             rx: rx.clone(),
             drain: drain.clone(),
+            access_log: access_log.clone(),
             metrics: metrics.listener(Direction::Inbound, "inbound"),
         };
         tokio::spawn(listen::serve(
@@ -65,6 +69,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
         let ctx = Listening {
             rx: rx.clone(),
             drain: drain.clone(),
+            access_log: access_log.clone(),
             metrics: metrics.listener(Direction::Outbound, "outbound"),
         };
         tokio::spawn(listen::serve(
@@ -78,6 +83,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     }
 
     let mut opaque = OpaqueListeners {
+        access_log: access_log.clone(),
         running: HashMap::new(),
         rx: rx.clone(),
         drain: drain.clone(),
@@ -137,6 +143,7 @@ async fn wait_for_stop(drain: &Drain) {
 struct Listening {
     rx: watch::Receiver<Arc<Snapshot>>,
     drain: Drain,
+    access_log: AccessLog,
     metrics: ListenerMetrics,
 }
 
@@ -225,6 +232,10 @@ impl Listening {
             client: conn.client,
             drain: self.drain.clone(),
             http2,
+            request_id: settings.request_id,
+            access_log: settings
+                .access_log
+                .map(|a| (self.access_log.clone(), a.format)),
         };
         let service = ConnService::new(ctx, self.rx.clone());
         crate::http::serve(io, http2, settings, service, &self.drain).await;
@@ -269,6 +280,7 @@ const OPAQUE_MAX_CONNECTIONS: usize = 10_000;
 
 /// The opaque services' own listeners, started and stopped as reloads add and remove them.
 struct OpaqueListeners {
+    access_log: AccessLog,
     running: HashMap<SocketAddr, (Arc<str>, CancellationToken)>,
     rx: watch::Receiver<Arc<Snapshot>>,
     drain: Drain,
@@ -308,6 +320,7 @@ impl OpaqueListeners {
             let ctx = Listening {
                 rx: self.rx.clone(),
                 drain: self.drain.clone(),
+                access_log: self.access_log.clone(),
                 metrics: self.metrics.listener(Direction::Outbound, &service.name),
             };
             tokio::spawn(listen::serve(

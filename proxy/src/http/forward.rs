@@ -3,23 +3,27 @@
 //! attempt), endpoint (a pooled connection), then the response's way back. `CONNECT` on the outbound side leaves HTTP here and becomes a tunnel.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use herd_config::AccessLogFormat;
 use herd_config::Protocol;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
 use super::ConnCtx;
 use super::headers::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
+use crate::access_log::{AccessLog, Entry};
 use crate::body::{RequestBody, ResponseBody, Timing};
 use crate::endpoint::{self, Wire};
 use crate::errors::ProxyError;
 use crate::listen::Direction;
 use crate::metrics::RouteMetrics;
+use crate::retry::Trace;
 use crate::route::ServiceTarget;
 use crate::snapshot::Snapshot;
 use crate::{opaque, retry};
@@ -31,13 +35,33 @@ const EGRESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Proxies one request. Every outcome is counted on its route's metrics (or, for a request the
 /// proxy could not route, on the `unknown` route), and every failure becomes its response here.
 pub async fn forward(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     snapshot: &Snapshot,
     ctx: &ConnCtx,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
+    // A request id before anything else, so every log line of the request can carry it and
+    // Rails' request ids line up with the proxy's. Tracing headers (W3C, B3) pass untouched.
+    if ctx.request_id && !req.headers().contains_key(X_REQUEST_ID) {
+        req.headers_mut().insert(X_REQUEST_ID, new_request_id());
+    }
+    let mut log = ctx
+        .access_log
+        .as_ref()
+        .map(|(log, format)| (log.clone(), entry(&req, *format, ctx)));
     let mut counted = None;
-    match proxy(req, snapshot, ctx, started, &mut counted).await {
+    let mut trace = Trace::default();
+    match proxy(
+        req,
+        snapshot,
+        ctx,
+        started,
+        &mut counted,
+        &mut trace,
+        &mut log,
+    )
+    .await
+    {
         Ok(resp) => resp,
         Err(error) => {
             debug!(%error, "request failed");
@@ -46,11 +70,63 @@ pub async fn forward(
                 &snapshot.unknown_route
             });
             metrics.error(&error);
-            let elapsed = started.elapsed().as_secs_f64();
-            metrics.latency.observe(elapsed);
-            metrics.duration.observe(elapsed);
-            error.to_response()
+            let elapsed = started.elapsed();
+            metrics.latency.observe(elapsed.as_secs_f64());
+            metrics.duration.observe(elapsed.as_secs_f64());
+            let resp = error.to_response();
+            if let Some((log, mut entry)) = log {
+                entry.status = resp.status().as_u16();
+                entry.duration = elapsed;
+                entry.bytes_out = resp.body().size_hint().exact().unwrap_or(0);
+                entry.endpoint = trace.endpoint;
+                entry.attempts = trace.attempts;
+                entry.error = Some(error.to_string());
+                log.log(entry);
+            }
+            resp
         }
+    }
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// 128 random bits as 32 lowercase hex digits.
+fn new_request_id() -> HeaderValue {
+    let mut id = [0u8; 32];
+    let bits = fastrand::u128(..);
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((bits >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
+}
+
+/// The access-log entry of `req`, to be completed as it is proxied.
+fn entry(req: &Request<Incoming>, format: AccessLogFormat, ctx: &ConnCtx) -> Entry {
+    let headers = req.headers();
+    Entry {
+        format,
+        time: SystemTime::now(),
+        direction: ctx.direction,
+        method: req.method().clone(),
+        authority: authority_of(req).map(str::to_owned),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
+        version: req.version(),
+        user_agent: headers.get(header::USER_AGENT).cloned(),
+        referer: headers.get(header::REFERER).cloned(),
+        client: ctx.client,
+        request_id: headers.get(X_REQUEST_ID).cloned(),
+        service: "unknown".into(),
+        route: "unknown".into(),
+        status: 0,
+        duration: Duration::ZERO,
+        bytes_in: Arc::default(),
+        bytes_out: 0,
+        endpoint: None,
+        attempts: 0,
+        error: None,
     }
 }
 
@@ -60,6 +136,8 @@ async fn proxy<'s>(
     ctx: &ConnCtx,
     started: Instant,
     counted: &mut Option<&'s Arc<RouteMetrics>>,
+    trace: &mut Trace,
+    log: &mut Option<(AccessLog, Entry)>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // route: which service, then which of its routes.
     let service: &Arc<ServiceTarget> = match ctx.direction {
@@ -79,6 +157,10 @@ async fn proxy<'s>(
     debug!(service = %service.name, route = %route.name, method = %req.method(), "routing");
     route.metrics.requests.inc();
     *counted = Some(&route.metrics);
+    if let Some((_, entry)) = log.as_mut() {
+        entry.service = service.name.clone();
+        entry.route = route.name.clone();
+    }
 
     // Headers: hop-by-hop out, X-Forwarded-For in. `Expect` is answered by this proxy (hyper
     // sends `100 Continue` when the body is first read), so the app need not see it.
@@ -113,17 +195,28 @@ async fn proxy<'s>(
         }
         _ => RequestBody::stream(body),
     };
+    let mut body = body;
+    if let Some((_, entry)) = log.as_ref() {
+        body.count_into(entry.bytes_in.clone());
+    }
     let req = for_wire(Request::from_parts(parts, body), wire)?;
 
     // retry, balance, endpoint: attempts (each to an endpoint the balancer picks) until one
     // answers or the route's policy says stop.
-    let (mut resp, lease) = retry::send(service, route, req, body_ended, hash, replayable).await?;
+    let (mut resp, lease) =
+        retry::send(service, route, req, body_ended, hash, replayable, trace).await?;
     route.metrics.response(resp.status().as_u16());
     route
         .metrics
         .latency
         .observe(started.elapsed().as_secs_f64());
-    let timing = Some(Timing::new(route.metrics.clone(), started));
+    let log = log.take().map(|(log, mut entry)| {
+        entry.status = resp.status().as_u16();
+        entry.endpoint = trace.endpoint;
+        entry.attempts = trace.attempts;
+        (log, entry)
+    });
+    let timing = Some(Timing::new(route.metrics.clone(), started, log));
 
     // The response's way back.
     if let Some(client_upgrade) =

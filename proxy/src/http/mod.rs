@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
-use herd_config::Downstream;
+use herd_config::{AccessLogFormat, Downstream};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::debug;
 
+use crate::access_log::AccessLog;
 use crate::body::ResponseBody;
 use crate::drain::Drain;
 use crate::errors::ProxyError;
@@ -42,6 +43,10 @@ pub struct ConnCtx {
     pub drain: Drain,
     /// Whether the client speaks HTTP/2.
     pub http2: bool,
+    /// Give requests without `x-request-id` one.
+    pub request_id: bool,
+    /// Where and how to log each request, when the listener logs.
+    pub access_log: Option<(AccessLog, AccessLogFormat)>,
 }
 
 /// The per-connection service hyper calls for each request.

@@ -70,6 +70,7 @@ pub struct Metrics {
     families: Arc<Families>,
     pub config_version: IntGauge,
     pub config_reloads: IntCounterVec,
+    pub access_log_dropped: IntCounter,
     routes: Arc<Shared<RouteKey, RouteMetrics>>,
     services: Arc<Shared<Arc<str>, ServiceMetrics>>,
     tcp: Arc<Shared<(Direction, Arc<str>), TcpMetrics>>,
@@ -237,6 +238,11 @@ impl Metrics {
             "Version of the configuration in force (1 at start, +1 per applied reload).",
         )
         .expect("valid metric");
+        let access_log_dropped = IntCounter::new(
+            "herd_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind (stdout blocked).",
+        )
+        .expect("valid metric");
         let config_reloads = counter(
             "herd_config_reloads_total",
             "Configuration reloads attempted, by result (applied, rejected).",
@@ -246,6 +252,7 @@ impl Metrics {
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(config_version.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(access_log_dropped.clone()),
             Box::new(f.requests.clone()),
             Box::new(f.responses.clone()),
             Box::new(f.latency.clone()),
@@ -279,6 +286,7 @@ impl Metrics {
             families: Arc::new(families),
             config_version,
             config_reloads,
+            access_log_dropped,
             routes: Arc::new(Shared::new()),
             services: Arc::new(Shared::new()),
             tcp: Arc::new(Shared::new()),
