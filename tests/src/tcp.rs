@@ -283,6 +283,11 @@ impl Conn {
         }
     }
 
+    /// The connection's own (client-side) address, as the proxy sees it.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local addr")
+    }
+
     pub fn into_inner(self) -> TcpStream {
         assert!(self.buf.is_empty(), "unread bytes left in the buffer");
         self.stream
