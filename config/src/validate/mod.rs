@@ -164,12 +164,9 @@ fn inbound(raw: raw::Inbound, listeners: &mut Listeners) -> Result<InboundListen
         raw.header_timeout,
         raw.max_header_bytes,
         raw.detect_timeout,
+        raw.access_log,
+        raw.request_id,
     )?;
-    let downstream = Downstream {
-        access_log: raw.access_log.map(|a| AccessLog { format: a.format }),
-        request_id: raw.request_id.is_none_or(|b| b.value.0),
-        ..downstream
-    };
     let upstream = upstream(PATH, raw.connect_timeout, raw.idle_timeout)?;
     Ok(InboundListener {
         listen: raw.listen.value.0,
@@ -193,12 +190,9 @@ fn outbound(raw: raw::Outbound, listeners: &mut Listeners) -> Result<OutboundLis
         raw.header_timeout,
         raw.max_header_bytes,
         raw.detect_timeout,
+        raw.access_log,
+        raw.request_id,
     )?;
-    let downstream = Downstream {
-        access_log: raw.access_log.map(|a| AccessLog { format: a.format }),
-        request_id: raw.request_id.is_none_or(|b| b.value.0),
-        ..downstream
-    };
     Ok(OutboundListener {
         listen: raw.listen.value.0,
         downstream,
@@ -213,6 +207,8 @@ fn downstream(
     header_timeout: Field<raw::Dur>,
     max_header_bytes: Field<raw::Count>,
     detect_timeout: Field<raw::Dur>,
+    access_log: Option<raw::AccessLog>,
+    request_id: Field<raw::Bool>,
 ) -> Result<Downstream> {
     let defaults = Downstream::default();
     Ok(Downstream {
@@ -238,7 +234,8 @@ fn downstream(
             &format!("{path}.detectTimeout"),
             defaults.detect_timeout,
         )?,
-        ..Downstream::default()
+        access_log: access_log.map(|a| AccessLog { format: a.format }),
+        request_id: request_id.is_none_or(|b| b.value.0),
     })
 }
 
