@@ -98,18 +98,6 @@ impl<T> Rewind<T> {
     pub fn new(prefix: Bytes, inner: T) -> Self {
         Rewind { prefix, inner }
     }
-
-    /// Skips nothing: a stream with no prefix.
-    pub fn plain(inner: T) -> Self {
-        Rewind {
-            prefix: Bytes::new(),
-            inner,
-        }
-    }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
 }
 
 impl<T: AsyncRead> AsyncRead for Rewind<T> {

@@ -2,9 +2,10 @@
 //!
 //! An operator looking at a 502 needs to know whether the app sent it or the proxy did, and
 //! why. So every failure the proxy itself answers for is a [`ProxyError`], tagged with where it
-//! came from ([`Origin`]) and whether repeating the request is safe, and [`ProxyError::to_response`]
-//! is the only code that turns one into a response: it sets the status and a `herd-proxy-error`
-//! header naming the cause.
+//! came from ([`Origin`]) and what it says about the endpoint ([`ProxyError::outcome`]), and
+//! [`ProxyError::to_response`] is the only code that turns one into a response: it sets the status and a `herd-proxy-error`
+//! header naming the cause. Whether a failed request may be sent again depends also on whether
+//! any of it was written, which only the attempt knows: [`crate::retry`] decides that.
 
 use std::io;
 use std::net::SocketAddr;
@@ -87,22 +88,6 @@ impl ProxyError {
             | Self::RefusedStream
             | Self::ResponseTimeout(_) => Origin::Upstream,
         }
-    }
-
-    /// Whether the request provably never reached the app, so sending it again (to this or
-    /// another endpoint) cannot repeat its effect.
-    pub fn never_reached_app(&self) -> bool {
-        matches!(
-            self,
-            Self::ConnectRefused(_)
-                | Self::ConnectTimeout { .. }
-                | Self::Connect { .. }
-                | Self::Resolve { .. }
-                | Self::Handshake(_)
-                | Self::RefusedStream
-                | Self::Overloaded { .. }
-                | Self::NoReadyEndpoint { .. }
-        )
     }
 
     /// What this failure tells the balancer about the endpoint, if it involved one.

@@ -127,14 +127,6 @@ impl RouteTable {
             .get(key)
             .ok_or_else(|| ProxyError::NoService(authority.to_owned()))
     }
-
-    pub fn len(&self) -> usize {
-        self.by_authority.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_authority.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -205,6 +205,7 @@ impl Snapshot {
                 .routes
                 .iter()
                 .any(|r| r.retry.is_some() || r.hedge.is_some());
+            let fallback = Route::fallback();
             let target = Arc::new(ServiceTarget {
                 name: svc.name.as_str().into(),
                 protocol: svc.protocol,
@@ -221,10 +222,10 @@ impl Snapshot {
                     })
                     .collect(),
                 fallback: RouteTarget::new(
-                    &Route::fallback(),
+                    &fallback,
                     registry
                         .metrics
-                        .route(Direction::Outbound, &svc.name, &Route::fallback().name),
+                        .route(Direction::Outbound, &svc.name, &fallback.name),
                 ),
                 balancer,
                 tcp: registry.metrics.tcp(Direction::Outbound, &svc.name),
