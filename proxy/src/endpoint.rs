@@ -358,6 +358,12 @@ impl Endpoint {
                 }
             }
         }
+        // Opening a connection is the rare path: boxed, so every request's future stays small.
+        Box::pin(self.open_h1()).await.map(|tx| (tx, false))
+    }
+
+    /// Opens a new HTTP/1 connection and spawns the task that drives it.
+    async fn open_h1(&self) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
         let io = TokioIo::new(self.connect().await?);
         let (tx, conn) = http1::Builder::new()
             .handshake(io)
@@ -369,13 +375,18 @@ impl Endpoint {
                 debug!(%addr, %error, "upstream connection ended");
             }
         });
-        Ok((tx, false))
+        Ok(tx)
     }
 
     async fn checkout_h2(&self) -> Result<(http2::SendRequest<RequestBody>, Stream), ProxyError> {
         if let Some(shared) = self.shared_h2() {
             return Ok(shared);
         }
+        Box::pin(self.open_h2()).await
+    }
+
+    /// Opens another HTTP/2 connection (one at a time: a burst of requests shares it).
+    async fn open_h2(&self) -> Result<(http2::SendRequest<RequestBody>, Stream), ProxyError> {
         let _connecting = self.h2_connect.lock().await;
         if let Some(shared) = self.shared_h2() {
             return Ok(shared);

@@ -9,11 +9,13 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -91,13 +93,13 @@ pub async fn serve<H, F>(
             local,
             orig_dst: None,
         };
-        let fut = handle(conn);
+        // The permit travels with the connection's future rather than in an `async` block
+        // around it: such a block would hold the future twice (captured, then awaited), doubling
+        // every connection's task.
         drain.spawn(
-            async move {
-                debug!("accepted");
-                fut.await;
-                drop(permit);
-                debug!("closed");
+            Holding {
+                future: handle(conn),
+                _permit: permit,
             }
             .instrument(span),
         );
@@ -105,10 +107,28 @@ pub async fn serve<H, F>(
     debug!(listener = name, %local, "stopped accepting");
 }
 
+pin_project_lite::pin_project! {
+    /// A connection's future and its place under the listener's `maxConnections`, released when
+    /// the connection ends.
+    struct Holding<F> {
+        #[pin]
+        future: F,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl<F: Future> Future for Holding<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().future.poll(cx)
+    }
+}
+
 async fn accept(
     listener: &TcpListener,
     permits: &Arc<Semaphore>,
-) -> io::Result<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
+) -> io::Result<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
     let permit = permits
         .clone()
         .acquire_owned()

@@ -23,6 +23,42 @@ struct Cli {
     /// Validate the file and exit: 0 when it is valid, 64 with `FILE:LINE:COLUMN: message` when not.
     #[arg(long)]
     check: bool,
+    /// Threads that serve traffic: `auto` (the default) is the CPUs this process may run on
+    /// (its affinity mask and cgroup CPU quota), so a sidecar limited to one core gets one.
+    #[arg(long, value_name = "N|auto", env = "HERD_PROXY_WORKERS", default_value = "auto",
+          value_parser = parse_workers)]
+    workers: Workers,
+}
+
+#[derive(Clone, Copy)]
+struct Workers(usize);
+
+fn parse_workers(s: &str) -> Result<Workers, String> {
+    if s == "auto" {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        return Ok(Workers(cpus));
+    }
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(Workers(n)),
+        _ => Err(format!(
+            "expected a number of threads from 1 to 1024, or auto; got {s:?}"
+        )),
+    }
+}
+
+/// One worker runs everything on the main thread (tokio's current-thread scheduler: no work
+/// stealing, no cross-thread wake-ups, which on one core only cost); more get the work-stealing
+/// scheduler with that many threads.
+fn runtime(workers: Workers) -> std::io::Result<tokio::runtime::Runtime> {
+    match workers.0 {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -59,10 +95,7 @@ fn main() -> ExitCode {
         eprintln!("herd-proxy: {e}");
         return ExitCode::from(EX_USAGE);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(cli.workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("herd-proxy: cannot start runtime: {e}");

@@ -270,8 +270,10 @@ pub async fn send(
         let per_try = policy.and_then(|p| p.per_try_timeout);
         let attempt = async {
             match (hedge, &template) {
+                // Hedging holds two attempts and a timer: boxed, so routes without it (and the
+                // future of every request) do not carry them.
                 (Some(hedge), Some(template)) => {
-                    hedged(
+                    Box::pin(hedged(
                         service,
                         route,
                         req,
@@ -281,7 +283,7 @@ pub async fn send(
                         hash,
                         per_try,
                         &withdraw,
-                    )
+                    ))
                     .await
                 }
                 _ => attempt(&service.balancer, route, req, hash, last.as_ref(), per_try).await,
@@ -393,16 +395,17 @@ async fn exchange(
 ) -> (Attempt, Option<Arc<Endpoint>>) {
     let endpoint = dispatch.endpoint.clone();
     let started = Instant::now();
-    let send = endpoint.send(req, dispatch.take_slot());
+    let slot = dispatch.take_slot();
+    // Each branch makes its own `send` future, so the two never share this future's state.
     let sent = match per_try {
-        Some(limit) => match tokio::time::timeout(limit, send).await {
+        Some(limit) => match tokio::time::timeout(limit, endpoint.send(req, slot)).await {
             Ok(sent) => sent,
             Err(_) => Err(SendError {
                 error: ProxyError::ResponseTimeout(limit),
                 unsent: None,
             }),
         },
-        None => send.await,
+        None => endpoint.send(req, slot).await,
     };
     let result = match sent {
         Ok((resp, lease)) => {

@@ -171,7 +171,8 @@ impl Listening {
         }
         let client = conn.client;
         if let Some(io) = self.serve_http(Direction::Inbound, conn, &settings).await {
-            forward_opaque(io, client, &app, &self.drain).await;
+            // Rare on an HTTP port: boxed, so HTTP connections' tasks do not carry a tunnel.
+            Box::pin(forward_opaque(io, client, &app, &self.drain)).await;
         }
     }
 
@@ -195,14 +196,20 @@ impl Listening {
             return;
         };
         match orig_dst {
-            Some(dst) => match endpoint::connect(dst, ORIG_DST_CONNECT_TIMEOUT).await {
-                Ok(upstream) => {
-                    let egress = self.rx.borrow().egress.clone();
-                    opaque::tunnel(io, upstream, &self.drain, &egress).await
-                }
-                Err(error) => debug!(%error, "opaque connect failed"),
-            },
+            // Boxed, as on the inbound side.
+            Some(dst) => Box::pin(self.to_original_destination(io, dst)).await,
             None => debug!("not HTTP and no original destination: closing"),
+        }
+    }
+
+    /// Carries a connection that is not HTTP to where the client meant it to go.
+    async fn to_original_destination(&self, io: Rewind<TcpStream>, dst: SocketAddr) {
+        match endpoint::connect(dst, ORIG_DST_CONNECT_TIMEOUT).await {
+            Ok(upstream) => {
+                let egress = self.rx.borrow().egress.clone();
+                opaque::tunnel(io, upstream, &self.drain, &egress).await
+            }
+            Err(error) => debug!(%error, "opaque connect failed"),
         }
     }
 
@@ -230,6 +237,7 @@ impl Listening {
         let ctx = ConnCtx {
             direction,
             client: conn.client,
+            forwarded_for: crate::http::headers::forwarded_for(conn.client.ip()),
             drain: self.drain.clone(),
             http2,
             request_id: settings.request_id,

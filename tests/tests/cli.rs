@@ -221,3 +221,50 @@ async fn herd_log_sets_the_level() {
         chatty.stderr_text()
     );
 }
+
+/// Threads of a running process, from /proc.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the proxy is running")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn herd_proxy_workers_sets_the_threads_that_serve_traffic() {
+    let app = Puma::start(puma::ECHO).await;
+    let yaml = format!(
+        "
+        proxy:
+          inbound:
+            listen: $INBOUND
+            app: {}
+          admin:
+            listen: $ADMIN
+        ",
+        app.addr()
+    );
+    // One worker serves on the main thread; three add three threads to that.
+    let one = Proxy::start_with_env(&yaml, &[("HERD_PROXY_WORKERS", "1")]).await;
+    let three = Proxy::start_with_env(&yaml, &[("HERD_PROXY_WORKERS", "3")]).await;
+    for proxy in [&one, &three] {
+        for _ in 0..20 {
+            assert_eq!(curl().get(proxy.inbound_url("/")).await.status(), 200);
+        }
+    }
+    assert_eq!(threads(three.pid()) - threads(one.pid()), 3);
+}
+
+#[tokio::test]
+async fn a_bad_worker_count_exits_64_with_one_line() {
+    for bad in ["0", "many", "2000"] {
+        let exit = proxy::run(&["--config", "unused.yaml", "--workers", bad]).await;
+        assert_eq!(exit.code, Some(64), "--workers {bad}: {}", exit.stderr);
+        let lines: Vec<&str> = exit
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(lines.len(), 1, "expected one line:\n{}", exit.stderr);
+        assert!(lines[0].contains("--workers"), "{}", lines[0]);
+    }
+}

@@ -372,19 +372,31 @@ impl Balancer {
         needs_slot: bool,
         avoid: Option<&Arc<Endpoint>>,
     ) -> Result<Dispatch, ProxyError> {
-        if let Some(picked) = self.pick_avoiding(hash, avoid) {
-            match picked.endpoint.try_slot(needs_slot) {
+        let busy = match self.pick_avoiding(hash, avoid) {
+            Some(picked) => match picked.endpoint.try_slot(needs_slot) {
                 Ok(slot) => return Ok(self.start(picked, slot)),
-                Err(AllBusy) => {
-                    let _waiting = self.wait()?;
-                    return self
-                        .slot_within(picked, Instant::now() + self.fail_fast)
-                        .await;
-                }
-            }
-        }
+                Err(AllBusy) => Some(picked),
+            },
+            None => None,
+        };
+        // Waiting is the rare path: boxed, so every request's future does not carry its timers.
+        Box::pin(self.wait_for_endpoint(busy, hash, needs_slot, avoid)).await
+    }
+
+    /// Waits, within `failFastTimeout`, for a slot on `busy` (an endpoint picked whose slots are
+    /// all taken) or, with none picked, for an endpoint to become ready.
+    async fn wait_for_endpoint(
+        &self,
+        busy: Option<Picked>,
+        hash: Option<u64>,
+        needs_slot: bool,
+        avoid: Option<&Arc<Endpoint>>,
+    ) -> Result<Dispatch, ProxyError> {
         let _waiting = self.wait()?;
         let deadline = Instant::now() + self.fail_fast;
+        if let Some(picked) = busy {
+            return self.slot_within(picked, deadline).await;
+        }
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);

@@ -147,7 +147,7 @@ async fn proxy<'s>(
             .ok_or(ProxyError::NoService("inbound".into()))?,
         Direction::Outbound => {
             if req.method() == Method::CONNECT {
-                return connect_tunnel(req, snapshot, ctx).await;
+                return Box::pin(connect_tunnel(req, snapshot, ctx)).await;
             }
             let authority = authority_of(&req).ok_or(ProxyError::NoAuthority)?;
             snapshot.routes.lookup(authority)?
@@ -169,7 +169,7 @@ async fn proxy<'s>(
     let headers = req.headers_mut();
     strip_hop_by_hop(headers, upgrade);
     headers.remove(header::EXPECT);
-    append_forwarded_for(headers, ctx.client.ip());
+    append_forwarded_for(headers, &ctx.forwarded_for);
 
     // The endpoints' protocol decides the request's form.
     let wire = match service.protocol {
@@ -185,14 +185,15 @@ async fn proxy<'s>(
     let (parts, body) = req.into_parts();
     let replayable = !upgrade;
     let (body, body_ended) = match route.retry.as_ref().map(|r| r.buffer_limit) {
-        Some(limit) if replayable => RequestBody::buffer(body, limit)
+        Some(limit) if replayable => Box::pin(RequestBody::buffer(body, limit))
             .await
             .map_err(ProxyError::ClientBody)?,
-        None if replayable && route.hedge.is_some() => {
-            RequestBody::buffer(body, herd_config::RetryPolicy::default().buffer_limit)
-                .await
-                .map_err(ProxyError::ClientBody)?
-        }
+        None if replayable && route.hedge.is_some() => Box::pin(RequestBody::buffer(
+            body,
+            herd_config::RetryPolicy::default().buffer_limit,
+        ))
+        .await
+        .map_err(ProxyError::ClientBody)?,
         _ => RequestBody::stream(body),
     };
     let mut body = body;

@@ -15,6 +15,7 @@
 //! malformed chunk.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,9 +99,11 @@ enum Framing {
 }
 
 fn framing_of(head: &[u8]) -> Framing {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
+    // Uninitialized: hyper has parsed the same head, and writing 128 empty headers first would
+    // cost more than the parse.
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => {}
         _ => return Framing::Unknown,
     }
@@ -138,6 +141,28 @@ fn framing_of(head: &[u8]) -> Framing {
     }
 }
 
+/// The state after a request head framed as `framing`; a conflict is recorded against the
+/// request's number.
+fn next_state(framing: Framing, requests: &mut u64, conflict: &Conflict) -> State {
+    *requests += 1;
+    match framing {
+        Framing::Length(0) => State::Head,
+        Framing::Length(n) => State::Body(n),
+        Framing::Chunked => State::ChunkSize {
+            size: 0,
+            digits: false,
+            in_ext: false,
+        },
+        Framing::Conflict => {
+            let _ = conflict
+                .0
+                .compare_exchange(0, *requests, Ordering::AcqRel, Ordering::Acquire);
+            State::Off
+        }
+        Framing::Unknown => State::Off,
+    }
+}
+
 /// Advances the state machine over `bytes`, the newest bytes read from the client.
 fn follow(
     state: &mut State,
@@ -161,40 +186,26 @@ fn follow(
                     if bytes.is_empty() {
                         return;
                     }
+                    // The common case: the whole head arrived in one read, and is examined where
+                    // it lies, without a copy.
+                    if let Some(end) = memchr::memmem::find(bytes, b"\r\n\r\n") {
+                        let end = end + 4;
+                        *state = next_state(framing_of(&bytes[..end]), requests, conflict);
+                        bytes = &bytes[end..];
+                        continue;
+                    }
                 }
                 let searched_from = head.len().saturating_sub(3);
                 head.extend_from_slice(bytes);
-                let Some(end) = head[searched_from..]
-                    .windows(4)
-                    .position(|w| w == b"\r\n\r\n")
-                else {
+                let Some(end) = memchr::memmem::find(&head[searched_from..], b"\r\n\r\n") else {
                     if head.len() > max_head {
                         *state = State::Off;
                     }
                     return;
                 };
                 let end = searched_from + end + 4;
-                *requests += 1;
                 let consumed_before = head.len() - bytes.len();
-                *state = match framing_of(&head[..end]) {
-                    Framing::Length(0) => State::Head,
-                    Framing::Length(n) => State::Body(n),
-                    Framing::Chunked => State::ChunkSize {
-                        size: 0,
-                        digits: false,
-                        in_ext: false,
-                    },
-                    Framing::Conflict => {
-                        let _ = conflict.0.compare_exchange(
-                            0,
-                            *requests,
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        );
-                        State::Off
-                    }
-                    Framing::Unknown => State::Off,
-                };
+                *state = next_state(framing_of(&head[..end]), requests, conflict);
                 bytes = &bytes[end - consumed_before..];
                 head.clear();
             }

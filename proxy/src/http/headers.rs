@@ -7,7 +7,6 @@
 //! `Upgrade` header. `X-Forwarded-For` gains the client's address, so the app (Mastodon rate
 //! limits by it) still sees who called.
 
-use std::fmt::Write;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -33,55 +32,104 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers. With `upgrade`, keeps `Upgrade` and sets `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Headers named by `Connection` are hop-by-hop too. Most requests name only standard
-    // tokens, so only an unusual one costs an allocation.
-    let mut named: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',').map(str::trim) {
-            if token.is_empty()
-                || ["close", "keep-alive", "upgrade"]
-                    .iter()
-                    .any(|t| token.eq_ignore_ascii_case(t))
-            {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
-            }
+    // Most messages carry none, or only `Connection: keep-alive`: one pass over the names
+    // (standard names compare as integers) finds which are there, so only those are hashed to
+    // be removed.
+    let mut present = [false; HOPS];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
         }
     }
-    for name in named {
-        headers.remove(name);
-    }
-    headers.remove(header::CONNECTION);
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_trailers {
-        headers.remove(header::TE);
+    if any {
+        remove_hop_by_hop(headers, &present, upgrade);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
-/// Appends `client` to `X-Forwarded-For`, merging repeated headers into one list.
-pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+const HOPS: usize = 6;
+
+/// Headers that are hop-by-hop whatever `Connection` names; `Connection` first.
+static HOP_BY_HOP: [HeaderName; HOPS] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::UPGRADE,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+];
+
+/// Removes the [`HOP_BY_HOP`] headers marked `present` and any header `Connection` names.
+/// `TE: trailers` stays (HTTP/2 and gRPC need it); `Upgrade` stays on an upgrade.
+fn remove_hop_by_hop(headers: &mut HeaderMap, present: &[bool; HOPS], upgrade: bool) {
+    if present[0] {
+        // Headers named by `Connection` are hop-by-hop too. Most requests name only standard
+        // tokens, so only an unusual one costs an allocation.
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                if token.is_empty()
+                    || ["close", "keep-alive", "upgrade"]
+                        .iter()
+                        .any(|t| token.eq_ignore_ascii_case(t))
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| **p) {
+        if upgrade && name == header::UPGRADE {
+            continue;
+        }
+        if name == header::TE
+            && headers
+                .get(header::TE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        {
+            continue;
+        }
+        headers.remove(name);
+    }
+}
+
+/// The client's address as an `X-Forwarded-For` element: made once per connection, so a request
+/// from a client that sends no `X-Forwarded-For` of its own (the common case) costs a reference
+/// count, not formatting and an allocation.
+pub fn forwarded_for(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(client.to_string()))
+        .expect("an IP address is a valid header value")
+}
+
+/// Appends `client` (see [`forwarded_for`]) to `X-Forwarded-For`, merging repeated headers into
+/// one list.
+pub fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
+    let mut existing = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    if existing.peek().is_none() {
+        headers.insert(X_FORWARDED_FOR, client.clone());
+        return;
+    }
     let mut list = String::with_capacity(64);
-    for value in headers.get_all(&X_FORWARDED_FOR) {
+    for value in existing {
         if let Ok(v) = value.to_str() {
             list.push_str(v.trim());
             list.push_str(", ");
         }
     }
-    let _ = write!(list, "{client}");
-    if let Ok(v) = HeaderValue::from_str(&list) {
+    list.push_str(client.to_str().expect("made from an IP address"));
+    // The list's buffer becomes the value as it is (validated, not copied).
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(list)) {
         headers.insert(X_FORWARDED_FOR, v);
     }
 }
@@ -135,10 +183,10 @@ mod tests {
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-for", "5.6.7.8"),
         ]);
-        append_forwarded_for(&mut h, "127.0.0.1".parse().unwrap());
+        append_forwarded_for(&mut h, &forwarded_for("127.0.0.1".parse().unwrap()));
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 127.0.0.1");
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, "::1".parse().unwrap());
+        append_forwarded_for(&mut h, &forwarded_for("::1".parse().unwrap()));
         assert_eq!(h["x-forwarded-for"], "::1");
     }
 }

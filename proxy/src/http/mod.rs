@@ -40,6 +40,8 @@ use framing::{Conflict, FramingGuard};
 pub struct ConnCtx {
     pub direction: Direction,
     pub client: SocketAddr,
+    /// The client's address as an `X-Forwarded-For` element.
+    pub forwarded_for: http::HeaderValue,
     pub drain: Drain,
     /// Whether the client speaks HTTP/2.
     pub http2: bool,
@@ -118,54 +120,70 @@ pub async fn serve<I>(
     io: I,
     http2: bool,
     settings: &Downstream,
-    mut service: ConnService,
+    service: ConnService,
     drain: &Drain,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if http2 {
-        let io = TokioIo::new(io);
-        let conn = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-            .serve_connection(io, service);
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            _ = drain.started() => {
-                conn.as_mut().graceful_shutdown();
-                tokio::select! {
-                    result = conn.as_mut() => result,
-                    _ = drain.deadline() => return,
-                }
-            }
-        };
-        if let Err(error) = result {
-            debug!(%error, "HTTP/2 connection ended");
-        }
+        // An HTTP/2 connection's state is several times an HTTP/1 one's: boxed, so the task of
+        // every HTTP/1 connection does not reserve room for it.
+        Box::pin(serve_h2(io, settings, service, drain)).await;
     } else {
-        let (io, conflict) = FramingGuard::new(io, settings.max_header_bytes);
-        service.conflict = Some(conflict);
-        let io = TokioIo::new(io);
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_timeout)
-            .max_header_size(settings.max_header_bytes)
-            .serve_connection(io, service)
-            .with_upgrades();
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            _ = drain.started() => {
-                conn.as_mut().graceful_shutdown();
-                tokio::select! {
-                    result = conn.as_mut() => result,
-                    _ = drain.deadline() => return,
-                }
+        serve_h1(io, settings, service, drain).await;
+    }
+}
+
+async fn serve_h2<I>(io: I, settings: &Downstream, service: ConnService, drain: &Drain)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = drain.started() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = conn.as_mut() => result,
+                _ = drain.deadline() => return,
             }
-        };
-        if let Err(error) = result {
-            debug!(%error, "HTTP/1 connection ended");
         }
+    };
+    if let Err(error) = result {
+        debug!(%error, "HTTP/2 connection ended");
+    }
+}
+
+async fn serve_h1<I>(io: I, settings: &Downstream, mut service: ConnService, drain: &Drain)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (io, conflict) = FramingGuard::new(io, settings.max_header_bytes);
+    service.conflict = Some(conflict);
+    let io = TokioIo::new(io);
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_header_size(settings.max_header_bytes)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = drain.started() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = conn.as_mut() => result,
+                _ = drain.deadline() => return,
+            }
+        }
+    };
+    if let Err(error) = result {
+        debug!(%error, "HTTP/1 connection ended");
     }
 }
