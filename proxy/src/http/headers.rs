@@ -120,15 +120,24 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
         headers.insert(X_FORWARDED_FOR, client.clone());
         return;
     }
-    let mut list = String::with_capacity(64);
-    for value in existing {
-        if let Ok(v) = value.to_str() {
-            list.push_str(v.trim());
-            list.push_str(", ");
-        }
+    drop(existing);
+    let client = client.to_str().expect("made from an IP address");
+    let values = || {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    // Sized exactly: the list's buffer then becomes the value as it is (validated, neither
+    // copied nor wrapped), one allocation in all.
+    let len = values().map(|v| v.len() + 2).sum::<usize>() + client.len();
+    let mut list = String::with_capacity(len);
+    for value in values() {
+        list.push_str(value);
+        list.push_str(", ");
     }
-    list.push_str(client.to_str().expect("made from an IP address"));
-    // The list's buffer becomes the value as it is (validated, not copied).
+    list.push_str(client);
     if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(list)) {
         headers.insert(X_FORWARDED_FOR, v);
     }
