@@ -1,0 +1,519 @@
+//! The markdown the harness writes into `benches/RESULTS.md` (between marker lines) and prints.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::stats::{median, spread};
+use crate::{Scenario, Target};
+
+pub const BEGIN: &str = "<!-- load-harness:begin -->";
+pub const END: &str = "<!-- load-harness:end -->";
+
+/// One measurement: one target, one scenario, one round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub round: usize,
+    pub scenario: Scenario,
+    pub target: Target,
+    /// Named figures (`rps`, `p99_us`, `cpu_us_per_req`, `peak_rss_mib`, ...).
+    pub metrics: BTreeMap<String, f64>,
+    /// Failed requests and non-200 responses.
+    pub errors: u64,
+    /// What makes this measurement suspect: errors, failed sanity checks, a failed start.
+    pub problems: Vec<String>,
+    /// Informational: warnings the servers logged.
+    pub notes: Vec<String>,
+}
+
+/// Everything the report's header says about the run.
+pub struct Header {
+    pub date: String,
+    pub commit: String,
+    pub machine: String,
+    pub tools: Vec<String>,
+    pub pinning: String,
+    pub rounds: usize,
+    pub duration: String,
+    pub warmup: String,
+    pub command: String,
+    pub targets: Vec<Target>,
+    /// Generated configuration files, by name, one instance each.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Replaces what lies between the marker lines with `section`, keeping the rest of `file`; adds
+/// the markers at the end when absent.
+pub fn splice(file: &str, section: &str) -> String {
+    let section = section.trim_end_matches('\n');
+    if let Some(b) = file.find(BEGIN)
+        && let Some(e) = file[b..].find(END).map(|e| b + e)
+    {
+        return format!("{}{BEGIN}\n{section}\n{}", &file[..b], &file[e..]);
+    }
+    let sep = if file.is_empty() || file.ends_with("\n\n") {
+        ""
+    } else if file.ends_with('\n') {
+        "\n"
+    } else {
+        "\n\n"
+    };
+    format!("{file}{sep}{BEGIN}\n{section}\n{END}\n")
+}
+
+/// 12345.6 -> "12,346".
+pub fn thousands(x: f64) -> String {
+    let n = x.round() as i64;
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// Three significant figures or so: 1234 -> "1,234", 56.78 -> "56.8", 1.234 -> "1.23".
+pub fn sig(x: f64) -> String {
+    let a = x.abs();
+    if a >= 100.0 {
+        thousands(x)
+    } else if a >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn opt(x: Option<f64>, f: fn(f64) -> String) -> String {
+    x.map_or_else(|| "—".to_string(), f)
+}
+
+fn signed(x: f64) -> String {
+    if x >= 0.0 {
+        format!("+{}", sig(x))
+    } else {
+        sig(x)
+    }
+}
+
+fn ratio(x: f64) -> String {
+    format!("{x:.2}×")
+}
+
+struct Table<'a> {
+    all: &'a [Measurement],
+    scenario: Scenario,
+}
+
+impl Table<'_> {
+    fn of(&self, target: Target) -> impl Iterator<Item = &Measurement> {
+        self.all
+            .iter()
+            .filter(move |m| m.scenario == self.scenario && m.target == target)
+    }
+
+    fn values(&self, target: Target, metric: &str) -> Vec<f64> {
+        self.of(target)
+            .filter_map(|m| m.metrics.get(metric).copied())
+            .collect()
+    }
+
+    fn median(&self, target: Target, metric: &str) -> Option<f64> {
+        median(&self.values(target, metric))
+    }
+
+    /// Median over rounds of (target − direct) in the same round.
+    fn added(&self, target: Target, metric: &str) -> Option<f64> {
+        if target == Target::Direct {
+            return None;
+        }
+        let diffs: Vec<f64> = self
+            .of(target)
+            .filter_map(|m| {
+                let direct = self
+                    .of(Target::Direct)
+                    .find(|d| d.round == m.round)?
+                    .metrics
+                    .get(metric)?;
+                Some(m.metrics.get(metric)? - direct)
+            })
+            .collect();
+        median(&diffs)
+    }
+
+    /// `x× / y×`: the target's median over nginx's and over HAProxy's.
+    fn versus(&self, target: Target, metric: &str, targets: &[Target]) -> String {
+        let Some(mine) = self.median(target, metric) else {
+            return "—".into();
+        };
+        let against = |other: Target| {
+            if !targets.contains(&other) {
+                return None;
+            }
+            let theirs = self.median(other, metric)?;
+            (theirs != 0.0).then(|| mine / theirs)
+        };
+        match (against(Target::Nginx), against(Target::Haproxy)) {
+            (None, None) => "—".into(),
+            (a, b) => format!("{} / {}", opt(a, ratio), opt(b, ratio)),
+        }
+    }
+
+    fn label(&self, target: Target) -> String {
+        let ms: Vec<&Measurement> = self.of(target).collect();
+        if ms.iter().any(|m| !m.problems.is_empty()) {
+            format!("{} ⚠", target.name())
+        } else {
+            target.name().to_string()
+        }
+    }
+
+    fn noise(&self, out: &mut String, metric: &str, what: &str, targets: &[Target]) {
+        let spreads: Vec<(Target, crate::stats::Spread)> = targets
+            .iter()
+            .filter_map(|&t| Some((t, spread(&self.values(t, metric))?)))
+            .collect();
+        if spreads.is_empty() {
+            return;
+        }
+        if spreads.iter().all(|(_, s)| s.rounds < 2) {
+            if !out.contains("- Noise: one round") {
+                let _ = writeln!(out, "- Noise: one round only, so no spread across rounds.");
+            }
+            return;
+        }
+        let parts: Vec<String> = spreads
+            .iter()
+            .map(|(t, s)| {
+                let pct = s.percent.map_or("—".into(), |p| format!("{p:.1} %"));
+                format!("{} {pct} ({}–{})", t.name(), sig(s.min), sig(s.max))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "- Noise, (max − min) / median of {what} across rounds (min–max): {}.",
+            parts.join("; ")
+        );
+    }
+
+    fn problems(&self, out: &mut String, targets: &[Target]) {
+        for &t in targets {
+            for m in self.of(t) {
+                for p in &m.problems {
+                    let _ = writeln!(out, "- ⚠ {} round {}: {p}", t.name(), m.round);
+                }
+                for n in &m.notes {
+                    let _ = writeln!(out, "- note, {} round {}: {n}", t.name(), m.round);
+                }
+            }
+        }
+    }
+}
+
+fn row(out: &mut String, cells: &[String]) {
+    let _ = writeln!(out, "| {} |", cells.join(" | "));
+}
+
+fn head(out: &mut String, cells: &[&str]) {
+    let _ = writeln!(out, "| {} |", cells.join(" | "));
+    let _ = writeln!(out, "|{}", " --- |".repeat(cells.len()));
+}
+
+/// The tables, one per scenario that has measurements.
+pub fn tables(all: &[Measurement], targets: &[Target], idle_conns: usize) -> String {
+    let mut out = String::new();
+    for scenario in Scenario::ALL {
+        if !all.iter().any(|m| m.scenario == scenario) {
+            continue;
+        }
+        let t = Table { all, scenario };
+        let targets: Vec<Target> = targets
+            .iter()
+            .copied()
+            .filter(|&x| t.of(x).next().is_some())
+            .collect();
+        let _ = writeln!(
+            out,
+            "### {}\n\n{}\n",
+            scenario.name(),
+            scenario.describe(idle_conns)
+        );
+        let cpu = |x| opt(x, sig);
+        match scenario {
+            Scenario::Latency | Scenario::TwoHops => {
+                let both = if scenario == Scenario::TwoHops {
+                    " (both)"
+                } else {
+                    ""
+                };
+                head(
+                    &mut out,
+                    &[
+                        "target",
+                        "p50 µs",
+                        "p99 µs",
+                        "p99.9 µs",
+                        "added p50 µs",
+                        "added p99 µs",
+                        "added p99.9 µs",
+                        &format!("CPU µs/req{both}"),
+                        &format!("peak RSS MiB{both}"),
+                        "CPU vs nginx / HAProxy",
+                        "rps achieved",
+                    ],
+                );
+                for &x in &targets {
+                    row(
+                        &mut out,
+                        &[
+                            t.label(x),
+                            opt(t.median(x, "p50_us"), sig),
+                            opt(t.median(x, "p99_us"), sig),
+                            opt(t.median(x, "p999_us"), sig),
+                            opt(t.added(x, "p50_us"), signed),
+                            opt(t.added(x, "p99_us"), signed),
+                            opt(t.added(x, "p999_us"), signed),
+                            cpu(t.median(x, "cpu_us_per_req")),
+                            opt(t.median(x, "peak_rss_mib"), sig),
+                            t.versus(x, "cpu_us_per_req", &targets),
+                            opt(t.median(x, "rps"), thousands),
+                        ],
+                    );
+                }
+                out.push('\n');
+                t.noise(&mut out, "p50_us", "p50 µs", &targets);
+                t.noise(&mut out, "p99_us", "p99 µs", &targets);
+                t.noise(&mut out, "cpu_us_per_req", "CPU µs/req", &targets);
+            }
+            Scenario::MaxRps | Scenario::H2 => {
+                head(
+                    &mut out,
+                    &[
+                        "target",
+                        "rps",
+                        "CPU µs/req",
+                        "peak RSS MiB",
+                        "rps vs nginx / HAProxy",
+                        "CPU vs nginx / HAProxy",
+                    ],
+                );
+                for &x in &targets {
+                    row(
+                        &mut out,
+                        &[
+                            t.label(x),
+                            opt(t.median(x, "rps"), thousands),
+                            cpu(t.median(x, "cpu_us_per_req")),
+                            opt(t.median(x, "peak_rss_mib"), sig),
+                            t.versus(x, "rps", &targets),
+                            t.versus(x, "cpu_us_per_req", &targets),
+                        ],
+                    );
+                }
+                out.push('\n');
+                t.noise(&mut out, "rps", "rps", &targets);
+                t.noise(&mut out, "cpu_us_per_req", "CPU µs/req", &targets);
+            }
+            Scenario::Body64k => {
+                head(
+                    &mut out,
+                    &[
+                        "target",
+                        "MB/s",
+                        "rps",
+                        "CPU µs/req",
+                        "peak RSS MiB",
+                        "MB/s vs nginx / HAProxy",
+                        "CPU vs nginx / HAProxy",
+                    ],
+                );
+                for &x in &targets {
+                    row(
+                        &mut out,
+                        &[
+                            t.label(x),
+                            opt(t.median(x, "mb_per_s"), thousands),
+                            opt(t.median(x, "rps"), thousands),
+                            cpu(t.median(x, "cpu_us_per_req")),
+                            opt(t.median(x, "peak_rss_mib"), sig),
+                            t.versus(x, "mb_per_s", &targets),
+                            t.versus(x, "cpu_us_per_req", &targets),
+                        ],
+                    );
+                }
+                out.push('\n');
+                t.noise(&mut out, "mb_per_s", "MB/s", &targets);
+                t.noise(&mut out, "cpu_us_per_req", "CPU µs/req", &targets);
+            }
+            Scenario::Idle => {
+                head(
+                    &mut out,
+                    &[
+                        "target",
+                        "RSS at start MiB",
+                        &format!("RSS with {} idle conns MiB", thousands(idle_conns as f64)),
+                        "KiB per conn",
+                        "peak RSS MiB",
+                        "RSS vs nginx / HAProxy",
+                    ],
+                );
+                for &x in &targets {
+                    row(
+                        &mut out,
+                        &[
+                            t.label(x),
+                            opt(t.median(x, "rss_start_mib"), sig),
+                            opt(t.median(x, "rss_mib"), sig),
+                            opt(t.median(x, "kib_per_conn"), sig),
+                            opt(t.median(x, "peak_rss_mib"), sig),
+                            t.versus(x, "rss_mib", &targets),
+                        ],
+                    );
+                }
+                out.push('\n');
+                t.noise(&mut out, "rss_mib", "RSS with idle conns", &targets);
+            }
+        }
+        let mut problems = String::new();
+        t.problems(&mut problems, &targets);
+        if !problems.is_empty() {
+            let _ = write!(
+                out,
+                "\nProblems (⚠: the target's figures include these rounds) and the servers' \
+                 warnings:\n\n{problems}"
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The whole section: header, tables, generated configurations.
+pub fn section(header: &Header, all: &[Measurement], idle_conns: usize) -> String {
+    let mut out = String::new();
+    let h = header;
+    let _ = writeln!(
+        out,
+        "## Loopback load: herd-proxy vs nginx vs HAProxy (`scripts/bench`)
+
+Generated by `scripts/bench` (the `herd-load` binary, `benches/src/load/`); everything between the
+`load-harness` markers is rewritten by each run.
+
+- **Run:** {date}, commit `{commit}`.
+- **Machine:** {machine}.
+- **Tools:** {tools}.
+- **Pinning:** {pinning}.
+- **Method:** {rounds} round(s), targets interleaved within each round ({targets}),
+  each measurement {duration} after a {warmup} warm-up at the same load, with the proxy under
+  test restarted for every measurement (so its peak RSS is that scenario's). Figures are medians
+  across rounds; “added” is the target's figure minus `direct`'s in the same round (median of
+  those differences). CPU µs/req is utime + stime of the proxy's process tree (`/proc/PID/stat`)
+  over the measured run ÷ responses; peak RSS is the tree's summed `VmHWM` at the end. Every
+  response must be a 200 and byte counts must match the bodies, or the target is marked ⚠ and
+  the problem listed under its table.
+- **Command:** `{command}`
+",
+        date = h.date,
+        commit = h.commit,
+        machine = h.machine,
+        tools = h.tools.join(", "),
+        pinning = h.pinning,
+        rounds = h.rounds,
+        targets = h
+            .targets
+            .iter()
+            .map(|t| format!("`{}`", t.name()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        duration = h.duration,
+        warmup = h.warmup,
+        command = h.command,
+    );
+    out.push_str(&tables(all, &h.targets, idle_conns));
+    if !h.configs.is_empty() {
+        let _ = writeln!(
+            out,
+            "### Generated configurations\n\nOne instance of each; ports and paths change with every \
+             start. Proxy B of two-hops (`nginx-b`, `haproxy-b`, `herd-b`, not shown) has the \
+             one-hop configuration in front of the app (nginx and HAProxy without their h2c \
+             listener); proxy A (shown) forwards to B.\n"
+        );
+        for (name, text) in &h.configs {
+            if name.contains("-b.") {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "<details><summary><code>{name}</code></summary>\n\n```\n{}\n```\n\n</details>\n",
+                text.trim_end()
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splices_between_markers_or_appends_them() {
+        let file = format!("# Results\n\nintro\n\n{BEGIN}\nold\nstuff\n{END}\n\n## Later\n");
+        let out = splice(&file, "new\n");
+        assert_eq!(
+            out,
+            format!("# Results\n\nintro\n\n{BEGIN}\nnew\n{END}\n\n## Later\n")
+        );
+        assert_eq!(splice(&out, "new\n"), out);
+        assert_eq!(
+            splice("# Results\nlast line\n", "new"),
+            format!("# Results\nlast line\n\n{BEGIN}\nnew\n{END}\n")
+        );
+        assert_eq!(splice("", "x"), format!("{BEGIN}\nx\n{END}\n"));
+    }
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(-1234.0), "-1,234");
+        assert_eq!(sig(56.78), "56.8");
+        assert_eq!(sig(1.234), "1.23");
+        assert_eq!(signed(12.34), "+12.3");
+    }
+
+    fn m(round: usize, target: Target, metrics: &[(&str, f64)]) -> Measurement {
+        Measurement {
+            round,
+            scenario: Scenario::Latency,
+            target,
+            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            errors: 0,
+            problems: vec![],
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn added_latency_is_the_median_of_same_round_differences() {
+        let all = vec![
+            m(1, Target::Direct, &[("p50_us", 100.0)]),
+            m(1, Target::Herd, &[("p50_us", 150.0)]),
+            m(2, Target::Direct, &[("p50_us", 200.0)]),
+            m(2, Target::Herd, &[("p50_us", 220.0)]),
+            m(3, Target::Direct, &[("p50_us", 100.0)]),
+            m(3, Target::Herd, &[("p50_us", 130.0)]),
+        ];
+        let t = Table {
+            all: &all,
+            scenario: Scenario::Latency,
+        };
+        assert_eq!(t.added(Target::Herd, "p50_us"), Some(30.0));
+        assert_eq!(t.added(Target::Direct, "p50_us"), None);
+        assert_eq!(t.median(Target::Herd, "p50_us"), Some(150.0));
+    }
+}
