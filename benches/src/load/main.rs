@@ -945,6 +945,8 @@ fn main_inner(args: Args) -> Result<bool> {
 
     let machine = machine();
     let stamp = first_line("date", &["-u", "+%Y%m%dT%H%M%SZ"]).unwrap_or_default();
+    // The tree as the run starts: edits made while it runs do not describe what was measured.
+    let commit = git_commit();
     let date = first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     let command = std::env::var("HERD_BENCH_CMD").unwrap_or_else(|_| {
         std::env::args()
@@ -1056,7 +1058,7 @@ fn main_inner(args: Args) -> Result<bool> {
 
     let header = report::Header {
         date,
-        commit: git_commit(),
+        commit,
         machine,
         tools,
         pinning: format!(
