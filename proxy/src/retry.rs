@@ -395,17 +395,16 @@ async fn exchange(
 ) -> (Attempt, Option<Arc<Endpoint>>) {
     let endpoint = dispatch.endpoint.clone();
     let started = Instant::now();
-    let slot = dispatch.take_slot();
-    // Each branch makes its own `send` future, so the two never share this future's state.
+    let send = endpoint.send(req, dispatch.take_slot());
     let sent = match per_try {
-        Some(limit) => match tokio::time::timeout(limit, endpoint.send(req, slot)).await {
+        Some(limit) => match tokio::time::timeout(limit, send).await {
             Ok(sent) => sent,
             Err(_) => Err(SendError {
                 error: ProxyError::ResponseTimeout(limit),
                 unsent: None,
             }),
         },
-        None => endpoint.send(req, slot).await,
+        None => send.await,
     };
     let result = match sent {
         Ok((resp, lease)) => {

@@ -169,17 +169,7 @@ async fn a_missing_file_exits_64_with_one_line() {
 #[tokio::test(flavor = "multi_thread")]
 async fn herd_log_format_json_logs_one_json_object_per_line() {
     let app = Puma::start(puma::ECHO).await;
-    let yaml = format!(
-        "
-        proxy:
-          inbound:
-            listen: $INBOUND
-            app: {}
-          admin:
-            listen: $ADMIN
-        ",
-        app.addr()
-    );
+    let yaml = inbound_only(&app);
     let proxy =
         Proxy::start_with_env(&yaml, &[("HERD_LOG", "debug"), ("HERD_LOG_FORMAT", "json")]).await;
     assert_eq!(curl().get(proxy.inbound_url("/")).await.status(), 200);
@@ -197,17 +187,7 @@ async fn herd_log_format_json_logs_one_json_object_per_line() {
 #[tokio::test(flavor = "multi_thread")]
 async fn herd_log_sets_the_level() {
     let app = Puma::start(puma::ECHO).await;
-    let yaml = format!(
-        "
-        proxy:
-          inbound:
-            listen: $INBOUND
-            app: {}
-          admin:
-            listen: $ADMIN
-        ",
-        app.addr()
-    );
+    let yaml = inbound_only(&app);
     let quiet = Proxy::start_with_env(&yaml, &[("HERD_LOG", "off")]).await;
     let chatty = Proxy::start_with_env(&yaml, &[("HERD_LOG", "debug")]).await;
     for proxy in [&quiet, &chatty] {
@@ -222,6 +202,21 @@ async fn herd_log_sets_the_level() {
     );
 }
 
+/// A mesh file with an inbound listener in front of `app` and an admin listener.
+fn inbound_only(app: &Puma) -> String {
+    format!(
+        "
+        proxy:
+          inbound:
+            listen: $INBOUND
+            app: {}
+          admin:
+            listen: $ADMIN
+        ",
+        app.addr()
+    )
+}
+
 /// Threads of a running process, from /proc.
 fn threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -232,17 +227,7 @@ fn threads(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn herd_proxy_workers_sets_the_threads_that_serve_traffic() {
     let app = Puma::start(puma::ECHO).await;
-    let yaml = format!(
-        "
-        proxy:
-          inbound:
-            listen: $INBOUND
-            app: {}
-          admin:
-            listen: $ADMIN
-        ",
-        app.addr()
-    );
+    let yaml = inbound_only(&app);
     // One worker serves on the main thread; three add three threads to that.
     let one = Proxy::start_with_env(&yaml, &[("HERD_PROXY_WORKERS", "1")]).await;
     let three = Proxy::start_with_env(&yaml, &[("HERD_PROXY_WORKERS", "3")]).await;

@@ -184,19 +184,18 @@ async fn proxy<'s>(
     // A body a retry or hedge may need again is held, up to the route's limit; any other streams.
     let (parts, body) = req.into_parts();
     let replayable = !upgrade;
-    let (body, body_ended) = match route.retry.as_ref().map(|r| r.buffer_limit) {
-        Some(limit) if replayable => Box::pin(RequestBody::buffer(body, limit))
+    let buffer_limit = match (&route.retry, &route.hedge) {
+        (Some(retry), _) => Some(retry.buffer_limit),
+        (None, Some(_)) => Some(herd_config::RetryPolicy::default().buffer_limit),
+        (None, None) => None,
+    };
+    let (mut body, body_ended) = match buffer_limit.filter(|_| replayable) {
+        // Buffering is the rarer path: boxed, so every request's future does not carry it.
+        Some(limit) => Box::pin(RequestBody::buffer(body, limit))
             .await
             .map_err(ProxyError::ClientBody)?,
-        None if replayable && route.hedge.is_some() => Box::pin(RequestBody::buffer(
-            body,
-            herd_config::RetryPolicy::default().buffer_limit,
-        ))
-        .await
-        .map_err(ProxyError::ClientBody)?,
-        _ => RequestBody::stream(body),
+        None => RequestBody::stream(body),
     };
-    let mut body = body;
     if let Some((_, entry)) = log.as_ref() {
         body.count_into(entry.bytes_in.clone());
     }

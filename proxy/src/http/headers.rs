@@ -115,12 +115,10 @@ pub fn forwarded_for(client: IpAddr) -> HeaderValue {
 /// Appends `client` (see [`forwarded_for`]) to `X-Forwarded-For`, merging repeated headers into
 /// one list.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
-    let mut existing = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-    if existing.peek().is_none() {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
         headers.insert(X_FORWARDED_FOR, client.clone());
         return;
     }
-    drop(existing);
     let client = client.to_str().expect("made from an IP address");
     let values = || {
         headers
