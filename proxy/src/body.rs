@@ -22,6 +22,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
+use crate::endpoint::UpstreamBody;
+use crate::errors::BoxError;
+
 use crate::access_log::{AccessLog, Entry};
 use crate::endpoint::Lease;
 use crate::metrics::RouteMetrics;
@@ -273,7 +276,7 @@ pin_project_lite::pin_project! {
         /// An endpoint's body; `lease` returns its HTTP/1 connection to the pool once the body
         /// has ended cleanly (a body abandoned half-way leaves the connection unusable, and
         /// dropping it closes it).
-        Upstream { #[pin] inner: Incoming, lease: Option<Lease>, timing: Option<Timing> },
+        Upstream { #[pin] inner: UpstreamBody, lease: Option<Lease>, timing: Option<Timing> },
         /// A body the proxy wrote.
         Local { data: Option<Bytes> },
     }
@@ -291,7 +294,7 @@ pin_project_lite::pin_project! {
 }
 
 impl ResponseBody {
-    pub fn upstream(inner: Incoming, lease: Option<Lease>, timing: Option<Timing>) -> Self {
+    pub fn upstream(inner: UpstreamBody, lease: Option<Lease>, timing: Option<Timing>) -> Self {
         ResponseBody::Upstream {
             inner,
             lease,
@@ -313,12 +316,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             ResponseBodyProj::Upstream {
                 inner,

@@ -16,6 +16,9 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::balance::Outcome;
 use crate::body::ResponseBody;
 
+/// Any error, boxed: what bodies fail with once they come from more than one source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The header on every response the proxy generated itself.
 pub const PROXY_ERROR_HEADER: &str = "herd-proxy-error";
 
@@ -58,7 +61,7 @@ pub enum ProxyError {
     #[error("upstream handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
     #[error("upstream connection failed: {0}")]
-    Upstream(#[source] hyper::Error),
+    Upstream(#[source] BoxError),
     #[error("upstream refused the stream")]
     RefusedStream,
     #[error("cannot read the request body: {0}")]
@@ -137,7 +140,7 @@ impl ProxyError {
             }
             source = s.source();
         }
-        Self::Upstream(error)
+        Self::Upstream(error.into())
     }
 
     /// Classifies a failed connect.

@@ -30,7 +30,6 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use herd_config::{Backoff, HedgeDelay, RetryCondition, RetryPolicy};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -38,7 +37,7 @@ use tracing::debug;
 
 use crate::balance::{Balancer, Dispatch, Outcome};
 use crate::body::RequestBody;
-use crate::endpoint::{Endpoint, Lease, SendError};
+use crate::endpoint::{Endpoint, Lease, SendError, UpstreamBody};
 use crate::errors::ProxyError;
 use crate::metrics::RetryReason;
 use crate::route::{RouteTarget, ServiceTarget};
@@ -136,7 +135,7 @@ impl Template {
     }
 }
 
-fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
@@ -180,7 +179,7 @@ impl Failure {
 }
 
 /// One attempt's result.
-type Attempt = Result<(Response<Incoming>, Lease), Failed>;
+type Attempt = Result<(Response<UpstreamBody>, Lease), Failed>;
 
 struct Failed {
     error: ProxyError,
@@ -237,7 +236,7 @@ pub async fn send(
     hash: Option<u64>,
     replayable: bool,
     trace: &mut Trace,
-) -> Result<(Response<Incoming>, Lease), ProxyError> {
+) -> Result<(Response<UpstreamBody>, Lease), ProxyError> {
     let policy = route.retry.as_ref().filter(|_| replayable);
     let idempotent = is_idempotent(req.method()) || policy.is_some_and(|p| p.non_idempotent);
     let hedge = route

@@ -16,6 +16,10 @@
 //! response abandoned half-way, or cancelled by a timeout, drops the connection, which closes it,
 //! and so also cancels the request on the app's side.
 //!
+//! Most HTTP/1 requests (no upgrade, no streamed body) are exchanged by [`direct`] from the
+//! request's own task, on plain sockets pooled here; the rest go through hyper's client, whose
+//! connections are pooled beside them. Both kinds share the endpoint's slots and idle timeout.
+//!
 //! The endpoint also carries what the balancer knows of it: its load and its health. Both live
 //! here, with the pool, so they survive reloads that keep the endpoint.
 
@@ -25,7 +29,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,7 +43,9 @@ use tracing::{debug, trace};
 use crate::balance::load::Load;
 use crate::balance::outlier::Health;
 use crate::body::RequestBody;
-use crate::errors::ProxyError;
+use crate::errors::{BoxError, ProxyError};
+
+pub mod direct;
 
 /// How the proxy speaks to an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -73,8 +81,10 @@ pub struct Endpoint {
 
 #[derive(Default)]
 struct State {
-    /// Oldest at the front; reuse takes from the back.
-    idle: VecDeque<Idle>,
+    /// Idle connections of hyper's client, oldest at the front; reuse takes from the back.
+    idle: VecDeque<Idle<http1::SendRequest<RequestBody>>>,
+    /// Idle connections for direct exchanges, likewise.
+    direct: VecDeque<Idle<direct::Conn>>,
     reaper: bool,
     h2: Vec<H2Conn>,
 }
@@ -104,23 +114,25 @@ impl Drop for Stream {
     }
 }
 
-/// What a response body holds of the endpoint until it ends: its connection (HTTP/1, to hand
-/// back) or its stream (HTTP/2, to count), and its share of the endpoint's load.
+/// What a response body holds of the endpoint until it ends: hyper's HTTP/1 connection (to hand
+/// back) or its HTTP/2 stream (to count), and its share of the endpoint's load. (A direct
+/// exchange's body holds its connection itself.)
 pub struct Lease {
     conn: Conn,
     _load: Option<crate::balance::Lease>,
 }
 
 enum Conn {
-    Http1(Checkin),
+    Http1(Checkin, http1::SendRequest<RequestBody>),
+    Direct,
     Http2(#[allow(dead_code)] Stream),
 }
 
 impl Lease {
-    /// The body ended cleanly: an HTTP/1 connection goes back to its pool.
+    /// The body ended cleanly: hyper's HTTP/1 connection goes back to its pool.
     pub fn finish(self) {
-        if let Conn::Http1(checkin) = self.conn {
-            checkin.checkin();
+        if let Conn::Http1(checkin, tx) = self.conn {
+            checkin.checkin_hyper(tx);
         }
     }
 
@@ -130,45 +142,68 @@ impl Lease {
     }
 }
 
-struct Idle {
-    tx: http1::SendRequest<RequestBody>,
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
-/// A pooled HTTP/1 connection on loan to one response, holding its connection slot.
+/// Where an HTTP/1 connection on loan to one response goes back, with the connection slot it
+/// holds until then.
 pub struct Checkin {
     endpoint: Arc<Endpoint>,
-    tx: http1::SendRequest<RequestBody>,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Checkin {
-    /// Returns the connection to its pool (and its slot to the endpoint).
-    pub fn checkin(self) {
-        let Checkin {
-            endpoint,
-            tx,
-            _slot,
-        } = self;
+    /// Returns hyper's connection to its pool (and the slot to the endpoint).
+    fn checkin_hyper(self, tx: http1::SendRequest<RequestBody>) {
         if tx.is_closed() {
             return;
         }
+        self.checkin(|state| &mut state.idle, tx);
+    }
+
+    /// Returns a direct connection to its pool (and the slot to the endpoint).
+    fn checkin_direct(self, conn: direct::Conn) {
+        self.checkin(|state| &mut state.direct, conn);
+    }
+
+    fn checkin<C>(self, list: impl FnOnce(&mut State) -> &mut VecDeque<Idle<C>>, conn: C) {
+        let endpoint = &self.endpoint;
         let spawn_reaper = {
             let mut state = endpoint.state.lock().expect("pool lock poisoned");
-            state.idle.push_back(Idle {
-                tx,
+            list(&mut state).push_back(Idle {
+                conn,
                 since: Instant::now(),
             });
             !std::mem::replace(&mut state.reaper, true)
         };
         if spawn_reaper {
-            tokio::spawn(reap(Arc::downgrade(&endpoint), endpoint.key.idle_timeout));
+            tokio::spawn(reap(Arc::downgrade(endpoint), endpoint.key.idle_timeout));
         }
     }
 }
 
 /// Closes idle connections as they pass `idle_timeout`; ends when none are left.
 async fn reap(endpoint: Weak<Endpoint>, idle_timeout: Duration) {
+    /// Drops the expired (or closed) connections at the front of `list`; says when the next
+    /// one expires.
+    fn expire<C>(
+        list: &mut VecDeque<Idle<C>>,
+        now: Instant,
+        idle_timeout: Duration,
+        closed: impl Fn(&C) -> bool,
+    ) -> Option<Instant> {
+        while let Some(first) = list.front() {
+            if now.duration_since(first.since) >= idle_timeout || closed(&first.conn) {
+                list.pop_front();
+                trace!("closed idle connection");
+            } else {
+                break;
+            }
+        }
+        list.front().map(|first| first.since + idle_timeout)
+    }
     loop {
         let next = {
             let Some(endpoint) = endpoint.upgrade() else {
@@ -176,16 +211,10 @@ async fn reap(endpoint: Weak<Endpoint>, idle_timeout: Duration) {
             };
             let mut state = endpoint.state.lock().expect("pool lock poisoned");
             let now = Instant::now();
-            while let Some(first) = state.idle.front() {
-                if now.duration_since(first.since) >= idle_timeout || first.tx.is_closed() {
-                    state.idle.pop_front();
-                    trace!(addr = %endpoint.key.addr, "closed idle connection");
-                } else {
-                    break;
-                }
-            }
-            match state.idle.front() {
-                Some(first) => first.since + idle_timeout,
+            let hyper = expire(&mut state.idle, now, idle_timeout, |tx| tx.is_closed());
+            let direct = expire(&mut state.direct, now, idle_timeout, |c| !c.is_usable());
+            match hyper.into_iter().chain(direct).min() {
+                Some(next) => next,
                 None => {
                     state.reaper = false;
                     return;
@@ -193,6 +222,41 @@ async fn reap(endpoint: Weak<Endpoint>, idle_timeout: Duration) {
             }
         };
         tokio::time::sleep_until(next).await;
+    }
+}
+
+/// A response body from an endpoint: read by hyper's client, or straight off the connection.
+pub enum UpstreamBody {
+    Hyper(Incoming),
+    Direct(direct::Body),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Direct(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::Direct(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::Direct(b) => b.size_hint(),
+        }
     }
 }
 
@@ -242,7 +306,8 @@ impl Endpoint {
 
     /// Idle HTTP/1 connections held right now.
     pub fn idle_connections(&self) -> usize {
-        self.state.lock().expect("pool lock poisoned").idle.len()
+        let state = self.state.lock().expect("pool lock poisoned");
+        state.idle.len() + state.direct.len()
     }
 
     /// Opens a TCP connection, bounded by `connectTimeout`.
@@ -257,8 +322,9 @@ impl Endpoint {
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
         slot: Option<OwnedSemaphorePermit>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
         match self.key.wire {
+            Wire::Http1 if direct::eligible(&req) => self.send_direct(req, slot).await,
             Wire::Http1 => {
                 // An idle connection the app closed just as it was reused hands the request back
                 // unsent: that is the pool's race, not a failure, so try once on a new connection.
@@ -277,13 +343,12 @@ impl Endpoint {
                         Ok(resp) => {
                             let checkin = Checkin {
                                 endpoint: self.clone(),
-                                tx,
                                 _slot: slot,
                             };
                             return Ok((
-                                resp,
+                                resp.map(UpstreamBody::Hyper),
                                 Lease {
-                                    conn: Conn::Http1(checkin),
+                                    conn: Conn::Http1(checkin, tx),
                                     _load: None,
                                 },
                             ));
@@ -316,7 +381,7 @@ impl Endpoint {
                 };
                 match tx.try_send_request(req).await {
                     Ok(resp) => Ok((
-                        resp,
+                        resp.map(UpstreamBody::Hyper),
                         Lease {
                             conn: Conn::Http2(stream),
                             _load: None,
@@ -334,6 +399,87 @@ impl Endpoint {
         }
     }
 
+    /// Sends `req` (which must be [`direct::eligible`]) from this task, on a pooled or new
+    /// connection.
+    async fn send_direct(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
+        let mut fresh = false;
+        loop {
+            let (mut conn, reused) = match self.checkout_direct(fresh).await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        unsent: Some(req),
+                    });
+                }
+            };
+            match direct::exchange(&mut conn, &req).await {
+                Ok(head) => {
+                    let checkin = Checkin {
+                        endpoint: self.clone(),
+                        _slot: slot,
+                    };
+                    let body = direct::Body::new(conn, &head, checkin);
+                    let resp = Response::from_parts(head.parts, UpstreamBody::Direct(body));
+                    return Ok((
+                        resp,
+                        Lease {
+                            conn: Conn::Direct,
+                            _load: None,
+                        },
+                    ));
+                }
+                // A pooled connection the app closed just as it was reused fails before a
+                // response byte arrives: that is the pool's race, not a failure. Once, on a new
+                // connection, send again what the app cannot have seen, or what is safe to
+                // send twice.
+                Err(failed)
+                    if reused
+                        && !fresh
+                        && !failed.received
+                        && (!failed.written || crate::retry::is_idempotent(req.method())) =>
+                {
+                    debug!(addr = %self.key.addr, error = %failed.error, "pooled connection closed; retrying on a new one");
+                    fresh = true;
+                }
+                Err(failed) => {
+                    return Err(SendError {
+                        error: ProxyError::Upstream(failed.error.into()),
+                        unsent: (!failed.written).then_some(req),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A connection for a direct exchange: the most recently used idle one still open unless
+    /// `fresh`, else a new one. Also says whether it was reused.
+    async fn checkout_direct(&self, fresh: bool) -> Result<(direct::Conn, bool), ProxyError> {
+        if !fresh {
+            loop {
+                let idle = self
+                    .state
+                    .lock()
+                    .expect("pool lock poisoned")
+                    .direct
+                    .pop_back();
+                let Some(Idle { conn, .. }) = idle else {
+                    break;
+                };
+                if conn.is_usable() {
+                    return Ok((conn, true));
+                }
+            }
+        }
+        // Opening a connection is the rare path: boxed, so every request's future stays small.
+        let io = Box::pin(self.connect()).await?;
+        Ok((direct::Conn::new(io), false))
+    }
+
     /// An HTTP/1 connection: the most recently used idle one unless `fresh`, else a new one.
     /// Also says whether it was reused.
     async fn checkout_h1(
@@ -348,7 +494,7 @@ impl Endpoint {
                     .expect("pool lock poisoned")
                     .idle
                     .pop_back();
-                let Some(Idle { mut tx, .. }) = idle else {
+                let Some(Idle { conn: mut tx, .. }) = idle else {
                     break;
                 };
                 // A connection whose response just ended may need a moment to become ready; one the
