@@ -29,6 +29,13 @@ use crate::access_log::{AccessLog, Entry};
 use crate::endpoint::Lease;
 use crate::metrics::RouteMetrics;
 
+/// A client's request body as the server hands it over: hyper's, or none at all (the proxy's own
+/// HTTP/1 loop serves only requests without a body).
+pub enum ClientBody {
+    Hyper(Incoming),
+    Empty,
+}
+
 /// A client's request body.
 pub enum RequestBody {
     /// Forwarded as it arrives, after `prefix` (what buffering read before giving up); `counted`
@@ -47,6 +54,14 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
+    /// No body.
+    pub fn empty() -> Self {
+        RequestBody::Buffered {
+            data: None,
+            trailers: None,
+        }
+    }
+
     /// Streams `inner`; when it has a body, also returns a receiver that completes once the last
     /// frame has been handed to the endpoint (or the body failed).
     pub fn stream(inner: Incoming) -> (Self, Option<oneshot::Receiver<()>>) {

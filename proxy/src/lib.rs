@@ -34,5 +34,6 @@ pub mod retry;
 pub mod route;
 mod run;
 pub mod snapshot;
+pub mod wire;
 
 pub use run::run;

@@ -410,3 +410,82 @@ async fn ipv6_listeners_endpoints_and_forwarded_addresses() {
         "::1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_carries_on_through_a_request_with_a_body_and_back_to_plain_ones() {
+    // Plain requests are served by the proxy's own loop; the first with a body hands the
+    // connection to hyper, which must carry on from exactly where the loop stopped.
+    let app = Puma::start(puma::ECHO).await;
+    let proxy = Proxy::inbound_to(app.addr()).await;
+    let mut conn = Conn::connect(proxy.inbound()).await;
+
+    conn.send("GET /one HTTP/1.1\r\nHost: app\r\n\r\n").await;
+    let one = conn.read_response().await;
+    assert_eq!((one.status, one.json()["path"].as_str()), (200, Some("/one")));
+    assert!(one.header("date").is_some(), "no Date header");
+    assert_eq!(one.header("content-length"), Some(&*one.body.len().to_string()));
+
+    // A POST with its body and a GET pipelined behind it, in one write.
+    conn.send(
+        "POST /two HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\n\r\nhello\
+         GET /three HTTP/1.1\r\nHost: app\r\n\r\n",
+    )
+    .await;
+    let two = conn.read_response().await;
+    assert_eq!(two.json()["path"], "/two");
+    assert_eq!(two.json()["body"], "hello");
+    let three = conn.read_response().await;
+    assert_eq!(three.json()["path"], "/three");
+
+    // `Content-Length: 0` is no body: still the plain path, and the app sees the length.
+    conn.send("PUT /four HTTP/1.1\r\nHost: app\r\nContent-Length: 0\r\n\r\n")
+        .await;
+    let four = conn.read_response().await;
+    assert_eq!(four.json()["method"], "PUT");
+    assert_eq!(four.json()["headers"]["CONTENT_LENGTH"], "0");
+    assert_eq!(
+        one.json()["peer_port"], four.json()["peer_port"],
+        "the proxy opened another connection to the app"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_keep_alive_connection_closes_a_header_timeout_after_its_last_request() {
+    let app = Puma::start(puma::ECHO).await;
+    let proxy = Proxy::start(&format!(
+        "
+        proxy:
+          inbound:
+            listen: $INBOUND
+            app: {}
+            headerTimeout: 1s
+          admin:
+            listen: $ADMIN
+        services: []
+        ",
+        app.addr()
+    ))
+    .await;
+    let mut conn = Conn::connect(proxy.inbound()).await;
+    // Requests 600 ms apart keep the connection open past its first second...
+    for _ in 0..3 {
+        conn.send("GET / HTTP/1.1\r\nHost: app\r\n\r\n").await;
+        assert_eq!(conn.read_response().await.status, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    }
+    conn.send("GET / HTTP/1.1\r\nHost: app\r\n\r\n").await;
+    assert_eq!(conn.read_response().await.status, 200);
+    let last = std::time::Instant::now();
+    // ...and once idle it is closed about a second after the last answer.
+    assert!(
+        conn.is_closed_within(std::time::Duration::from_secs(5))
+            .await,
+        "the idle connection stayed open"
+    );
+    let idle = last.elapsed();
+    assert!(
+        (std::time::Duration::from_millis(900)..std::time::Duration::from_millis(2500))
+            .contains(&idle),
+        "closed {idle:?} after the last answer, expected about the 1 s headerTimeout"
+    );
+}

@@ -38,11 +38,10 @@ use tokio::net::TcpStream;
 
 use super::Checkin;
 use crate::body::RequestBody;
+use crate::wire::{self, MAX_HEADERS, Span};
 
 /// Bytes a response head may take.
 const MAX_HEAD: usize = 64 * 1024;
-/// Headers a response may carry (hyper's client allows as many).
-const MAX_HEADERS: usize = 100;
 /// A chunk-size line, extensions included, longer than this is refused.
 const MAX_CHUNK_LINE: usize = 4096;
 /// A trailer section longer than this is refused.
@@ -220,10 +219,7 @@ fn encode_head(req: &Request<RequestBody>, body_len: usize, out: &mut BytesMut) 
             had_length = true;
             continue;
         }
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+        wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     let method = req.method();
     if body_len > 0
@@ -232,9 +228,7 @@ fn encode_head(req: &Request<RequestBody>, body_len: usize, out: &mut BytesMut) 
         || *method == Method::PUT
         || *method == Method::PATCH
     {
-        out.put_slice(b"content-length: ");
-        out.put_slice(itoa::Buffer::new().format(body_len).as_bytes());
-        out.put_slice(b"\r\n");
+        wire::put_content_length(out, body_len as u64);
     }
     out.put_slice(b"\r\n");
 }
@@ -299,11 +293,8 @@ impl Framers {
             let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
             self.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
+            self.close |= wire::lists(value, b"close");
+            self.keep_alive |= wire::lists(value, b"keep-alive");
         }
         Ok(())
     }
@@ -315,10 +306,6 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
     }
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
-
-/// Where one header's name and value lie in the head: start and end of each. (`u32`s keep the
-/// array small enough to be cleared without a string instruction.)
-type Span = [u32; 4];
 
 /// Parses a response head at the front of `buf`, taking it out of `buf` once complete.
 fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
@@ -333,20 +320,10 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
             httparse::Status::Complete(len) => len,
             httparse::Status::Partial => return Ok(Parsed::Partial),
         };
-        let base = buf.as_ptr() as usize;
-        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+        for h in resp.headers.iter() {
             framers.see(h.name.as_bytes(), h.value)?;
-            // A head is at most MAX_HEAD + READ_SIZE bytes: every offset fits.
-            let offset = |p: *const u8| (p as usize - base) as u32;
-            let name = offset(h.name.as_ptr());
-            let value = offset(h.value.as_ptr());
-            *span = [
-                name,
-                name + h.name.len() as u32,
-                value,
-                value + h.value.len() as u32,
-            ];
         }
+        wire::record_spans(buf, resp.headers, &mut spans);
         let code = resp.code.ok_or(Error::Invalid("no status"))?;
         (len, code, resp.version.unwrap_or(1), resp.headers.len())
     };
@@ -358,14 +335,8 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
         return Ok(Parsed::Interim);
     }
     let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("bad status"))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for &[n0, n1, v0, v1] in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
-            .map_err(|_| Error::Invalid("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
-            .map_err(|_| Error::Invalid("bad header value"))?;
-        headers.append(name, value);
-    }
+    let headers =
+        wire::header_map(&head, &spans[..count]).ok_or(Error::Invalid("bad header"))?;
     let no_body =
         head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if no_body {

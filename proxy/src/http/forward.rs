@@ -11,14 +11,13 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
 use super::ConnCtx;
 use super::headers::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
 use crate::access_log::{AccessLog, Entry};
-use crate::body::{RequestBody, ResponseBody, Timing};
+use crate::body::{ClientBody, RequestBody, ResponseBody, Timing};
 use crate::endpoint::{self, Wire};
 use crate::errors::ProxyError;
 use crate::listen::Direction;
@@ -35,7 +34,7 @@ const EGRESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Proxies one request. Every outcome is counted on its route's metrics (or, for a request the
 /// proxy could not route, on the `unknown` route), and every failure becomes its response here.
 pub async fn forward(
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     snapshot: &Snapshot,
     ctx: &ConnCtx,
 ) -> Response<ResponseBody> {
@@ -101,7 +100,7 @@ fn new_request_id() -> HeaderValue {
 }
 
 /// The access-log entry of `req`, to be completed as it is proxied.
-fn entry(req: &Request<Incoming>, format: AccessLogFormat, ctx: &ConnCtx) -> Entry {
+fn entry(req: &Request<ClientBody>, format: AccessLogFormat, ctx: &ConnCtx) -> Entry {
     let headers = req.headers();
     Entry {
         format,
@@ -131,7 +130,7 @@ fn entry(req: &Request<Incoming>, format: AccessLogFormat, ctx: &ConnCtx) -> Ent
 }
 
 async fn proxy<'s>(
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     snapshot: &'s Snapshot,
     ctx: &ConnCtx,
     started: Instant,
@@ -189,12 +188,13 @@ async fn proxy<'s>(
         (None, Some(_)) => Some(herd_config::RetryPolicy::default().buffer_limit),
         (None, None) => None,
     };
-    let (mut body, body_ended) = match buffer_limit.filter(|_| replayable) {
+    let (mut body, body_ended) = match (body, buffer_limit.filter(|_| replayable)) {
+        (ClientBody::Empty, _) => (RequestBody::empty(), None),
         // Buffering is the rarer path: boxed, so every request's future does not carry it.
-        Some(limit) => Box::pin(RequestBody::buffer(body, limit))
+        (ClientBody::Hyper(body), Some(limit)) => Box::pin(RequestBody::buffer(body, limit))
             .await
             .map_err(ProxyError::ClientBody)?,
-        None => RequestBody::stream(body),
+        (ClientBody::Hyper(body), None) => RequestBody::stream(body),
     };
     if let Some((_, entry)) = log.as_ref() {
         body.count_into(entry.bytes_in.clone());
@@ -320,7 +320,7 @@ fn for_wire(mut req: Request<RequestBody>, wire: Wire) -> Result<Request<Request
 /// `CONNECT host:port`: connect (to a mesh service's endpoint when the authority names one,
 /// else to the named host), answer 200, then carry bytes both ways.
 async fn connect_tunnel(
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     snapshot: &Snapshot,
     ctx: &ConnCtx,
 ) -> Result<Response<ResponseBody>, ProxyError> {
