@@ -29,13 +29,6 @@ use crate::access_log::{AccessLog, Entry};
 use crate::endpoint::Lease;
 use crate::metrics::RouteMetrics;
 
-/// A client's request body as the server hands it over: hyper's, or none at all (the proxy's own
-/// HTTP/1 loop serves only requests without a body).
-pub enum ClientBody {
-    Hyper(Incoming),
-    Empty,
-}
-
 /// A client's request body.
 pub enum RequestBody {
     /// Forwarded as it arrives, after `prefix` (what buffering read before giving up); `counted`
@@ -54,14 +47,6 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
-    /// No body.
-    pub fn empty() -> Self {
-        RequestBody::Buffered {
-            data: None,
-            trailers: None,
-        }
-    }
-
     /// Streams `inner`; when it has a body, also returns a receiver that completes once the last
     /// frame has been handed to the endpoint (or the body failed).
     pub fn stream(inner: Incoming) -> (Self, Option<oneshot::Receiver<()>>) {
@@ -250,14 +235,15 @@ impl Body for RequestBody {
 pub struct Timing {
     metrics: Arc<RouteMetrics>,
     started: Instant,
-    log: Option<(AccessLog, Entry)>,
+    /// Boxed: an entry is ~400 bytes, which every move of a response would copy.
+    log: Option<(AccessLog, Box<Entry>)>,
 }
 
 impl Timing {
     pub fn new(
         metrics: Arc<RouteMetrics>,
         started: Instant,
-        log: Option<(AccessLog, Entry)>,
+        log: Option<(AccessLog, Box<Entry>)>,
     ) -> Self {
         Timing {
             metrics,
@@ -279,7 +265,7 @@ impl Drop for Timing {
         self.metrics.duration.observe(elapsed.as_secs_f64());
         if let Some((log, mut entry)) = self.log.take() {
             entry.duration = elapsed;
-            log.log(entry);
+            log.log(*entry);
         }
     }
 }

@@ -1,11 +1,9 @@
-//! HTTP/1 heads on the wire, for the two places the proxy reads and writes them itself: the
-//! server loop ([`crate::http`]'s `h1`) and the direct client ([`crate::endpoint::direct`]).
+//! HTTP/1 heads on the wire, where the proxy reads and writes them itself rather than through
+//! hyper: the direct client ([`crate::endpoint::direct`]).
 //!
 //! httparse finds a head's parts; these helpers turn them into `http` types without copying:
 //! each header value is a slice of the head's own bytes (as hyper does), so a head costs one
 //! buffer however many headers it has.
-
-use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -33,10 +31,11 @@ pub fn record_spans(base: &[u8], headers: &[httparse::Header<'_>], spans: &mut [
     }
 }
 
-/// The headers at `spans` of `head`, values sharing its bytes. `None` when a name or value is
-/// not valid in `http`'s terms.
-pub fn header_map(head: &Bytes, spans: &[Span]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+/// The headers at `spans` of `head`, values sharing its bytes, with room for `room` more (those
+/// the proxy adds: growing a map rehashes it). `None` when a name or value is not valid in
+/// `http`'s terms.
+pub fn header_map(head: &Bytes, spans: &[Span], room: usize) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + room);
     for &[n0, n1, v0, v1] in spans {
         let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize)).ok()?;
@@ -69,28 +68,6 @@ pub fn lists(value: &[u8], token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
-/// The `Date` header's value, formatted at most once a second (as hyper's server does).
-#[derive(Default)]
-pub struct DateCache {
-    second: u64,
-    value: Option<HeaderValue>,
-}
-
-impl DateCache {
-    pub fn now(&mut self) -> &HeaderValue {
-        let now = SystemTime::now();
-        let second = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if self.value.is_none() || second != self.second {
-            self.second = second;
-            let text = httpdate::fmt_http_date(now);
-            self.value = Some(HeaderValue::from_str(&text).expect("an HTTP date is a valid value"));
-        }
-        self.value.as_ref().expect("set above")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,7 +81,7 @@ mod tests {
         let mut spans = [[0; 4]; 8];
         record_spans(text, req.headers, &mut spans);
         let head = Bytes::from_static(&text[..len]);
-        let map = header_map(&head, &spans[..req.headers.len()]).unwrap();
+        let map = header_map(&head, &spans[..req.headers.len()], 0).unwrap();
         assert_eq!(map["host"], "web");
         let a: Vec<_> = map.get_all("x-a").iter().collect();
         assert_eq!(a, ["1", "2"]);
@@ -114,12 +91,5 @@ mod tests {
     fn lists_finds_tokens() {
         assert!(lists(b"keep-alive, Close", b"close"));
         assert!(!lists(b"closed", b"close"));
-    }
-
-    #[test]
-    fn the_date_is_an_http_date() {
-        let mut cache = DateCache::default();
-        let date = cache.now().clone();
-        assert!(httpdate::parse_http_date(date.to_str().unwrap()).is_ok());
     }
 }

@@ -413,17 +413,24 @@ async fn ipv6_listeners_endpoints_and_forwarded_addresses() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_carries_on_through_a_request_with_a_body_and_back_to_plain_ones() {
-    // Plain requests are served by the proxy's own loop; the first with a body hands the
-    // connection to hyper, which must carry on from exactly where the loop stopped.
+    // Requests without a body go to the app on the proxy's own pooled sockets (the direct
+    // client), requests with one through hyper's client: one client connection carries both
+    // kinds in any order, and the plain ones keep reusing one connection to the app.
     let app = Puma::start(puma::ECHO).await;
     let proxy = Proxy::inbound_to(app.addr()).await;
     let mut conn = Conn::connect(proxy.inbound()).await;
 
     conn.send("GET /one HTTP/1.1\r\nHost: app\r\n\r\n").await;
     let one = conn.read_response().await;
-    assert_eq!((one.status, one.json()["path"].as_str()), (200, Some("/one")));
+    assert_eq!(
+        (one.status, one.json()["path"].as_str()),
+        (200, Some("/one"))
+    );
     assert!(one.header("date").is_some(), "no Date header");
-    assert_eq!(one.header("content-length"), Some(&*one.body.len().to_string()));
+    assert_eq!(
+        one.header("content-length"),
+        Some(&*one.body.len().to_string())
+    );
 
     // A POST with its body and a GET pipelined behind it, in one write.
     conn.send(
@@ -444,7 +451,8 @@ async fn a_connection_carries_on_through_a_request_with_a_body_and_back_to_plain
     assert_eq!(four.json()["method"], "PUT");
     assert_eq!(four.json()["headers"]["CONTENT_LENGTH"], "0");
     assert_eq!(
-        one.json()["peer_port"], four.json()["peer_port"],
+        one.json()["peer_port"],
+        four.json()["peer_port"],
         "the proxy opened another connection to the app"
     );
 }

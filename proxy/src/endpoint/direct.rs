@@ -336,7 +336,8 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
     }
     let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("bad status"))?;
     let headers =
-        wire::header_map(&head, &spans[..count]).ok_or(Error::Invalid("bad header"))?;
+        // Room for the `connection: close` a drain adds.
+        wire::header_map(&head, &spans[..count], 1).ok_or(Error::Invalid("bad header"))?;
     let no_body =
         head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if no_body {

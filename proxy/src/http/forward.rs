@@ -11,13 +11,14 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
 use super::ConnCtx;
 use super::headers::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
 use crate::access_log::{AccessLog, Entry};
-use crate::body::{ClientBody, RequestBody, ResponseBody, Timing};
+use crate::body::{RequestBody, ResponseBody, Timing};
 use crate::endpoint::{self, Wire};
 use crate::errors::ProxyError;
 use crate::listen::Direction;
@@ -34,7 +35,7 @@ const EGRESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Proxies one request. Every outcome is counted on its route's metrics (or, for a request the
 /// proxy could not route, on the `unknown` route), and every failure becomes its response here.
 pub async fn forward(
-    mut req: Request<ClientBody>,
+    mut req: Request<Incoming>,
     snapshot: &Snapshot,
     ctx: &ConnCtx,
 ) -> Response<ResponseBody> {
@@ -47,7 +48,7 @@ pub async fn forward(
     let mut log = ctx
         .access_log
         .as_ref()
-        .map(|(log, format)| (log.clone(), entry(&req, *format, ctx)));
+        .map(|(log, format)| (log.clone(), Box::new(entry(&req, *format, ctx))));
     let mut counted = None;
     let mut trace = Trace::default();
     match proxy(
@@ -80,7 +81,7 @@ pub async fn forward(
                 entry.endpoint = trace.endpoint;
                 entry.attempts = trace.attempts;
                 entry.error = Some(error.to_string());
-                log.log(entry);
+                log.log(*entry);
             }
             resp
         }
@@ -100,7 +101,7 @@ fn new_request_id() -> HeaderValue {
 }
 
 /// The access-log entry of `req`, to be completed as it is proxied.
-fn entry(req: &Request<ClientBody>, format: AccessLogFormat, ctx: &ConnCtx) -> Entry {
+fn entry(req: &Request<Incoming>, format: AccessLogFormat, ctx: &ConnCtx) -> Entry {
     let headers = req.headers();
     Entry {
         format,
@@ -130,13 +131,13 @@ fn entry(req: &Request<ClientBody>, format: AccessLogFormat, ctx: &ConnCtx) -> E
 }
 
 async fn proxy<'s>(
-    mut req: Request<ClientBody>,
+    mut req: Request<Incoming>,
     snapshot: &'s Snapshot,
     ctx: &ConnCtx,
     started: Instant,
     counted: &mut Option<&'s Arc<RouteMetrics>>,
     trace: &mut Trace,
-    log: &mut Option<(AccessLog, Entry)>,
+    log: &mut Option<(AccessLog, Box<Entry>)>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // route: which service, then which of its routes.
     let service: &Arc<ServiceTarget> = match ctx.direction {
@@ -188,13 +189,12 @@ async fn proxy<'s>(
         (None, Some(_)) => Some(herd_config::RetryPolicy::default().buffer_limit),
         (None, None) => None,
     };
-    let (mut body, body_ended) = match (body, buffer_limit.filter(|_| replayable)) {
-        (ClientBody::Empty, _) => (RequestBody::empty(), None),
+    let (mut body, body_ended) = match buffer_limit.filter(|_| replayable) {
         // Buffering is the rarer path: boxed, so every request's future does not carry it.
-        (ClientBody::Hyper(body), Some(limit)) => Box::pin(RequestBody::buffer(body, limit))
+        Some(limit) => Box::pin(RequestBody::buffer(body, limit))
             .await
             .map_err(ProxyError::ClientBody)?,
-        (ClientBody::Hyper(body), None) => RequestBody::stream(body),
+        None => RequestBody::stream(body),
     };
     if let Some((_, entry)) = log.as_ref() {
         body.count_into(entry.bytes_in.clone());
@@ -320,7 +320,7 @@ fn for_wire(mut req: Request<RequestBody>, wire: Wire) -> Result<Request<Request
 /// `CONNECT host:port`: connect (to a mesh service's endpoint when the authority names one,
 /// else to the named host), answer 200, then carry bytes both ways.
 async fn connect_tunnel(
-    mut req: Request<ClientBody>,
+    mut req: Request<Incoming>,
     snapshot: &Snapshot,
     ctx: &ConnCtx,
 ) -> Result<Response<ResponseBody>, ProxyError> {

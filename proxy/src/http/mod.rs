@@ -10,7 +10,6 @@
 
 mod forward;
 mod framing;
-mod h1;
 pub mod headers;
 
 use std::cell::{Cell, RefCell};
@@ -30,7 +29,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use crate::access_log::AccessLog;
-use crate::body::{ClientBody, ResponseBody};
+use crate::body::ResponseBody;
 use crate::drain::Drain;
 use crate::errors::ProxyError;
 use crate::listen::Direction;
@@ -112,9 +111,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         }
         let snapshot = self.snapshot();
         let ctx = self.ctx.clone();
-        Box::pin(async move {
-            Ok(forward::forward(req.map(ClientBody::Hyper), &snapshot, &ctx).await)
-        })
+        Box::pin(async move { Ok(forward::forward(req, &snapshot, &ctx).await) })
     }
 }
 
@@ -133,7 +130,7 @@ pub async fn serve<I>(
         // every HTTP/1 connection does not reserve room for it.
         Box::pin(serve_h2(io, settings, service, drain)).await;
     } else {
-        h1::serve(io, settings, service, drain).await;
+        serve_h1(io, settings, service, drain).await;
     }
 }
 
@@ -162,8 +159,7 @@ where
     }
 }
 
-/// Serves an HTTP/1 connection with hyper: what [`h1`] hands over.
-async fn serve_hyper_h1<I>(io: I, settings: &Downstream, mut service: ConnService, drain: &Drain)
+async fn serve_h1<I>(io: I, settings: &Downstream, mut service: ConnService, drain: &Drain)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
