@@ -15,20 +15,18 @@ pub const MAX_HEADERS: usize = 100;
 /// array of [`MAX_HEADERS`] small enough to be cleared cheaply; a head is far below 4 GiB.)
 pub type Span = [u32; 4];
 
-/// Records where each of `headers` lies in `base`, the buffer httparse parsed them from.
-pub fn record_spans(base: &[u8], headers: &[httparse::Header<'_>], spans: &mut [Span]) {
+/// Where `h` lies in `base`, the buffer httparse parsed it from.
+pub fn span(base: &[u8], h: &httparse::Header<'_>) -> Span {
     let start = base.as_ptr() as usize;
     let offset = |p: *const u8| (p as usize - start) as u32;
-    for (span, h) in spans.iter_mut().zip(headers) {
-        let name = offset(h.name.as_ptr());
-        let value = offset(h.value.as_ptr());
-        *span = [
-            name,
-            name + h.name.len() as u32,
-            value,
-            value + h.value.len() as u32,
-        ];
-    }
+    let name = offset(h.name.as_ptr());
+    let value = offset(h.value.as_ptr());
+    [
+        name,
+        name + h.name.len() as u32,
+        value,
+        value + h.value.len() as u32,
+    ]
 }
 
 /// The headers at `spans` of `head`, values sharing its bytes, with room for `room` more (those
@@ -78,10 +76,9 @@ mod tests {
         let mut slots = [httparse::EMPTY_HEADER; 8];
         let mut req = httparse::Request::new(&mut slots);
         let len = req.parse(text).unwrap().unwrap();
-        let mut spans = [[0; 4]; 8];
-        record_spans(text, req.headers, &mut spans);
+        let spans: Vec<Span> = req.headers.iter().map(|h| span(text, h)).collect();
         let head = Bytes::from_static(&text[..len]);
-        let map = header_map(&head, &spans[..req.headers.len()], 0).unwrap();
+        let map = header_map(&head, &spans, 0).unwrap();
         assert_eq!(map["host"], "web");
         let a: Vec<_> = map.get_all("x-a").iter().collect();
         assert_eq!(a, ["1", "2"]);

@@ -278,7 +278,11 @@ struct Framers {
 }
 
 impl Framers {
-    fn see(&mut self, name: &[u8], value: &[u8]) -> Result<(), Error> {
+    /// Notes what `name: value` says; false when the header is hop-by-hop and need not be kept.
+    /// (The forward stage would strip it anyway; dropped here, it is neither added to the map
+    /// nor removed from it. A `Connection` naming other headers stays, for the forward stage to
+    /// strip those.)
+    fn see(&mut self, name: &[u8], value: &[u8]) -> Result<bool, Error> {
         if name.eq_ignore_ascii_case(b"content-length") {
             for part in value.split(|b| *b == b',') {
                 let n =
@@ -292,11 +296,28 @@ impl Framers {
             self.transfer_encoding = true;
             let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
             self.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            return Ok(false);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            self.close |= wire::lists(value, b"close");
-            self.keep_alive |= wire::lists(value, b"keep-alive");
+            let mut only_ours = true;
+            for token in value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if !token.is_empty() {
+                    only_ours = false;
+                }
+            }
+            return Ok(!only_ours);
+        } else if name.eq_ignore_ascii_case(b"keep-alive")
+            || name.eq_ignore_ascii_case(b"proxy-connection")
+            || name.eq_ignore_ascii_case(b"te")
+            || name.eq_ignore_ascii_case(b"upgrade")
+        {
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -320,12 +341,15 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
             httparse::Status::Complete(len) => len,
             httparse::Status::Partial => return Ok(Parsed::Partial),
         };
+        let mut count = 0;
         for h in resp.headers.iter() {
-            framers.see(h.name.as_bytes(), h.value)?;
+            if framers.see(h.name.as_bytes(), h.value)? {
+                spans[count] = wire::span(buf, h);
+                count += 1;
+            }
         }
-        wire::record_spans(buf, resp.headers, &mut spans);
         let code = resp.code.ok_or(Error::Invalid("no status"))?;
-        (len, code, resp.version.unwrap_or(1), resp.headers.len())
+        (len, code, resp.version.unwrap_or(1), count)
     };
     let head = buf.split_to(len).freeze();
     if (100..200).contains(&code) {

@@ -364,3 +364,23 @@ async fn a_connection_closed_before_any_response_says_so() {
     assert!(matches!(failed.error, Error::Closed));
     assert!(failed.written && !failed.received);
 }
+
+#[test]
+fn hop_by_hop_headers_are_left_out_of_the_map() {
+    let h = head_of(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-App: 1\r\n\r\n",
+        false,
+    )
+    .unwrap();
+    let names: Vec<_> = h.parts.headers.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["x-app"]);
+    assert!(h.keep_alive);
+    // A Connection header naming another header stays, so the forward stage strips that one.
+    let h = head_of(
+        b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nContent-Length: 0\r\n\r\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(h.parts.headers["connection"], "close, X-Secret");
+    assert!(!h.keep_alive);
+}
