@@ -497,3 +497,35 @@ async fn an_idle_keep_alive_connection_closes_a_header_timeout_after_its_last_re
         "closed {idle:?} after the last answer, expected about the 1 s headerTimeout"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_framed_two_ways_becomes_a_502_and_the_proxy_carries_on() {
+    // An app answering with two different lengths: which bytes are the body cannot be known, so
+    // the proxy must not guess (response splitting); it answers 502 itself.
+    let app = server::tcp(|mut stream| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 4096];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+        let answer: &[u8] = if seen.starts_with(b"GET /bad ") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        };
+        let _ = stream.write_all(answer).await;
+    })
+    .await;
+    let proxy = Proxy::inbound_to(app.addr()).await;
+
+    let bad = curl().get(proxy.inbound_url("/bad")).await;
+    assert_eq!(bad.status(), 502, "{}", bad.text());
+    let why = bad.header("herd-proxy-error").unwrap_or_default();
+    assert!(why.contains("conflicting content-length"), "{why}");
+    let good = curl().get(proxy.inbound_url("/good")).await;
+    assert_eq!((good.status(), good.text().as_str()), (200, "ok"));
+}
