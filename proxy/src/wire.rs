@@ -59,13 +59,6 @@ pub fn put_content_length(out: &mut BytesMut, n: u64) {
     );
 }
 
-/// Whether a comma-separated header value lists `token` (ASCII case-insensitive).
-pub fn lists(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,11 +75,5 @@ mod tests {
         assert_eq!(map["host"], "web");
         let a: Vec<_> = map.get_all("x-a").iter().collect();
         assert_eq!(a, ["1", "2"]);
-    }
-
-    #[test]
-    fn lists_finds_tokens() {
-        assert!(lists(b"keep-alive, Close", b"close"));
-        assert!(!lists(b"closed", b"close"));
     }
 }

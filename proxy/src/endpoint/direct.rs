@@ -154,30 +154,24 @@ pub async fn exchange(conn: &mut Conn, req: &Request<RequestBody>) -> Result<Hea
     };
     let mut out = BytesMut::with_capacity(256 + data.map_or(0, |d| d.len().min(COALESCE)));
     encode_head(req, data.map_or(0, Bytes::len), &mut out);
-    let mut written = false;
-    let fail = |error: io::Error, written: bool| Failed {
-        error: error.into(),
-        written,
-        received: false,
-    };
-    match data {
+    // A small body goes with the head, in one write; a larger one follows it.
+    let rest: &[u8] = match data {
         Some(data) if data.len() <= COALESCE => {
             out.extend_from_slice(data);
-            write_all(&mut conn.io, &out, &mut written)
-                .await
-                .map_err(|e| fail(e, written))?;
+            &[]
         }
-        Some(data) => {
-            write_all(&mut conn.io, &out, &mut written)
-                .await
-                .map_err(|e| fail(e, written))?;
-            write_all(&mut conn.io, data, &mut written)
-                .await
-                .map_err(|e| fail(e, written))?;
-        }
-        None => write_all(&mut conn.io, &out, &mut written)
+        Some(data) => data,
+        None => &[],
+    };
+    let mut written = false;
+    for part in [&out[..], rest] {
+        write_all(&mut conn.io, part, &mut written)
             .await
-            .map_err(|e| fail(e, written))?,
+            .map_err(|error| Failed {
+                error: error.into(),
+                written,
+                received: false,
+            })?;
     }
     let head_request = req.method() == Method::HEAD;
     read_head(conn, head_request)

@@ -101,6 +101,16 @@ pub struct SendError {
     pub unsent: Option<Request<RequestBody>>,
 }
 
+impl SendError {
+    /// A request that failed before any of it was written.
+    fn unsent(error: ProxyError, req: Request<RequestBody>) -> Self {
+        SendError {
+            error,
+            unsent: Some(req),
+        }
+    }
+}
+
 /// Every HTTP/1 connection slot of the endpoint is busy.
 #[derive(Debug)]
 pub struct AllBusy;
@@ -129,6 +139,10 @@ enum Conn {
 }
 
 impl Lease {
+    fn of(conn: Conn) -> Self {
+        Lease { conn, _load: None }
+    }
+
     /// The body ended cleanly: hyper's HTTP/1 connection goes back to its pool.
     pub fn finish(self) {
         if let Conn::Http1(checkin, tx) = self.conn {
@@ -332,12 +346,7 @@ impl Endpoint {
                 loop {
                     let (mut tx, reused) = match self.checkout_h1(fresh).await {
                         Ok(conn) => conn,
-                        Err(error) => {
-                            return Err(SendError {
-                                error,
-                                unsent: Some(req),
-                            });
-                        }
+                        Err(error) => return Err(SendError::unsent(error, req)),
                     };
                     match tx.try_send_request(req).await {
                         Ok(resp) => {
@@ -347,10 +356,7 @@ impl Endpoint {
                             };
                             return Ok((
                                 resp.map(UpstreamBody::Hyper),
-                                Lease {
-                                    conn: Conn::Http1(checkin, tx),
-                                    _load: None,
-                                },
+                                Lease::of(Conn::Http1(checkin, tx)),
                             ));
                         }
                         Err(mut e) => match e.take_message() {
@@ -372,20 +378,12 @@ impl Endpoint {
             Wire::Http2 => {
                 let (mut tx, stream) = match self.checkout_h2().await {
                     Ok(conn) => conn,
-                    Err(error) => {
-                        return Err(SendError {
-                            error,
-                            unsent: Some(req),
-                        });
-                    }
+                    Err(error) => return Err(SendError::unsent(error, req)),
                 };
                 match tx.try_send_request(req).await {
                     Ok(resp) => Ok((
                         resp.map(UpstreamBody::Hyper),
-                        Lease {
-                            conn: Conn::Http2(stream),
-                            _load: None,
-                        },
+                        Lease::of(Conn::Http2(stream)),
                     )),
                     Err(mut e) => {
                         let unsent = e.take_message();
@@ -410,12 +408,7 @@ impl Endpoint {
         loop {
             let (mut conn, reused) = match self.checkout_direct(fresh).await {
                 Ok(conn) => conn,
-                Err(error) => {
-                    return Err(SendError {
-                        error,
-                        unsent: Some(req),
-                    });
-                }
+                Err(error) => return Err(SendError::unsent(error, req)),
             };
             match direct::exchange(&mut conn, &req).await {
                 Ok(head) => {
@@ -425,13 +418,7 @@ impl Endpoint {
                     };
                     let body = direct::Body::new(conn, &head, checkin);
                     let resp = Response::from_parts(head.parts, UpstreamBody::Direct(body));
-                    return Ok((
-                        resp,
-                        Lease {
-                            conn: Conn::Direct,
-                            _load: None,
-                        },
-                    ));
+                    return Ok((resp, Lease::of(Conn::Direct)));
                 }
                 // A pooled connection the app closed just as it was reused fails before a
                 // response byte arrives: that is the pool's race, not a failure. Once, on a new
@@ -456,20 +443,17 @@ impl Endpoint {
         }
     }
 
+    /// The most recently used idle connection of `list`, taken out of the pool.
+    fn pop_idle<C>(&self, list: impl FnOnce(&mut State) -> &mut VecDeque<Idle<C>>) -> Option<C> {
+        let mut state = self.state.lock().expect("pool lock poisoned");
+        list(&mut state).pop_back().map(|idle| idle.conn)
+    }
+
     /// A connection for a direct exchange: the most recently used idle one still open unless
     /// `fresh`, else a new one. Also says whether it was reused.
     async fn checkout_direct(&self, fresh: bool) -> Result<(direct::Conn, bool), ProxyError> {
         if !fresh {
-            loop {
-                let idle = self
-                    .state
-                    .lock()
-                    .expect("pool lock poisoned")
-                    .direct
-                    .pop_back();
-                let Some(Idle { conn, .. }) = idle else {
-                    break;
-                };
+            while let Some(conn) = self.pop_idle(|state| &mut state.direct) {
                 if conn.is_usable() {
                     return Ok((conn, true));
                 }
@@ -487,16 +471,7 @@ impl Endpoint {
         fresh: bool,
     ) -> Result<(http1::SendRequest<RequestBody>, bool), ProxyError> {
         if !fresh {
-            loop {
-                let idle = self
-                    .state
-                    .lock()
-                    .expect("pool lock poisoned")
-                    .idle
-                    .pop_back();
-                let Some(Idle { conn: mut tx, .. }) = idle else {
-                    break;
-                };
+            while let Some(mut tx) = self.pop_idle(|state| &mut state.idle) {
                 // A connection whose response just ended may need a moment to become ready; one the
                 // app closed reports an error here and is dropped.
                 if tx.ready().await.is_ok() {
