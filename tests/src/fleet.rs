@@ -146,28 +146,31 @@ impl Builder {
                 let id = id.clone();
                 let state = state.clone();
                 let body = body.clone();
+                let number = state.received.fetch_add(1, Ordering::SeqCst) + 1;
+                let status = match fail_every {
+                    Some((n, failure)) if number.is_multiple_of(n) => {
+                        StatusCode::from_u16(failure).expect("checked at start")
+                    }
+                    _ => status,
+                };
+                // Written into the log when the handler's future ends, answered or dropped. Made
+                // as the request is handed over, not when the future first runs: hyper may drop
+                // the future unpolled when the client closed at once, and that request was
+                // counted and cancelled all the same.
+                let mut record = Record {
+                    state: state.clone(),
+                    seen: Some(Seen {
+                        method: req.method().to_string(),
+                        path: req.uri().path().to_owned(),
+                        headers: req.headers().clone(),
+                        bytes: 0,
+                        digest: Digest::default().value(),
+                        status: None,
+                        arrived: Instant::now(),
+                        ended: Instant::now(),
+                    }),
+                };
                 async move {
-                    let number = state.received.fetch_add(1, Ordering::SeqCst) + 1;
-                    let status = match fail_every {
-                        Some((n, failure)) if number.is_multiple_of(n) => {
-                            StatusCode::from_u16(failure).expect("checked at start")
-                        }
-                        _ => status,
-                    };
-                    // Written into the log when this future ends, answered or dropped.
-                    let mut record = Record {
-                        state: state.clone(),
-                        seen: Some(Seen {
-                            method: req.method().to_string(),
-                            path: req.uri().path().to_owned(),
-                            headers: req.headers().clone(),
-                            bytes: 0,
-                            digest: Digest::default().value(),
-                            status: None,
-                            arrived: Instant::now(),
-                            ended: Instant::now(),
-                        }),
-                    };
                     let hold = req
                         .uri()
                         .path()
