@@ -346,6 +346,9 @@ async fn request_smuggling_is_refused() {
         // Two different lengths.
         "POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 6\r\nContent-Length: 0\r\n\r\n\
          GET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n",
+        // Lines ended by bare line feeds, which hyper accepts too.
+        "POST / HTTP/1.1\nHost: app\nContent-Length: 6\ntransfer-encoding: chunked\n\n\
+         0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n",
     ];
     for request in smuggled {
         let mut conn = Conn::connect(proxy.inbound()).await;
@@ -362,6 +365,20 @@ async fn request_smuggling_is_refused() {
     let fine = curl().get(proxy.inbound_url("/")).await;
     assert_eq!(fine.status(), 200, "{}", fine.stderr);
     assert_eq!(app.requests(), 1);
+
+    // The guard follows a keep-alive connection past the requests before the attempt, whatever
+    // their line ends.
+    let mut conn = Conn::connect(proxy.inbound()).await;
+    conn.send(
+        "GET /first HTTP/1.1\nHost: app\n\n\
+         POST / HTTP/1.1\r\nHost: app\nContent-Length: 6\r\nTransfer-Encoding: chunked\n\r\n\
+         0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n",
+    )
+    .await;
+    assert_eq!(conn.read_response().await.status, 200);
+    assert_eq!(conn.read_response().await.status, 400);
+    assert!(conn.is_closed_within(herd_tests::TIMEOUT).await);
+    assert_eq!(app.requests(), 2, "only the first request reaches the app");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,12 +10,11 @@
 //! or by chunks) without copying bodies, and records which request, counted from 1, had both
 //! headers; the service answers that request 400 without forwarding it.
 //!
-//! The guard gives up (and leaves everything to hyper) on anything it cannot follow: a head
-//! hyper will refuse anyway, an upgrade or `CONNECT` (the bytes after it are not HTTP), or a
-//! malformed chunk.
+//! The guard gives up (and leaves everything to hyper) on anything it cannot follow: an upgrade
+//! or `CONNECT` (the bytes after it are not HTTP), a length it cannot read, or a malformed
+//! chunk. A head hyper refuses needs nothing from it: hyper answers 400 and closes.
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +22,6 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-/// Most request headers examined; hyper's own limit is 100.
-const MAX_HEADERS: usize = 128;
 
 /// Which request on the connection (counted from 1) had conflicting framing; 0 for none.
 #[derive(Debug, Default)]
@@ -98,47 +94,83 @@ enum Framing {
     Unknown,
 }
 
-fn framing_of(head: &[u8]) -> Framing {
-    // Uninitialized: hyper has parsed the same head, and writing 128 empty headers first would
-    // cost more than the parse.
-    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(head, &mut headers) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Framing::Unknown,
-    }
-    if req.method == Some("CONNECT") {
-        return Framing::Unknown;
-    }
+/// Where the head at the start of `bytes` ends (just past its blank line), searching for line
+/// ends from `from`: how a head read in pieces is found to be whole without reading it again
+/// with every piece. A line ends with CRLF or, as httparse (and so hyper) also accepts, a bare
+/// LF; the head is over at the first empty line.
+fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
+    memchr::memchr_iter(b'\n', &bytes[from..]).find_map(|at| {
+        let rest = &bytes[from + at + 1..];
+        if rest.first() == Some(&b'\n') {
+            Some(from + at + 2)
+        } else if rest.starts_with(b"\r\n") {
+            Some(from + at + 3)
+        } else {
+            None
+        }
+    })
+}
+
+/// The value of `line` if it is the header field `name` (lower case), which it is when the
+/// name, in any case, is followed at once by the colon: httparse, and so hyper, refuses white
+/// space before the colon, so a head hyper accepts names its fields exactly so.
+fn field<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    (line.len() > name.len()
+        && line[name.len()] == b':'
+        && line[..name.len()].eq_ignore_ascii_case(name))
+    .then(|| line[name.len() + 1..].trim_ascii())
+}
+
+/// Where the request head at the start of `bytes` ends (just past its blank line), and what it
+/// says about the body after it; `None` if the head does not end within `bytes`.
+///
+/// The head is read line by line, looking only at the lines that frame a body, in the one pass
+/// that finds its end: this runs on every request, and a full parse here cost as much again as
+/// the rest of the guard. A head hyper would refuse may be read wrongly, which does not matter:
+/// hyper answers it 400 and closes the connection. For every head hyper accepts, the lines are
+/// the fields it sees.
+fn scan(bytes: &[u8]) -> Option<(usize, Framing)> {
+    let mut start = 0;
     let mut length = None;
     let mut chunked = false;
     let mut te = false;
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            match std::str::from_utf8(h.value)
+    for end in memchr::memchr_iter(b'\n', bytes) {
+        let line = &bytes[start..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            let framing = match (te, length) {
+                (true, Some(_)) => Framing::Conflict,
+                (true, None) if chunked => Framing::Chunked,
+                (true, None) => Framing::Unknown,
+                (false, n) => Framing::Length(n.unwrap_or(0)),
+            };
+            return Some((end + 1, framing));
+        }
+        if start == 0 {
+            // The request line; methods are case-sensitive.
+            if line.starts_with(b"CONNECT ") {
+                return Some((end + 1, Framing::Unknown));
+            }
+        } else if let Some(value) = field(line, b"content-length") {
+            match std::str::from_utf8(value)
                 .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(|v| v.parse::<u64>().ok())
             {
                 Some(n) => length = Some(n),
-                None => return Framing::Unknown,
+                None => return Some((end + 1, Framing::Unknown)),
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if let Some(value) = field(line, b"transfer-encoding") {
             te = true;
-            chunked = h
-                .value
+            chunked = value
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("upgrade") {
-            return Framing::Unknown;
+        } else if field(line, b"upgrade").is_some() {
+            return Some((end + 1, Framing::Unknown));
         }
+        start = end + 1;
     }
-    match (te, length) {
-        (true, Some(_)) => Framing::Conflict,
-        (true, None) if chunked => Framing::Chunked,
-        (true, None) => Framing::Unknown,
-        (false, n) => Framing::Length(n.unwrap_or(0)),
-    }
+    None
 }
 
 /// The state after a request head framed as `framing`; a conflict is recorded against the
@@ -188,24 +220,24 @@ fn follow(
                     }
                     // The common case: the whole head arrived in one read, and is examined where
                     // it lies, without a copy.
-                    if let Some(end) = memchr::memmem::find(bytes, b"\r\n\r\n") {
-                        let end = end + 4;
-                        *state = next_state(framing_of(&bytes[..end]), requests, conflict);
+                    if let Some((end, framing)) = scan(bytes) {
+                        *state = next_state(framing, requests, conflict);
                         bytes = &bytes[end..];
                         continue;
                     }
                 }
-                let searched_from = head.len().saturating_sub(3);
+                // A line end read before may be followed by the blank line now.
+                let searched_from = head.len().saturating_sub(2);
                 head.extend_from_slice(bytes);
-                let Some(end) = memchr::memmem::find(&head[searched_from..], b"\r\n\r\n") else {
+                let Some(end) = head_end(head, searched_from) else {
                     if head.len() > max_head {
                         *state = State::Off;
                     }
                     return;
                 };
-                let end = searched_from + end + 4;
                 let consumed_before = head.len() - bytes.len();
-                *state = next_state(framing_of(&head[..end]), requests, conflict);
+                let framing = scan(&head[..end]).map_or(Framing::Unknown, |(_, f)| f);
+                *state = next_state(framing, requests, conflict);
                 bytes = &bytes[end - consumed_before..];
                 head.clear();
             }

@@ -65,7 +65,7 @@ fn gives_up_on_upgrades_connect_and_garbage() {
     for input in [
         &b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"[..],
         b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
-        b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ] {
         assert!(
@@ -74,4 +74,33 @@ fn gives_up_on_upgrades_connect_and_garbage() {
             String::from_utf8_lossy(input)
         );
     }
+}
+
+#[test]
+fn reads_heads_with_bare_line_feeds_as_hyper_does() {
+    let input = b"GET / HTTP/1.1\nHost: a\n\n\
+POST / HTTP/1.1\r\nHost: a\nTRANSFER-encoding: gzip, Chunked\r\ncontent-LENGTH:  6 \n\r\n0\r\n\r\n";
+    for (conflict, requests) in every_split(input) {
+        assert_eq!((conflict, requests), (2, 2));
+    }
+    let chunked = b"POST / HTTP/1.1\nTransfer-Encoding: gzip, chunked\n\n3\r\nabc\r\n0\r\n\r\n\
+GET /next HTTP/1.1\n\n";
+    for (conflict, requests) in every_split(chunked) {
+        assert_eq!((conflict, requests), (0, 2));
+    }
+}
+
+#[test]
+fn only_whole_field_names_count() {
+    // Names that merely start like a framing field, and values that mention one, frame nothing.
+    let input = b"POST / HTTP/1.1\r\nContent-Lengthy: 5\r\nX-Transfer-Encoding: chunked\r\n\
+X-Note: transfer-encoding: chunked\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    let (conflict, requests, state) = run(input, 9);
+    assert_eq!((conflict, requests), (0, 2));
+    assert!(matches!(state, State::Head));
+    assert!(matches!(
+        scan(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\nbody"),
+        Some((39, Framing::Length(12)))
+    ));
+    assert!(scan(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n").is_none());
 }
