@@ -259,8 +259,42 @@ pub fn run_tool(mut command: Command) -> Result<Output> {
 pub struct Stat {
     pub ppid: i32,
     pub pgrp: i32,
-    /// utime + stime, in clock ticks.
-    pub cpu_ticks: u64,
+    pub cpu: Ticks,
+}
+
+/// CPU time in clock ticks, split as `/proc/PID/stat` gives it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ticks {
+    /// utime: in the process's own code and its libraries.
+    pub user: u64,
+    /// stime: in the kernel on its behalf (system calls, and the TCP work they carry, which on
+    /// loopback includes the receiving side's).
+    pub system: u64,
+}
+
+impl Ticks {
+    pub fn total(self) -> u64 {
+        self.user + self.system
+    }
+
+    /// The ticks spent since `earlier`.
+    pub fn since(self, earlier: Ticks) -> Ticks {
+        Ticks {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+impl std::ops::Add for Ticks {
+    type Output = Ticks;
+
+    fn add(self, other: Ticks) -> Ticks {
+        Ticks {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
+    }
 }
 
 /// Parses a `/proc/PID/stat` line. The command name (field 2) sits in parentheses and may hold
@@ -273,7 +307,10 @@ pub fn parse_stat(line: &str) -> Option<Stat> {
     Some(Stat {
         ppid: field(4)?.parse().ok()?,
         pgrp: field(5)?.parse().ok()?,
-        cpu_ticks: field(14)?.parse::<u64>().ok()? + field(15)?.parse::<u64>().ok()?,
+        cpu: Ticks {
+            user: field(14)?.parse().ok()?,
+            system: field(15)?.parse().ok()?,
+        },
     })
 }
 
@@ -326,13 +363,12 @@ fn tree(root: i32) -> Vec<(i32, Stat)> {
     out
 }
 
-/// utime + stime, in clock ticks, summed over the trees rooted at `roots`.
-pub fn cpu_ticks(roots: &[i32]) -> u64 {
+/// utime and stime, in clock ticks, summed over the trees rooted at `roots`.
+pub fn cpu_ticks(roots: &[i32]) -> Ticks {
     roots
         .iter()
         .flat_map(|&r| tree(r))
-        .map(|(_, s)| s.cpu_ticks)
-        .sum()
+        .fold(Ticks::default(), |sum, (_, s)| sum + s.cpu)
 }
 
 /// A `kB` field (`VmRSS`, `VmHWM`) of `/proc/PID/status`, in KiB.
@@ -375,7 +411,10 @@ mod tests {
             Some(Stat {
                 ppid: 4384,
                 pgrp: 4384,
-                cpu_ticks: 529
+                cpu: Ticks {
+                    user: 417,
+                    system: 112
+                }
             })
         );
         assert_eq!(parse_stat("12 (short) S 1"), None);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 
 use crate::configs;
-use crate::procs::{cpu_ticks, memory_kib, run_tool};
+use crate::procs::{Ticks, cpu_ticks, memory_kib, run_tool};
 use crate::report::Measurement;
 use crate::targets::{Deployment, pinned, start};
 use crate::{Ctx, LOAD_CORE, Scenario, Target, http, tools};
@@ -129,12 +129,16 @@ pub(crate) fn run(
     let record = |m: &mut Measurement, k: &str, v: f64| {
         m.metrics.insert(k.to_string(), v);
     };
-    let finish = |m: &mut Measurement, ticks: u64, requests: u64| {
+    let finish = |m: &mut Measurement, ticks: Ticks, requests: u64| {
         if proxied {
-            m.metrics.insert(
-                "cpu_us_per_req".into(),
-                cpu_per_request(ctx, ticks, requests),
-            );
+            for (key, ticks) in [
+                ("cpu_us_per_req", ticks.total()),
+                ("user_us_per_req", ticks.user),
+                ("system_us_per_req", ticks.system),
+            ] {
+                m.metrics
+                    .insert(key.into(), cpu_per_request(ctx, ticks, requests));
+            }
             m.metrics.insert(
                 "peak_rss_mib".into(),
                 memory_kib(&roots, "VmHWM") as f64 / MIB,
@@ -148,7 +152,7 @@ pub(crate) fn run(
             }
             let t0 = cpu_ticks(&roots);
             let o = oha(ctx, d.port, d.host, ctx.duration)?;
-            let ticks = cpu_ticks(&roots).saturating_sub(t0);
+            let ticks = cpu_ticks(&roots).since(t0);
             record(m, "p50_us", o.p50_us);
             record(m, "p99_us", o.p99_us);
             record(m, "p999_us", o.p999_us);
@@ -188,7 +192,7 @@ pub(crate) fn run(
             }
             let t0 = cpu_ticks(&roots);
             let w = wrk(ctx, d.port, path, conns, ctx.duration)?;
-            let ticks = cpu_ticks(&roots).saturating_sub(t0);
+            let ticks = cpu_ticks(&roots).since(t0);
             record(m, "rps", w.rps());
             record(m, "requests", w.requests as f64);
             record(m, "p50_us", w.p50_us);
@@ -222,7 +226,7 @@ pub(crate) fn run(
             }
             let t0 = cpu_ticks(&roots);
             let h = h2load(port, ctx.duration)?;
-            let ticks = cpu_ticks(&roots).saturating_sub(t0);
+            let ticks = cpu_ticks(&roots).since(t0);
             record(m, "rps", h.rps);
             record(m, "requests", h.succeeded as f64);
             finish(m, ticks, h.succeeded);
