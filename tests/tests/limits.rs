@@ -241,6 +241,64 @@ async fn idle_upstream_connections_are_closed_after_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn idle_http2_upstream_connections_are_closed_after_idle_timeout() {
+    let app = server::http2(|_req| async { server::reply::text("ok") }).await;
+    let proxy = Proxy::start(&format!(
+        "
+        proxy:
+          outbound:
+            listen: $OUTBOUND
+          admin:
+            listen: $ADMIN
+        services:
+          - name: grpc
+            authorities: [grpc.local]
+            protocol: http2
+            endpoints: [{}]
+            limits:
+              idleTimeout: 1s
+        ",
+        app.addr()
+    ))
+    .await;
+    let get = || async {
+        let out = curl()
+            .header("Host: grpc.local")
+            .get(proxy.outbound_url("/"))
+            .await;
+        assert_eq!(out.status(), 200, "{}", out.stderr);
+    };
+
+    // A request 600 ms after the first keeps the connection: idleness counts from the last one.
+    get().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    get().await;
+    let answered = Instant::now();
+    assert_eq!(
+        app.connections(),
+        1,
+        "the second request opened a connection"
+    );
+
+    herd_tests::eventually(
+        "the proxy to close its idle HTTP/2 connection to the app",
+        TIMEOUT,
+        || async { (!app.closed_at().is_empty()).then_some(()) },
+    )
+    .await;
+    let idle_for = app.closed_at()[0] - answered;
+    assert!(
+        (Duration::from_millis(700)..Duration::from_secs(3)).contains(&idle_for),
+        "the app connection closed {idle_for:?} after the last response, expected about 1 s"
+    );
+
+    // The next request opens a new connection.
+    get().await;
+    assert_eq!(app.connections(), 2);
+    assert_eq!(app.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn upstream_idle_timeout_defaults_to_10s_below_pumas_20s() {
     let app = Puma::start(puma::ECHO).await;
     let proxy = Proxy::inbound_to(app.addr()).await;

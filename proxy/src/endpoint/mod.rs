@@ -5,7 +5,8 @@
 //! idle connection is closed after `idleTimeout` (10 s by default, below Puma's 20 s keep-alive:
 //! the proxy must never write a request onto a socket the app is in the middle of closing). One
 //! reaper task per pool runs only while the pool holds idle connections, so a quiet endpoint costs
-//! no timer. HTTP/2 multiplexes: one connection, shared by every request.
+//! no timer. HTTP/2 multiplexes: one connection, shared by every request, closed likewise once it
+//! has carried no request for `idleTimeout` (see [`streams`]).
 //!
 //! HTTP/1 connections per endpoint are capped at `maxConnections`: a request takes a slot (a
 //! semaphore permit, which the balancer waits for, bounded by `failFastTimeout`) and the busy
@@ -25,7 +26,6 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -46,6 +46,9 @@ use crate::body::RequestBody;
 use crate::errors::{BoxError, ProxyError};
 
 pub mod direct;
+mod streams;
+
+use streams::{Stream, Streams};
 
 /// How the proxy speaks to an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,7 +94,7 @@ struct State {
 
 struct H2Conn {
     tx: http2::SendRequest<RequestBody>,
-    streams: Arc<AtomicU32>,
+    streams: Arc<Streams>,
 }
 
 /// A request that failed; `unsent` holds it when none of it was written, so it can be sent again
@@ -114,15 +117,6 @@ impl SendError {
 /// Every HTTP/1 connection slot of the endpoint is busy.
 #[derive(Debug)]
 pub struct AllBusy;
-
-/// One open HTTP/2 stream, counted against its connection until dropped.
-pub struct Stream(Arc<AtomicU32>);
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// What a response body holds of the endpoint until it ends: hyper's HTTP/1 connection (to hand
 /// back) or its HTTP/2 stream (to count), and its share of the endpoint's load. (A direct
@@ -518,21 +512,20 @@ impl Endpoint {
             .handshake(io)
             .await
             .map_err(ProxyError::Handshake)?;
-        let addr = self.key.addr;
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                debug!(%addr, %error, "upstream HTTP/2 connection ended");
-            }
-        });
-        let streams = Arc::new(AtomicU32::new(1));
-        let stream = Stream(streams.clone());
+        let (count, stream) = Streams::with_first();
+        tokio::spawn(streams::drive(
+            conn,
+            count.clone(),
+            self.key.idle_timeout,
+            self.key.addr,
+        ));
         self.state
             .lock()
             .expect("pool lock poisoned")
             .h2
             .push(H2Conn {
                 tx: tx.clone(),
-                streams,
+                streams: count,
             });
         Ok((tx, stream))
     }
@@ -540,14 +533,14 @@ impl Endpoint {
     /// An open HTTP/2 connection with room for another stream.
     fn shared_h2(&self) -> Option<(http2::SendRequest<RequestBody>, Stream)> {
         let mut state = self.state.lock().expect("pool lock poisoned");
-        state.h2.retain(|c| !c.tx.is_closed());
+        state
+            .h2
+            .retain(|c| !c.tx.is_closed() && !c.streams.is_closing());
         let max = self.key.max_concurrent_streams;
-        let conn = state
+        state
             .h2
             .iter()
-            .find(|c| c.streams.load(Ordering::Relaxed) < max)?;
-        conn.streams.fetch_add(1, Ordering::Relaxed);
-        Some((conn.tx.clone(), Stream(conn.streams.clone())))
+            .find_map(|c| c.streams.open(max).map(|stream| (c.tx.clone(), stream)))
     }
 }
 
