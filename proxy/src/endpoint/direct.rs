@@ -40,8 +40,10 @@ use super::Checkin;
 use crate::body::RequestBody;
 use crate::wire::{self, MAX_HEADERS, Span};
 
-/// Bytes a response head may take.
-const MAX_HEAD: usize = 64 * 1024;
+/// Bytes a response head may take: hyper's client's default read limit, which carries the
+/// requests this path does not, so an app's response is refused or not whichever path carried
+/// its request.
+const MAX_HEAD: usize = 8192 + 4096 * 100;
 /// A chunk-size line, extensions included, longer than this is refused.
 const MAX_CHUNK_LINE: usize = 4096;
 /// A trailer section longer than this is refused.

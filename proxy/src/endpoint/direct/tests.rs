@@ -365,6 +365,38 @@ async fn a_connection_closed_before_any_response_says_so() {
     assert!(failed.written && !failed.received);
 }
 
+#[tokio::test]
+async fn response_heads_may_be_as_large_as_hyper_allows() {
+    // Each server answers one GET with a head carrying a `size`-byte header value.
+    async fn exchange_head(size: usize) -> Result<Head, Error> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut seen = [0u8; 4096];
+            let _ = socket.read(&mut seen).await.unwrap();
+            let mut response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-big: ".to_vec();
+            response.resize(response.len() + size, b'a');
+            response.extend_from_slice(b"\r\n\r\n");
+            // The proxy stops reading at its limit and drops the connection.
+            let _ = socket.write_all(&response).await;
+        });
+        let mut conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        exchange(&mut conn, &request(Method::GET, None, None))
+            .await
+            .map_err(|failed| failed.error)
+    }
+    let big = exchange_head(300 * 1024).await.unwrap();
+    assert_eq!(big.parts.headers["x-big"].len(), 300 * 1024);
+    // The limit is checked between reads, so a head is refused somewhere past it.
+    let too_big = exchange_head(2 * MAX_HEAD).await;
+    assert!(
+        matches!(too_big, Err(Error::HeadTooLarge)),
+        "{:?}",
+        too_big.as_ref().err()
+    );
+}
+
 #[test]
 fn hop_by_hop_headers_are_left_out_of_the_map() {
     let h = head_of(
