@@ -127,10 +127,15 @@ async fn backoff_waits_a_random_time_below_a_cap_that_doubles_each_retry() {
             n + 1,
             waits[waits.len() / 2]
         );
+        // A stall of the machine (this VM's host deschedules it for a few hundred ms at times)
+        // only ever lengthens a wait, so one wait per retry may be late; a wrong cap (twice as
+        // long, say) would put half of them over it.
+        let late = waits.iter().filter(|w| **w > cap + SLACK).count();
         assert!(
-            longest <= cap + SLACK,
-            "retry {} waited {longest:?}, over its cap {cap:?}",
-            n + 1
+            late <= 1,
+            "retry {}: {late} of {} waits over its cap {cap:?} (longest {longest:?})",
+            n + 1,
+            waits.len()
         );
         fractions.extend(waits.iter().map(|w| w.as_secs_f64() / cap.as_secs_f64()));
     }
