@@ -159,6 +159,9 @@ where
     }
 }
 
+// serve_h2 and serve_h1 repeat their drain `select!` on purpose: a generic helper holding the
+// connection (tried) made every idle HTTP/1 connection's task 1.7 KiB larger (13.5 -> 15.2 KiB
+// with 1,000 idle connections), as its future nests another layer around hyper's.
 async fn serve_h1<I>(io: I, settings: &Downstream, mut service: ConnService, drain: &Drain)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
