@@ -147,16 +147,15 @@ impl Table<'_> {
         }
         let diffs: Vec<f64> = self
             .of(target)
-            .filter_map(|m| {
-                let direct = self
-                    .of(Target::Direct)
-                    .find(|d| d.round == m.round)?
-                    .metrics
-                    .get(metric)?;
-                Some(m.metrics.get(metric)? - direct)
-            })
+            .filter_map(|m| self.over_direct(m, metric))
             .collect();
         median(&diffs)
+    }
+
+    /// `m`'s figure minus `direct`'s in the same round.
+    fn over_direct(&self, m: &Measurement, metric: &str) -> Option<f64> {
+        let direct = self.of(Target::Direct).find(|d| d.round == m.round)?;
+        Some(m.metrics.get(metric)? - direct.metrics.get(metric)?)
     }
 
     /// Per round, `f(target's measurement, other's)` for the rounds both have.
@@ -206,10 +205,7 @@ impl Table<'_> {
     /// A line saying, for each proxy, in how many rounds the latency it added (`metric` minus
     /// `direct`'s in the same round) was below nginx's.
     fn added_below_nginx(&self, out: &mut String, metric: &str, what: &str, targets: &[Target]) {
-        let added = |m: &Measurement| {
-            let direct = self.of(Target::Direct).find(|d| d.round == m.round)?;
-            Some(m.metrics.get(metric)? - direct.metrics.get(metric)?)
-        };
+        let added = |m: &Measurement| self.over_direct(m, metric);
         let counts: Vec<String> = targets
             .iter()
             .filter(|&&x| x != Target::Direct && x != Target::Nginx)
