@@ -32,6 +32,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, &file)
 }
 
+/// Parses a mesh served by herd-control (a file of its `--mesh` directory, or the routing state
+/// it sends): `services` only, whose `endpoints` may be left to the control plane. `proxy`, for
+/// the proxy that will run them, refuses services that would bind its own listeners.
+pub fn parse_mesh(
+    text: &str,
+    file: &str,
+    proxy: Option<&ProxySettings>,
+) -> Result<Vec<Service>, ConfigError> {
+    let root = raw::parse(text, file)?.unwrap_or_default();
+    validate::mesh(root, proxy).map_err(|p| ConfigError::new(file, p.at, Some(p.path), &p.message))
+}
+
 /// Parses the text of a mesh file; `file` names it in error messages. An empty document is
 /// the default configuration.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {

@@ -40,6 +40,57 @@ pub struct ProxySettings {
     /// run before the proxy exits anyway. Default 30s.
     #[serde(with = "crate::duration")]
     pub drain_timeout: Duration,
+    /// Where services come from when not from this file: a herd-control. Absent (the default):
+    /// the file's `services`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlSettings>,
+}
+
+/// `proxy.control`: the control plane this proxy takes its services and endpoints from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlSettings {
+    /// The replicas' discovery addresses (`addresses: [ip:port, ...]`), tried in random order, or
+    /// a DNS name (`dns: NAME:PORT`, e.g. a headless Service) resolved at every connection
+    /// attempt.
+    #[serde(flatten)]
+    pub target: ControlTarget,
+    /// This proxy's id, unique in the mesh. Default: the host name (in Kubernetes, the pod's
+    /// name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// This proxy's Kubernetes namespace. Default: empty.
+    pub namespace: String,
+    /// Whether `/ready` waits for the first routing state from the control plane. Default true:
+    /// a pod whose proxy cannot route yet should not receive traffic. Once ready, the proxy never
+    /// turns unready because the control plane is gone: it serves on its last state.
+    pub wait_for_state: bool,
+    /// A service's endpoints stay subscribed while requests use it; after this long without one
+    /// the subscription is dropped (and taken again, from the last version held, at the next
+    /// request). Default 5m; more than 0s.
+    #[serde(with = "crate::duration")]
+    pub unwatch_after: Duration,
+}
+
+impl ControlSettings {
+    pub const DEFAULT_UNWATCH_AFTER: Duration = Duration::from_secs(300);
+}
+
+/// `proxy.control.addresses` or `proxy.control.dns`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ControlTarget {
+    Addresses(Vec<SocketAddr>),
+    /// Serialized as `NAME:PORT`.
+    #[serde(serialize_with = "dns_target")]
+    Dns {
+        name: String,
+        port: u16,
+    },
+}
+
+fn dns_target<S: serde::Serializer>(name: &str, port: &u16, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{name}:{port}"))
 }
 
 impl Default for ProxySettings {
@@ -52,6 +103,7 @@ impl Default for ProxySettings {
             admin: AdminListener::default(),
             resolver: ResolverConfig::default(),
             drain_timeout: Duration::from_secs(30),
+            control: None,
         }
     }
 }
@@ -230,7 +282,9 @@ pub struct Service {
     /// Normalized authorities that mean this service; unique across services.
     pub authorities: Vec<Authority>,
     pub protocol: Protocol,
-    /// Static endpoints, each address once; empty when `dns` is set.
+    /// Static endpoints, each address once; empty when `dns` is set. Neither `endpoints` nor
+    /// `dns` happens only in a mesh served by herd-control ([`crate::parse_mesh`]): the endpoints
+    /// then come from the control plane.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<WeightedEndpoint>,
     /// Endpoints discovered by DNS instead of listed.

@@ -46,6 +46,19 @@ pub struct Proxy {
     pub admin: Option<Admin>,
     pub resolver: Option<Resolver>,
     pub drain_timeout: Option<Spanned<Dur>>,
+    pub control: Option<Spanned<Control>>,
+}
+
+/// `proxy.control`: where the control plane is and who this proxy is.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Control {
+    pub addresses: Option<Spanned<Vec<Spanned<Addr>>>>,
+    pub dns: Option<Spanned<String>>,
+    pub id: Option<Spanned<String>>,
+    pub namespace: Option<Spanned<String>>,
+    pub wait_for_state: Option<Spanned<Bool>>,
+    pub unwatch_after: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -366,6 +366,7 @@ fn the_contract_file_parses_to_what_it_says() {
             },
             resolver: ResolverConfig::default(),
             drain_timeout: secs(30),
+            control: None,
         },
         services: vec![
             Service {
@@ -600,4 +601,137 @@ fn access_log_and_request_id_per_listener() {
     .unwrap_err();
     assert_eq!(err.line(), Some(2), "{err}");
     assert!(err.to_string().contains("xml"), "{err}");
+}
+
+/// herd-control sends a mesh's services as the JSON of the validated model; a proxy reads it
+/// back with [`crate::parse_mesh`]. Every example must come back as it left.
+#[test]
+fn services_survive_the_trip_through_json_and_parse_mesh() {
+    for example in ["standalone.yaml", "mastodon-pod.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(example);
+        let config = crate::load(&path).unwrap();
+        assert!(!config.services.is_empty(), "{example} has services");
+        let json =
+            serde_json::to_string_pretty(&serde_json::json!({ "services": config.services }))
+                .unwrap();
+        let back = crate::parse_mesh(&json, "control", None)
+            .unwrap_or_else(|e| panic!("{example}: {e}\n{json}"));
+        assert_eq!(back, config.services, "{example}");
+    }
+}
+
+#[test]
+fn a_mesh_may_leave_endpoints_to_the_control_plane_but_a_proxy_file_may_not() {
+    let text = "services:\n  - name: web\n    authorities: [web]\n";
+    let services = crate::parse_mesh(text, "mesh.yaml", None).unwrap();
+    assert!(services[0].endpoints.is_empty() && services[0].dns.is_none());
+    let err = crate::parse(text, "herd.yaml").unwrap_err().to_string();
+    assert!(err.contains("missing required key `endpoints`"), "{err}");
+}
+
+#[test]
+fn a_mesh_file_refuses_proxy_settings() {
+    let text = "proxy:\n  outbound: { listen: 127.0.0.1:4140 }\nservices: []\n";
+    let err = crate::parse_mesh(text, "mesh.yaml", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("mesh.yaml: proxy: "), "{err}");
+}
+
+#[test]
+fn a_mesh_service_may_not_bind_a_listener_of_the_proxy_that_runs_it() {
+    let proxy = crate::parse(
+        "proxy:\n  inbound: { listen: 127.0.0.1:4143, app: 127.0.0.1:3000 }\n",
+        "herd.yaml",
+    )
+    .unwrap()
+    .proxy;
+    let text = "services:\n  - name: redis\n    protocol: opaque\n    listen: 127.0.0.1:4143\n";
+    let err = crate::parse_mesh(text, "control", Some(&proxy))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("control:4:13: services[0].listen: 127.0.0.1:4143 is already used by proxy.inbound.listen"),
+        "{err}"
+    );
+}
+
+#[test]
+fn control_settings_and_their_defaults() {
+    let text = "proxy:\n  control: { addresses: [127.0.0.1:8086, 127.0.0.1:8087], id: web-7f9c, namespace: mastodon }\n";
+    let control = crate::parse(text, "herd.yaml")
+        .unwrap()
+        .proxy
+        .control
+        .unwrap();
+    assert_eq!(
+        control.target,
+        crate::ControlTarget::Addresses(vec![
+            "127.0.0.1:8086".parse().unwrap(),
+            "127.0.0.1:8087".parse().unwrap()
+        ])
+    );
+    assert_eq!(control.id.as_deref(), Some("web-7f9c"));
+    assert_eq!(control.namespace, "mastodon");
+    assert!(control.wait_for_state);
+    assert_eq!(
+        control.unwatch_after,
+        crate::ControlSettings::DEFAULT_UNWATCH_AFTER
+    );
+
+    let dns = crate::parse(
+        "proxy:\n  control: { dns: herd-control.herd.svc:8086 }\n",
+        "f",
+    )
+    .unwrap()
+    .proxy
+    .control
+    .unwrap();
+    assert_eq!(
+        dns.target,
+        crate::ControlTarget::Dns {
+            name: "herd-control.herd.svc".into(),
+            port: 8086
+        }
+    );
+}
+
+#[test]
+fn control_settings_errors() {
+    let cases = [
+        (
+            "proxy:\n  control: {}\n",
+            "f:2:12: proxy.control: missing required key `addresses`",
+        ),
+        (
+            "proxy:\n  control: { addresses: [] }\n",
+            "f:2:25: proxy.control.addresses: must list at least one address",
+        ),
+        (
+            "proxy:\n  control: { addresses: [127.0.0.1:1, 127.0.0.1:1] }\n",
+            "f:2:39: proxy.control.addresses[1]: 127.0.0.1:1 is already listed as proxy.control.addresses[0]",
+        ),
+        (
+            "proxy:\n  control: { dns: 10.0.0.1:8086 }\n",
+            "f:2:19: proxy.control.dns: `10.0.0.1` is an IP address",
+        ),
+        (
+            "proxy:\n  control: { addresses: [127.0.0.1:1], id: 'a b' }\n",
+            "f:2:44: proxy.control.id: invalid proxy id `a b`",
+        ),
+        (
+            "proxy:\n  control: { addresses: [127.0.0.1:1], namespace: Mastodon }\n",
+            "f:2:51: proxy.control.namespace: invalid namespace",
+        ),
+        (
+            "proxy:\n  control: { addresses: [127.0.0.1:1] }\nservices:\n  - name: web\n    endpoints: [127.0.0.1:3000]\n",
+            "f:4:5: services: `services` cannot be listed together with `proxy.control`",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = crate::parse(text, "f").unwrap_err().to_string();
+        assert!(err.starts_with(want), "{text}\n got: {err}\nwant: {want}");
+    }
 }

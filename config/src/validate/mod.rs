@@ -18,8 +18,8 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::authority::Authority;
 use crate::model::{
-    AccessLog, AdminListener, Config, Downstream, InboundListener, OutboundListener, Protocol,
-    ProxySettings, ResolverConfig, Upstream,
+    AccessLog, AdminListener, Config, ControlSettings, ControlTarget, Downstream, InboundListener,
+    OutboundListener, Protocol, ProxySettings, ResolverConfig, Service, Upstream,
 };
 use crate::raw;
 
@@ -58,10 +58,63 @@ fn problem<T>(node: &Spanned<T>, path: impl Into<String>, message: impl Into<Str
 pub fn config(root: raw::Root) -> Result<Config> {
     let mut listeners = Listeners::default();
     let proxy = proxy(root.proxy, &mut listeners)?;
+    if proxy.control.is_some()
+        && let Some(first) = root.services.as_ref().and_then(|s| s.first())
+    {
+        return Err(problem(
+            first,
+            "services",
+            "`services` cannot be listed together with `proxy.control`: the control plane is \
+             the one source of services",
+        ));
+    }
+    let services = services(root.services, &mut listeners, Endpoints::Required)?;
+    Ok(Config { proxy, services })
+}
+
+/// Whether a service must say where its endpoints are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    /// A proxy's own file: `endpoints` or `dns`.
+    Required,
+    /// A mesh served by herd-control: neither means the control plane supplies them.
+    Discovered,
+}
+
+/// Validates the services of a mesh served by herd-control. `proxy`, when given, is the
+/// settings of the proxy that will run them: its listeners are taken, so a service listening
+/// on one of them is refused. A `proxy:` key is refused: each proxy's settings are its own.
+pub fn mesh(root: raw::Root, proxy: Option<&ProxySettings>) -> Result<Vec<Service>> {
+    if let Some(raw) = &root.proxy {
+        return Err(Problem {
+            at: None,
+            path: "proxy".to_owned(),
+            message: format!(
+                "a mesh file holds `services`; `proxy` settings ({}) belong in each proxy's own file",
+                if raw.control.is_some() {
+                    "with `control`"
+                } else {
+                    "listeners"
+                }
+            ),
+        });
+    }
+    let mut listeners = Listeners::default();
+    if let Some(proxy) = proxy {
+        listeners.taken(proxy);
+    }
+    services(root.services, &mut listeners, Endpoints::Discovered)
+}
+
+fn services(
+    raw: Option<Vec<Spanned<raw::Service>>>,
+    listeners: &mut Listeners,
+    endpoints: Endpoints,
+) -> Result<Vec<Service>> {
     let mut services = Vec::new();
     let mut names: HashMap<String, (usize, u64)> = HashMap::new();
     let mut authorities: HashMap<Authority, Claim> = HashMap::new();
-    for (i, raw) in root.services.unwrap_or_default().into_iter().enumerate() {
+    for (i, raw) in raw.unwrap_or_default().into_iter().enumerate() {
         let path = format!("services[{i}]");
         let name = &raw.value.name;
         if let Some((first, line)) = names.get(&name.value) {
@@ -75,11 +128,11 @@ pub fn config(root: raw::Root) -> Result<Config> {
             ));
         }
         let line = name.referenced.line();
-        let service = service::service(raw, &path, &mut authorities, &mut listeners)?;
+        let service = service::service(raw, &path, &mut authorities, listeners, endpoints)?;
         names.insert(service.name.clone(), (i, line));
         services.push(service);
     }
-    Ok(Config { proxy, services })
+    Ok(services)
 }
 
 fn proxy(raw: Option<raw::Proxy>, listeners: &mut Listeners) -> Result<ProxySettings> {
@@ -114,12 +167,110 @@ fn proxy(raw: Option<raw::Proxy>, listeners: &mut Listeners) -> Result<ProxySett
         None => defaults.resolver,
     };
     let drain_timeout = duration(raw.drain_timeout, defaults.drain_timeout);
+    let control = raw.control.map(control).transpose()?;
     Ok(ProxySettings {
         inbound,
         outbound,
         admin,
         resolver,
         drain_timeout,
+        control,
+    })
+}
+
+fn control(node: Spanned<raw::Control>) -> Result<ControlSettings> {
+    const PATH: &str = "proxy.control";
+    let raw = node.value;
+    let target = match (raw.addresses, raw.dns) {
+        (Some(list), None) => {
+            if list.value.is_empty() {
+                return Err(problem(
+                    &list,
+                    "proxy.control.addresses",
+                    "must list at least one address",
+                ));
+            }
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            for (i, node) in list.value.iter().enumerate() {
+                let path = format!("{PATH}.addresses[{i}]");
+                let addr = endpoint(node, &path)?;
+                if let Some(first) = addrs.iter().position(|a| *a == addr) {
+                    return Err(problem(
+                        node,
+                        path,
+                        format!("{addr} is already listed as {PATH}.addresses[{first}]"),
+                    ));
+                }
+                addrs.push(addr);
+            }
+            ControlTarget::Addresses(addrs)
+        }
+        (None, Some(dns)) => {
+            let (name, port) = service::dns_target(&dns.value)
+                .map_err(|m| problem(&dns, format!("{PATH}.dns"), m))?;
+            ControlTarget::Dns { name, port }
+        }
+        (Some(list), Some(dns)) => {
+            return Err(problem(
+                &dns,
+                format!("{PATH}.dns"),
+                format!(
+                    "`dns` and `addresses` (line {}) cannot both be given",
+                    list.referenced.line()
+                ),
+            ));
+        }
+        (None, None) => {
+            return Err(Problem {
+                at: Some(node.referenced),
+                path: PATH.to_owned(),
+                message: "missing required key `addresses` (or `dns: NAME:PORT`)".to_owned(),
+            });
+        }
+    };
+    let id = match raw.id {
+        Some(id) => {
+            let valid = !id.value.is_empty()
+                && id.value.len() <= 253
+                && id.value.bytes().all(|b| b.is_ascii_graphic());
+            if !valid {
+                return Err(problem(
+                    &id,
+                    format!("{PATH}.id"),
+                    format!(
+                        "invalid proxy id `{}`: use 1 to 253 printable characters without spaces",
+                        id.value
+                    ),
+                ));
+            }
+            Some(id.value)
+        }
+        None => None,
+    };
+    let namespace = match raw.namespace {
+        Some(ns) if !is_dns_label(&ns.value) => {
+            return Err(problem(
+                &ns,
+                format!("{PATH}.namespace"),
+                format!(
+                    "invalid namespace `{}`: a Kubernetes namespace is a DNS label",
+                    ns.value
+                ),
+            ));
+        }
+        Some(ns) => ns.value,
+        None => String::new(),
+    };
+    Ok(ControlSettings {
+        target,
+        id,
+        namespace,
+        wait_for_state: raw.wait_for_state.is_none_or(|b| b.value.0),
+        unwatch_after: positive(
+            raw.unwatch_after,
+            &format!("{PATH}.unwatchAfter"),
+            ControlSettings::DEFAULT_UNWATCH_AFTER,
+        )?,
     })
 }
 
@@ -379,6 +530,22 @@ fn is_token_byte(b: u8) -> bool {
 struct Listeners(Vec<(String, SocketAddr, Option<Location>)>);
 
 impl Listeners {
+    /// The listeners of a running proxy, which a mesh's services may not bind again.
+    fn taken(&mut self, proxy: &ProxySettings) {
+        let inbound = proxy
+            .inbound
+            .as_ref()
+            .map(|i| ("proxy.inbound.listen", i.listen));
+        let outbound = proxy
+            .outbound
+            .as_ref()
+            .map(|o| ("proxy.outbound.listen", o.listen));
+        let admin = Some(("proxy.admin.listen", proxy.admin.listen));
+        for (path, addr) in [inbound, outbound, admin].into_iter().flatten() {
+            self.0.push((format!("{path} (this proxy's)"), addr, None));
+        }
+    }
+
     /// Refuses `addr` if an earlier listener binds it too. The error points at the later one, or
     /// at the earlier one when the later is a default that is not in the file.
     fn add(&mut self, path: &str, addr: SocketAddr, at: Option<Location>) -> Result<()> {

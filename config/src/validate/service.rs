@@ -18,6 +18,7 @@ pub(super) fn service(
     path: &str,
     claims: &mut HashMap<Authority, Claim>,
     listeners: &mut Listeners,
+    discovery: super::Endpoints,
 ) -> Result<Service> {
     let at = node.referenced;
     let raw = node.value;
@@ -87,6 +88,7 @@ pub(super) fn service(
                 ),
             ));
         }
+        (None, None) if discovery == super::Endpoints::Discovered => (Vec::new(), None),
         (None, None) => {
             return Err(Problem {
                 at: Some(at),
@@ -227,7 +229,7 @@ fn dns(node: Spanned<raw::Dns>, path: &str) -> Result<DnsDiscovery> {
 }
 
 /// `NAME:PORT`, where NAME is a DNS name and not an IP address; the error is the message.
-fn dns_target(text: &str) -> std::result::Result<(String, u16), String> {
+pub(super) fn dns_target(text: &str) -> std::result::Result<(String, u16), String> {
     let text = text.trim();
     let example = "e.g. web.mastodon.svc.cluster.local:3000";
     let Some((name, port)) = text.rsplit_once(':') else {

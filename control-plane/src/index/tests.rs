@@ -1,0 +1,182 @@
+use herd_api::discovery::{EndpointsUpdate, RoutingUpdate};
+use prost::Message;
+
+use super::*;
+
+fn mesh(text: &str) -> Vec<Service> {
+    herd_config::parse_mesh(text, "mesh.yaml", None).unwrap()
+}
+
+fn web(endpoints: &str) -> Vec<Service> {
+    mesh(&format!(
+        "services:\n  - name: web\n    authorities: [web]\n    endpoints: [{endpoints}]\n  - name: api\n    authorities: [api]\n"
+    ))
+}
+
+fn decode(encoded: &Encoded) -> EndpointsUpdate {
+    EndpointsUpdate::decode(encoded.0.clone()).unwrap()
+}
+
+#[test]
+fn routing_carries_services_without_endpoints_and_is_named_by_content() {
+    let mut index = Index::new();
+    let rx = index.routing();
+    assert_eq!(rx.borrow().version, "", "no state before the sources speak");
+    index.apply_mesh(&web("10.0.0.1:3000"));
+    let first = index.current_routing();
+    assert!(!first.version.is_empty());
+    let update = RoutingUpdate::decode(first.update.0.clone()).unwrap();
+    assert_eq!(update.version, first.version);
+    let back = herd_config::parse_mesh(&update.mesh, "control", None).unwrap();
+    assert_eq!(back.len(), 2);
+    assert!(
+        back[0].endpoints.is_empty(),
+        "endpoints travel on their own streams"
+    );
+
+    // Another replica reading the same sources names the same state the same.
+    let mut other = Index::new();
+    other.apply_mesh(&web("10.0.0.1:3000"));
+    assert_eq!(other.current_routing().version, first.version);
+
+    // Endpoints alone changing leaves routing alone.
+    let mut rx = index.routing();
+    rx.mark_unchanged();
+    index.apply_mesh(&web("10.0.0.2:3000"));
+    assert!(!rx.has_changed().unwrap());
+    assert_eq!(index.current_routing().version, first.version);
+}
+
+#[test]
+fn a_new_subscriber_gets_the_full_set_then_deltas() {
+    let mut index = Index::new();
+    let others: Vec<String> = (10..20).map(|i| format!("10.0.0.{i}:3000")).collect();
+    let others = others.join(", ");
+    index.apply_mesh(&web(&format!("10.0.0.1:3000, 10.0.0.2:3000, {others}")));
+    let mut rx = index.watch_endpoints("web");
+    let v1 = rx.borrow_and_update().clone();
+    let sent = v1.catch_up("");
+    assert_eq!(sent.len(), 1);
+    let full = decode(&sent[0]);
+    assert_eq!(full.base_version, "");
+    assert_eq!(full.endpoints.len(), 12);
+    assert!(full.endpoints.iter().all(|e| e.ready && e.weight == 1));
+
+    index.apply_mesh(&web(&format!(
+        "10.0.0.2:3000, {{address: 10.0.0.3:3000, weight: 5}}, {others}"
+    )));
+    assert!(rx.has_changed().unwrap());
+    let v2 = rx.borrow_and_update().clone();
+    let sent = v2.catch_up(&v1.version);
+    assert_eq!(sent.len(), 1);
+    let delta = decode(&sent[0]);
+    assert_eq!(delta.base_version, v1.version);
+    assert_eq!(delta.version, v2.version);
+    assert_eq!(delta.removed, ["10.0.0.1:3000"]);
+    assert_eq!(delta.endpoints.len(), 1);
+    assert_eq!(delta.endpoints[0].address, "10.0.0.3:3000");
+    assert_eq!(delta.endpoints[0].weight, 5);
+    assert!(
+        v2.catch_up(&v2.version).is_empty(),
+        "a current subscriber gets nothing"
+    );
+
+    // For a set of two, a delta is no smaller than the whole: the whole is sent.
+    index.apply_mesh(&web("10.0.0.1:3000, 10.0.0.2:3000"));
+    let v3 = rx.borrow_and_update().clone();
+    index.apply_mesh(&web("10.0.0.2:3000, 10.0.0.3:3000"));
+    let v4 = rx.borrow_and_update().clone();
+    assert_eq!(decode(&v4.catch_up(&v3.version)[0]).base_version, "");
+}
+
+#[test]
+fn a_subscriber_behind_gets_the_missed_deltas_or_the_full_set() {
+    let mut index = Index::new();
+    let addrs: Vec<String> = (1..=40).map(|i| format!("10.0.0.{i}:3000")).collect();
+    index.apply_mesh(&web(&addrs.join(", ")));
+    let rx = index.watch_endpoints("web");
+    let start = rx.borrow().version.clone();
+    // Three single-endpoint changes: three small deltas beat one full set of 40.
+    for i in 41..=43 {
+        let mut more = addrs.clone();
+        more.extend((41..=i).map(|j| format!("10.0.0.{j}:3000")));
+        index.apply_mesh(&web(&more.join(", ")));
+    }
+    let now = rx.borrow().clone();
+    let sent = now.catch_up(&start);
+    assert_eq!(sent.len(), 3);
+    let last = decode(sent.last().unwrap());
+    assert_eq!(last.version, now.version);
+    // A version the log never saw (another replica's, or too old): the full set.
+    let sent = now.catch_up("0123456789abcdef");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(decode(&sent[0]).endpoints.len(), 43);
+    // Past the log's length, the start is forgotten.
+    for i in 0..DELTA_LOG {
+        index.apply_mesh(&web(&format!("10.0.1.{i}:3000")));
+    }
+    let now = rx.borrow().clone();
+    assert_eq!(decode(&now.catch_up(&start)[0]).base_version, "");
+}
+
+#[test]
+fn a_slow_subscriber_skips_to_the_latest_state() {
+    let mut index = Index::new();
+    index.apply_mesh(&web("10.0.0.1:3000"));
+    let mut rx = index.watch_endpoints("web");
+    let seen = rx.borrow_and_update().version.clone();
+    for i in 2..=50 {
+        index.apply_mesh(&web(&format!("10.0.0.{i}:3000")));
+    }
+    // One pending change, whatever happened meanwhile; it reads the latest.
+    assert!(rx.has_changed().unwrap());
+    let now = rx.borrow_and_update().clone();
+    assert_eq!(now.endpoints.keys().collect::<Vec<_>>(), ["10.0.0.50:3000"]);
+    assert!(!rx.has_changed().unwrap());
+    let sent = now.catch_up(&seen);
+    assert_eq!(
+        sent.len(),
+        1,
+        "the full set: the log no longer reaches back"
+    );
+}
+
+#[test]
+fn unknown_services_are_followed_until_they_appear_and_forgotten_when_unwatched() {
+    let mut index = Index::new();
+    index.apply_mesh(&web("10.0.0.1:3000"));
+    let mut rx = index.watch_endpoints("search");
+    assert!(rx.borrow_and_update().unknown);
+    index.apply_mesh(&mesh(
+        "services:\n  - name: search\n    authorities: [search]\n    endpoints: [10.0.0.9:80]\n",
+    ));
+    assert!(rx.has_changed().unwrap());
+    let set = rx.borrow_and_update().clone();
+    assert!(!set.unknown);
+    assert_eq!(set.endpoints.len(), 1);
+    // web left the mesh: its watchers hear it is unknown, with no endpoints.
+    let mut web_rx = index.watch_endpoints("web");
+    assert!(web_rx.borrow_and_update().unknown);
+    assert!(web_rx.borrow().endpoints.is_empty());
+
+    // Thousands of made-up names cost nothing once their watchers go.
+    let before = index.sets();
+    for i in 0..5000 {
+        drop(index.watch_endpoints(&format!("nope-{i}")));
+    }
+    index.apply_mesh(&mesh("services: []\n"));
+    assert!(index.sets() <= before, "{} sets left", index.sets());
+    drop((rx, web_rx));
+    index.apply_mesh(&mesh("services: []\n"));
+    assert_eq!(index.sets(), 0);
+}
+
+#[test]
+fn unchanged_endpoints_are_not_republished() {
+    let mut index = Index::new();
+    index.apply_mesh(&web("10.0.0.1:3000"));
+    let mut rx = index.watch_endpoints("web");
+    rx.mark_unchanged();
+    index.apply_mesh(&web("10.0.0.1:3000"));
+    assert!(!rx.has_changed().unwrap());
+}

@@ -1,0 +1,14 @@
+//! herd-control: the control plane. Three stages, one module each, the shape of every good
+//! controller:
+//!
+//! [`source`] (what the mesh is: mesh files, and Kubernetes next) -> [`index`] (pure state: what
+//! each proxy needs, computed once per change) -> [`push`] (gRPC streams to the proxies).
+//!
+//! [`admin`] serves `/live`, `/ready` and `/metrics`; [`metrics`] holds the series.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod index;
+pub mod metrics;
+pub mod push;
+pub mod source;

@@ -1,0 +1,117 @@
+//! herd-control's Prometheus series (`herd_control_*`), served on the admin port.
+
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Routing streams open: proxies connected to this replica.
+    pub proxies: IntGauge,
+    /// Service subscriptions open across endpoints streams.
+    pub endpoint_watches: IntGauge,
+    /// Updates written to streams, by `kind` (`routing`, `endpoints`).
+    pub updates_sent: IntCounterVec,
+    /// Proxies' verdicts, by `kind` and `result` (`ack`, `nack`).
+    pub verdicts: IntCounterVec,
+    /// Services in the mesh now.
+    pub services: IntGauge,
+    /// Problems in force per source (files refused, watches failing), by `source`.
+    pub source_problems: IntGaugeVec,
+    /// Changes to the mesh applied to the index.
+    pub mesh_changes: prometheus::IntCounter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let proxies = gauge(
+            "herd_control_proxies",
+            "Proxies connected to this replica (open routing streams).",
+        );
+        let endpoint_watches = gauge(
+            "herd_control_endpoint_watches",
+            "Service endpoint subscriptions open on this replica.",
+        );
+        let updates_sent = counter_vec(
+            "herd_control_updates_sent_total",
+            "Updates written to proxies' streams, by kind (routing, endpoints).",
+            &["kind"],
+        );
+        let verdicts = counter_vec(
+            "herd_control_verdicts_total",
+            "Proxies' answers to updates, by kind and result (ack, nack).",
+            &["kind", "result"],
+        );
+        let services = gauge("herd_control_services", "Services in the mesh.");
+        let source_problems =
+            IntGaugeVec::new(
+                Opts::new(
+                    "herd_control_source_problems",
+                    "Problems in force per source: files refused (their last good version serves), watches failing.",
+                ),
+                &["source"],
+            )
+            .expect("valid metric");
+        registry
+            .register(Box::new(source_problems.clone()))
+            .expect("unique metric");
+        let mesh_changes = prometheus::IntCounter::new(
+            "herd_control_mesh_changes_total",
+            "Changes of the mesh applied to the index.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(mesh_changes.clone()))
+            .expect("unique metric");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            proxies,
+            endpoint_watches,
+            updates_sent,
+            verdicts,
+            services,
+            source_problems,
+            mesh_changes,
+        }
+    }
+
+    pub fn verdict(&self, kind: &str, ack: bool) {
+        self.verdicts
+            .with_label_values(&[kind, if ack { "ack" } else { "nack" }])
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        out
+    }
+}
