@@ -13,13 +13,14 @@
 //! (mTLS, a `tls` stage between detect and route, is not built yet: all traffic is plaintext.)
 //! HTTP requests are served and forwarded by [`http`]; opaque bytes by [`opaque`]. Routing
 //! comes from an immutable [`snapshot::Snapshot`] published on a watch channel, replaced whole by
-//! [`reload`]. [`errors`] is the one place a failure becomes a status code.
+//! [`reload`] or by [`control`] (a herd-control). [`errors`] is the one place a failure becomes a status code.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod control;
 pub mod detect;
 pub mod discover;
 pub mod drain;

@@ -33,6 +33,8 @@ pub struct ServiceTarget {
     pub tcp: Arc<TcpMetrics>,
     /// Keeps the service's DNS resolution running while the service exists.
     pub resolution: Option<Arc<Resolution>>,
+    /// Its endpoints' subscription, for a service whose endpoints come from the control plane.
+    pub subscription: Option<Arc<crate::control::Subscription>>,
 }
 
 pub struct RouteTarget {
@@ -123,9 +125,15 @@ impl RouteTable {
     pub fn lookup(&self, authority: &str) -> Result<&Arc<ServiceTarget>, ProxyError> {
         let mut buf = [0u8; MAX_AUTHORITY];
         let key = normalize(authority, &mut buf).ok_or(ProxyError::InvalidAuthority)?;
-        self.by_authority
+        let service = self
+            .by_authority
             .get(key)
-            .ok_or_else(|| ProxyError::NoService(authority.to_owned()))
+            .ok_or_else(|| ProxyError::NoService(authority.to_owned()))?;
+        // A service discovered through the control plane is followed once it is used.
+        if let Some(subscription) = &service.subscription {
+            subscription.touch();
+        }
+        Ok(service)
     }
 }
 

@@ -22,13 +22,19 @@ use crate::listen::{self, Accepted, Direction};
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::route::ServiceTarget;
 use crate::snapshot::{Registry, Snapshot};
-use crate::{endpoint, opaque, reload};
+use crate::{control, endpoint, opaque, reload};
 
 /// Runs the proxy with `config` (loaded from `file`) until SIGTERM, SIGINT or `/shutdown`, then
 /// drains and returns.
 pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let mut registry = Registry::new(&config, metrics.clone());
+    let control_settings = config.proxy.control.clone();
+    let bootstrap = control_settings.as_ref().map(|_| config.clone());
+    let control_endpoints = control_settings.as_ref().map(|_| control::endpoints());
+    if let Some((endpoints, _)) = &control_endpoints {
+        registry = registry.with_control(endpoints.clone());
+    }
     let snapshot = Arc::new(Snapshot::build(1, file.clone(), config, &mut registry));
     metrics.config_version.set(1);
     let (tx, rx) = watch::channel(snapshot.clone());
@@ -94,10 +100,38 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(opaque.follow());
 
-    let _watcher = reload::watch(file.clone(), tx, registry, metrics.clone())
-        .with_context(|| format!("cannot watch {}", file.display()))?;
+    // Services come from the file, reloaded as it changes, or from the control plane (the
+    // file's `proxy:` section then holds until a restart).
+    let mut _watcher = None;
+    let mut wait_for_control = false;
+    match (control_settings, bootstrap, control_endpoints) {
+        (Some(settings), Some(bootstrap), Some((endpoints, commands))) => {
+            wait_for_control = settings.wait_for_state;
+            control::start(
+                control::Control {
+                    settings,
+                    file: file.clone(),
+                    bootstrap,
+                    tx,
+                    registry,
+                    endpoints,
+                    metrics: metrics.clone(),
+                    ready: ready.clone(),
+                },
+                commands,
+            );
+        }
+        _ => {
+            _watcher = Some(
+                reload::watch(file.clone(), tx, registry, metrics.clone())
+                    .with_context(|| format!("cannot watch {}", file.display()))?,
+            );
+        }
+    }
 
-    ready.store(true, Ordering::Release);
+    if !wait_for_control {
+        ready.store(true, Ordering::Release);
+    }
     info!(version = snapshot.version, file = %file.display(), "herd-proxy ready");
     // From here the watch channel holds the snapshot in force; holding the first one too would
     // keep its services' pools and metric series alive after a reload removes them.
@@ -273,6 +307,9 @@ async fn forward_opaque<I>(client: I, peer: SocketAddr, service: &ServiceTarget,
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    if let Some(subscription) = &service.subscription {
+        subscription.touch();
+    }
     match opaque::connect(service, peer.ip()).await {
         Ok((upstream, _lease)) => opaque::tunnel(client, upstream, drain, &service.tcp).await,
         Err(error) => debug!(%error, service = %service.name, "closing"),

@@ -17,6 +17,7 @@ use herd_config::{Config, DnsDiscovery, Protocol, Route, ServiceLimits, Weighted
 use tracing::debug;
 
 use crate::balance::Balancer;
+use crate::control;
 use crate::discover::{Discovery, Resolution};
 use crate::endpoint::{Endpoint, PoolKey, Wire};
 use crate::listen::Direction;
@@ -65,6 +66,8 @@ pub struct Registry {
     pools: Arc<Mutex<Pools>>,
     discovery: Arc<Discovery>,
     metrics: Metrics,
+    /// Subscriptions to endpoints from the control plane, when the services come from one.
+    control: Option<Arc<control::Endpoints>>,
 }
 
 impl Registry {
@@ -73,7 +76,14 @@ impl Registry {
             pools: Arc::default(),
             discovery: Arc::new(Discovery::new(&config.proxy.resolver)),
             metrics,
+            control: None,
         }
+    }
+
+    /// Services without `endpoints` or `dns` take theirs from `endpoints`' subscriptions.
+    pub fn with_control(mut self, endpoints: Arc<control::Endpoints>) -> Self {
+        self.control = Some(endpoints);
+        self
     }
 }
 
@@ -156,6 +166,7 @@ impl Snapshot {
                 budget: None,
                 tcp: registry.metrics.tcp(Direction::Inbound, "inbound"),
                 resolution: None,
+                subscription: None,
             });
             services.push(target.clone());
             target
@@ -170,14 +181,26 @@ impl Snapshot {
                 limits: svc.limits.clone(),
             };
             let resolution = svc.dns.as_ref().map(|dns| registry.discovery.resolve(dns));
-            let initial = match &resolution {
-                Some(r) => endpoints.get(
+            let subscription = match (&registry.control, &resolution) {
+                (Some(control), None) if svc.endpoints.is_empty() => {
+                    Some(control.subscription(&svc.name))
+                }
+                _ => None,
+            };
+            let initial = match (&resolution, &subscription) {
+                (Some(r), _) => endpoints.get(
                     r.subscribe()
                         .borrow()
                         .iter()
                         .flat_map(|a| a.iter().map(|&addr| (addr, 1))),
                 ),
-                None => endpoints.get(
+                (None, Some(sub)) => endpoints.get(
+                    sub.subscribe()
+                        .borrow()
+                        .iter()
+                        .flat_map(|a| a.iter().copied()),
+                ),
+                (None, None) => endpoints.get(
                     svc.endpoints
                         .iter()
                         .map(|&WeightedEndpoint { address, weight }| (address, weight)),
@@ -197,6 +220,13 @@ impl Snapshot {
                 tokio::spawn(follow(
                     resolution,
                     dns.clone(),
+                    Arc::downgrade(&balancer),
+                    endpoints,
+                ));
+            } else if let Some(sub) = &subscription {
+                tokio::spawn(follow_control(
+                    sub.subscribe(),
+                    svc.name.clone(),
                     Arc::downgrade(&balancer),
                     endpoints,
                 ));
@@ -231,6 +261,7 @@ impl Snapshot {
                 tcp: registry.metrics.tcp(Direction::Outbound, &svc.name),
                 budget: retries.then(|| RetryBudget::new(&svc.retry_budget)),
                 resolution,
+                subscription,
             });
             for authority in &svc.authorities {
                 routes.insert(authority.as_str(), target.clone());
@@ -278,5 +309,28 @@ fn follow(
             debug!(name = %dns.name, ?addrs, "endpoints follow DNS");
             balancer.set_endpoints(endpoints.get(addrs.into_iter().map(|a| (a, 1))));
         }
+    }
+}
+
+/// Keeps a service's balancer on the endpoints the control plane sends, for as long as both
+/// exist. Endpoints that left the set get no new requests; requests in flight on them finish.
+async fn follow_control(
+    mut rx: tokio::sync::watch::Receiver<control::Answer>,
+    service: String,
+    balancer: Weak<Balancer>,
+    endpoints: Endpoints,
+) {
+    rx.mark_unchanged();
+    while rx.changed().await.is_ok() {
+        let Some(balancer) = balancer.upgrade() else {
+            return;
+        };
+        let addrs: Vec<(SocketAddr, u32)> = rx
+            .borrow_and_update()
+            .iter()
+            .flat_map(|a| a.iter().copied())
+            .collect();
+        debug!(%service, ?addrs, "endpoints follow the control plane");
+        balancer.set_endpoints(endpoints.get(addrs));
     }
 }

@@ -1,1 +1,287 @@
-fn main() {}
+//! `herdctl`: the operator's CLI for a herd mesh.
+//!
+//! ```text
+//! herdctl validate DIR|FILE                   # 0, or 64 with one FILE:LINE:COLUMN line per problem
+//! herdctl stat [--control ADDR]               # every proxy connected to that replica
+//! herdctl config PROXY-ID [--control ADDR]    # the routing state that proxy was last sent, as YAML
+//! herdctl check [--control ADDR]              # reachable, sources healthy, no proxy stuck on a NACK
+//! ```
+//!
+//! Exit codes: 0 when all is well; 64 for a bad flag or an invalid mesh (validate); 1 when the
+//! control plane cannot be reached or `check` finds a problem.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use herd_api::discovery::admin_client::AdminClient;
+use herd_api::discovery::{HealthRequest, ProxiesRequest, ProxyConfigRequest};
+use herd_control::source::mesh::{MeshDir, read_dir};
+
+const EX_USAGE: u8 = 64;
+
+/// herd's operator CLI.
+#[derive(Parser)]
+#[command(name = "herdctl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a mesh file, or every `*.yaml` of a mesh directory together (as herd-control
+    /// would merge them), or a proxy's own file.
+    Validate { path: PathBuf },
+    /// Every proxy connected to the control plane replica at ADDR.
+    Stat {
+        #[arg(
+            long,
+            value_name = "ADDR",
+            default_value = "127.0.0.1:8086",
+            env = "HERD_CONTROL"
+        )]
+        control: String,
+    },
+    /// The routing state a proxy was last sent, as YAML.
+    Config {
+        proxy_id: String,
+        #[arg(
+            long,
+            value_name = "ADDR",
+            default_value = "127.0.0.1:8086",
+            env = "HERD_CONTROL"
+        )]
+        control: String,
+    },
+    /// Is the control plane reachable, are its sources healthy, is any proxy stuck on a NACK?
+    Check {
+        #[arg(
+            long,
+            value_name = "ADDR",
+            default_value = "127.0.0.1:8086",
+            env = "HERD_CONTROL"
+        )]
+        control: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("herdctl: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(EX_USAGE);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    match cli.command {
+        Command::Validate { path } => validate(&path),
+        Command::Stat { control } => remote(stat(control)),
+        Command::Config { proxy_id, control } => remote(config(control, proxy_id)),
+        Command::Check { control } => remote(check(control)),
+    }
+}
+
+/// A directory: its files merged as herd-control does. A file: a mesh file, or a proxy's own
+/// file when it has `proxy:` (herd-proxy --check's rules).
+fn validate(path: &std::path::Path) -> ExitCode {
+    if path.is_dir() {
+        let texts = match read_dir(path) {
+            Ok(texts) => texts,
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", path.display());
+                return ExitCode::from(EX_USAGE);
+            }
+        };
+        let files = texts.len();
+        let state = MeshDir::new(path).apply(texts);
+        for problem in &state.problems {
+            println!("{problem}");
+        }
+        if !state.problems.is_empty() {
+            return ExitCode::from(EX_USAGE);
+        }
+        println!(
+            "{}: ok ({files} files, {} services)",
+            path.display(),
+            state.services.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let shown = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            println!("{shown}: cannot read: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    // A proxy's own file has `proxy:`; a mesh file has only `services:`.
+    let own = text.lines().any(|l| l.starts_with("proxy:"));
+    let result = if own {
+        herd_config::parse(&text, &shown).map(|c| c.services.len())
+    } else {
+        herd_config::parse_mesh(&text, &shown, None).map(|s| s.len())
+    };
+    match result {
+        Ok(services) => {
+            println!("{shown}: ok ({services} services)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::from(EX_USAGE)
+        }
+    }
+}
+
+type Client = AdminClient<tonic::transport::Channel>;
+
+fn remote<F: std::future::Future<Output = Result<bool, String>>>(f: F) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(f) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("herdctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(control: &str) -> Result<Client, String> {
+    let uri = if control.contains("://") {
+        control.to_owned()
+    } else {
+        format!("http://{control}")
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(uri)
+        .map_err(|e| format!("invalid --control {control}: {e}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the control plane at {control}: {e}"))?;
+    Ok(AdminClient::new(channel))
+}
+
+async fn stat(control: String) -> Result<bool, String> {
+    let mut client = connect(&control).await?;
+    let proxies = client
+        .proxies(ProxiesRequest {})
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner()
+        .proxies;
+    println!(
+        "{:<24} {:<12} {:<18} {:<18} {:>5} {:>8}  WATCHING",
+        "ID", "NAMESPACE", "SENT", "ACKED", "NACKS", "AGE"
+    );
+    for p in &proxies {
+        let node = p.node.clone().unwrap_or_default();
+        let dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
+        println!(
+            "{:<24} {:<12} {:<18} {:<18} {:>5} {:>8}  {}",
+            node.id,
+            dash(&node.namespace),
+            dash(&p.routing_sent),
+            dash(&p.routing_acked),
+            p.nacks,
+            humantime::format_duration(Duration::from_secs(p.connected_seconds)).to_string(),
+            p.watching.join(",")
+        );
+        if p.stuck {
+            println!("  refused: {}", p.last_nack);
+        }
+    }
+    Ok(true)
+}
+
+async fn config(control: String, id: String) -> Result<bool, String> {
+    let mut client = connect(&control).await?;
+    let response = client
+        .proxy_config(ProxyConfigRequest { id })
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner();
+    println!("# version {}", response.version);
+    print!("{}", response.yaml);
+    Ok(true)
+}
+
+async fn check(control: String) -> Result<bool, String> {
+    let mut ok = true;
+    let mut client = match connect(&control).await {
+        Ok(client) => {
+            println!("ok   control plane reachable at {control}");
+            client
+        }
+        Err(e) => {
+            println!("FAIL {e}");
+            return Ok(false);
+        }
+    };
+    let health = client
+        .health(HealthRequest {})
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner();
+    for source in &health.sources {
+        if !source.synced {
+            ok = false;
+            println!("FAIL source {} has not synced", source.name);
+        } else if source.problems.is_empty() {
+            println!("ok   source {} synced", source.name);
+        } else {
+            ok = false;
+            println!(
+                "FAIL source {} has problems (last good state serves):",
+                source.name
+            );
+            for problem in &source.problems {
+                println!("       {problem}");
+            }
+        }
+    }
+    let proxies = client
+        .proxies(ProxiesRequest {})
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner()
+        .proxies;
+    let stuck: Vec<_> = proxies.iter().filter(|p| p.stuck).collect();
+    if stuck.is_empty() {
+        println!(
+            "ok   {} proxies connected, none stuck on a refused update",
+            proxies.len()
+        );
+    } else {
+        ok = false;
+        for p in stuck {
+            let id = p.node.as_ref().map_or("?", |n| n.id.as_str());
+            println!(
+                "FAIL proxy {id} refused routing {}: {}",
+                p.routing_sent, p.last_nack
+            );
+        }
+    }
+    Ok(ok)
+}

@@ -125,6 +125,13 @@ fn histogram(name: &str, help: &str) -> HistogramVec {
 const ROUTE: &[&str] = &["direction", "service", "route"];
 
 impl Metrics {
+    /// Adds a series owned elsewhere (the control-plane client's) to what `/metrics` serves.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        self.registry
+            .register(collector)
+            .expect("metric registered once");
+    }
+
     pub fn new() -> Self {
         let families = Families {
             requests: counter(
