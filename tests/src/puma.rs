@@ -13,6 +13,7 @@ use tempfile::TempDir;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+use crate::netns::Pod;
 use crate::{TIMEOUT, eventually};
 
 /// A Rack app that describes the request it received, as JSON:
@@ -65,13 +66,25 @@ impl Puma {
 
     /// [`Puma::start`] on a given address (`[::1]:PORT` for IPv6).
     pub async fn start_on(config_ru: &str, addr: SocketAddr) -> Puma {
+        Puma::launch(Command::new("puma"), config_ru, addr).await
+    }
+
+    /// [`Puma::start`] inside a pod's network namespace, on one of the pod's addresses (the
+    /// host reaches it there over the pod's veth link).
+    pub async fn start_in(pod: &Pod, config_ru: &str, addr: SocketAddr) -> Puma {
+        Puma::launch(pod.command("puma"), config_ru, addr).await
+    }
+
+    /// Runs `puma` (a command that runs it, possibly in a namespace) serving `config_ru` on
+    /// `addr`; returns once `addr` accepts connections.
+    async fn launch(mut puma: Command, config_ru: &str, addr: SocketAddr) -> Puma {
         let dir = tempfile::Builder::new()
             .prefix("herd-puma-")
             .tempdir()
             .expect("temp dir");
         std::fs::write(dir.path().join("config.ru"), config_ru).expect("write config.ru");
         let log = std::fs::File::create(dir.path().join("puma.log")).expect("create puma.log");
-        let mut child = Command::new("puma")
+        let mut child = puma
             .args(["--no-config", "-b"])
             .arg(format!("tcp://{addr}"))
             .args(["-t", "1:4", "--environment", "production", "config.ru"])
