@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod control;
 pub mod curl;
 pub mod dns;
 pub mod endpoints;

@@ -375,21 +375,30 @@ pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("HERD_PROXY_BIN") {
         return PathBuf::from(path);
     }
+    bin("herd-proxy")
+}
+
+/// One of the workspace's binaries (`herd-proxy`, `herd-control`, `herdctl`), as cargo built it
+/// next to this test.
+pub fn bin(name: &str) -> PathBuf {
     let mut candidates = Vec::new();
-    // Test executables live in TARGET/debug/deps; the binary in TARGET/debug.
+    // Test executables live in TARGET/debug/deps; the binaries in TARGET/debug.
     if let Ok(exe) = std::env::current_exe()
         && let Some(profile_dir) = exe.parent().and_then(Path::parent)
     {
-        candidates.push(profile_dir.join("herd-proxy"));
+        candidates.push(profile_dir.join(name));
     }
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(target).join("debug/herd-proxy"));
+        candidates.push(PathBuf::from(target).join("debug").join(name));
     }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/herd-proxy"));
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/debug")
+            .join(name),
+    );
     candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
         panic!(
-            "no herd-proxy binary (looked at {candidates:?}); run `cargo build --workspace --bins` \
-             first, or set HERD_PROXY_BIN"
+            "no {name} binary (looked at {candidates:?}); run `cargo build --workspace --bins` first"
         )
     })
 }
