@@ -64,18 +64,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
-    let filter = match EnvFilter::try_from_env("HERD_LOG") {
-        Ok(filter) => filter,
-        Err(_) if std::env::var_os("HERD_LOG").is_none() => EnvFilter::new("info"),
-        Err(e) => {
-            eprintln!("herd-control: invalid HERD_LOG: {e}");
-            return ExitCode::from(EX_USAGE);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = init_logging() {
+        eprintln!("herd-control: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
     if let Err(e) = std::fs::read_dir(&cli.mesh) {
         eprintln!(
             "herd-control: cannot read mesh directory {}: {e}",
@@ -173,4 +165,24 @@ async fn shutdown() {
         _ = term.recv() => info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
     }
+}
+
+/// `HERD_LOG` (env-filter syntax, default `info`) and `HERD_LOG_FORMAT` (`plain`, default, or
+/// `json`), as herd-proxy reads them. Logs go to stderr.
+fn init_logging() -> Result<(), String> {
+    let filter = match std::env::var("HERD_LOG") {
+        Ok(spec) => EnvFilter::try_new(&spec).map_err(|e| format!("HERD_LOG={spec:?}: {e}"))?,
+        Err(_) => EnvFilter::new("info"),
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match std::env::var("HERD_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().init(),
+        Ok("plain") | Err(_) => builder.init(),
+        Ok(other) => return Err(format!("HERD_LOG_FORMAT={other:?}: expected plain or json")),
+    }
+    Ok(())
 }

@@ -475,8 +475,9 @@ impl Admin for Push {
                 Status::not_found(format!("no proxy `{id}` is connected to this replica"))
             })?
             .ok_or_else(|| Status::not_found(format!("proxy `{id}` has been sent no state yet")))?;
-        let value: serde_json::Value = serde_json::from_str(&sent.mesh)
+        let mut value: serde_json::Value = serde_json::from_str(&sent.mesh)
             .map_err(|e| Status::internal(format!("routing document: {e}")))?;
+        drop_nulls(&mut value);
         let yaml = serde_saphyr::to_string(&value)
             .map_err(|e| Status::internal(format!("routing document as YAML: {e}")))?;
         Ok(Response::new(ProxyConfigResponse {
@@ -502,5 +503,17 @@ impl Admin for Push {
                 .collect(),
             routing_version: self.index().current_routing().version.clone(),
         }))
+    }
+}
+
+/// Absent settings serialize as `null`; a mesh file leaves them out.
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
     }
 }

@@ -29,12 +29,19 @@ impl Control {
     /// Starts herd-control on a mesh directory holding `files` (name, YAML) and waits until it
     /// is ready.
     pub async fn start(files: &[(&str, &str)]) -> Control {
+        let mut control = Control::stopped(files);
+        control.restart().await;
+        control
+    }
+
+    /// Ports and mesh directory ready, process not started: [`Control::restart`] starts it.
+    pub fn stopped(files: &[(&str, &str)]) -> Control {
         let dir = tempfile::Builder::new()
             .prefix("herd-control-")
             .tempdir()
             .expect("temp dir");
         std::fs::create_dir(dir.path().join("mesh")).expect("mesh dir");
-        let mut control = Control {
+        let control = Control {
             child: None,
             dir,
             discovery: crate::ports::addr(),
@@ -44,8 +51,19 @@ impl Control {
         for (name, yaml) in files {
             control.write(name, yaml);
         }
-        control.restart().await;
         control
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// The process's resident set size, from `/proc/PID/status`.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     /// Another replica reading the same mesh directory: its own ports and process.
