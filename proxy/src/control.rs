@@ -297,10 +297,7 @@ async fn connection_loop(
             }
         }
         failures = failures.saturating_add(1);
-        let cap = BACKOFF_BASE
-            .saturating_mul(1 << failures.min(16))
-            .min(BACKOFF_MAX);
-        let wait = cap.mul_f64(fastrand::f64());
+        let wait = backoff(failures, fastrand::f64());
         debug!(?wait, "reconnecting to the control plane");
         tokio::time::sleep(wait).await;
     }
@@ -481,39 +478,7 @@ impl State {
     }
 
     fn merge_endpoints(&mut self, update: &EndpointsUpdate) -> Result<(), String> {
-        let mut set = if update.base_version.is_empty() {
-            BTreeMap::new()
-        } else {
-            match self.held.sets.get(&update.service) {
-                Some((version, set)) if *version == update.base_version => set.clone(),
-                held => {
-                    return Err(format!(
-                        "a delta from {} to a proxy holding {}",
-                        update.base_version,
-                        held.map_or("nothing", |(v, _)| v.as_str())
-                    ));
-                }
-            }
-        };
-        for addr in &update.removed {
-            set.remove(addr);
-        }
-        for ep in &update.endpoints {
-            set.insert(ep.address.clone(), ep.clone());
-        }
-        if update.unknown {
-            set.clear();
-        }
-        let mut usable = Vec::with_capacity(set.len());
-        for ep in set.values() {
-            let addr: SocketAddr = ep
-                .address
-                .parse()
-                .map_err(|e| format!("endpoint address `{}`: {e}", ep.address))?;
-            if ep.ready && !ep.terminating {
-                usable.push((addr, ep.weight.clamp(1, 10_000)));
-            }
-        }
+        let (set, usable) = merge(self.held.sets.get(&update.service), update)?;
         if let Some(sub) = self.control.endpoints.get(&update.service) {
             debug!(service = %update.service, endpoints = usable.len(), "endpoints from the control plane");
             sub.tx.send_replace(Some(usable.into()));
@@ -525,6 +490,58 @@ impl State {
     }
 }
 
+/// The set after `update`, given what is held of its service, and the endpoints of it that may
+/// take new requests. A delta must start from the version held; an address must parse.
+fn merge(
+    held: Option<&(String, BTreeMap<String, Endpoint>)>,
+    update: &EndpointsUpdate,
+) -> Result<(BTreeMap<String, Endpoint>, Vec<(SocketAddr, u32)>), String> {
+    let mut set = if update.base_version.is_empty() {
+        BTreeMap::new()
+    } else {
+        match held {
+            Some((version, set)) if *version == update.base_version => set.clone(),
+            held => {
+                return Err(format!(
+                    "a delta from version {} to a proxy holding {}",
+                    update.base_version,
+                    held.map_or("nothing", |(v, _)| v.as_str())
+                ));
+            }
+        }
+    };
+    for addr in &update.removed {
+        set.remove(addr);
+    }
+    for ep in &update.endpoints {
+        set.insert(ep.address.clone(), ep.clone());
+    }
+    if update.unknown {
+        set.clear();
+    }
+    let mut usable = Vec::with_capacity(set.len());
+    for ep in set.values() {
+        let addr: SocketAddr = ep
+            .address
+            .parse()
+            .map_err(|e| format!("endpoint address `{}`: {e}", ep.address))?;
+        if ep.ready && !ep.terminating {
+            usable.push((addr, ep.weight.clamp(1, 10_000)));
+        }
+    }
+    Ok((set, usable))
+}
+
+/// How long to wait before the next attempt after `failures` in a row: a uniform draw from
+/// zero to the exponential cap (full jitter), so a fleet that lost its control plane together
+/// does not come back together.
+fn backoff(failures: u32, draw: f64) -> Duration {
+    let cap = BACKOFF_BASE
+        .saturating_mul(1 << failures.min(16))
+        .min(BACKOFF_MAX);
+    cap.mul_f64(draw.clamp(0.0, 1.0))
+}
+
 fn watch_request(service: &str, have_version: String) -> EndpointsRequest {
     EndpointsRequest {
         request: Some(endpoints_request::Request::Watch(Watch {
@@ -533,3 +550,6 @@ fn watch_request(service: &str, have_version: String) -> EndpointsRequest {
         })),
     }
 }
+
+#[cfg(test)]
+mod tests;
