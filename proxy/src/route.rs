@@ -202,6 +202,7 @@ mod tests {
             budget: None,
             tcp: Metrics::new().tcp(Direction::Outbound, "web"),
             resolution: None,
+            subscription: None,
         }
     }
 
