@@ -241,7 +241,7 @@ pub async fn send(
     if let Some(budget) = budget {
         budget.deposit();
     }
-    let withdraw = || budget.is_some_and(RetryBudget::withdraw);
+    let withdraw = || budget.is_some_and(|b| b.withdraw());
 
     let mut deadline = Deadline {
         timeout: route.timeout,

@@ -693,3 +693,58 @@ async fn a_failing_app_sees_no_more_retries_than_the_documented_budget() {
         "only {retries} retries, far under the bound {bound}: the budget did not get to stop them"
     );
 }
+
+/// A reload is no reason to forget the retries already made: the budget of a service whose
+/// `retryBudget` did not change carries over to the new configuration, so adding another
+/// service in the middle of a failure does not hand the failing one a fresh reserve.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_does_not_refill_an_unchanged_retry_budget() {
+    const REQUESTS: usize = 20;
+    let down = fleet::endpoint("down").status(503).start().await;
+    let other = fleet::endpoint("other").start().await;
+    // A reserve of 10 retries, no ratio: the first 20 requests spend it all.
+    let budget = "retryBudget: { ratio: 0, minPerSecond: 1, window: 10s }";
+    let routes =
+        ["{ match: { pathPrefix: / }, retry: { attempts: 1, conditions: [gateway-error] } }"];
+    let mesh = fleet::routed(&[down.addr()], budget, &routes);
+    let start = Instant::now();
+    let proxy = Proxy::start(&mesh).await;
+    let mut client = Client::new(proxy.outbound());
+    let before = client.repeat("GET", AUTHORITY, "/", REQUESTS).await;
+    assert_eq!(before.statuses(), BTreeMap::from([(503, REQUESTS)]));
+    assert_eq!(
+        down.settled().await.len(),
+        REQUESTS + 10,
+        "the reserve first"
+    );
+
+    // Another service appears; `web` is as it was.
+    proxy
+        .reload(&format!(
+            "{mesh}  - name: other\n    authorities: [other.local]\n    endpoints: [{}]\n",
+            other.addr()
+        ))
+        .await;
+    let after = client.repeat("GET", AUTHORITY, "/", REQUESTS).await;
+    let elapsed = start.elapsed();
+    assert_eq!(after.statuses(), BTreeMap::from([(503, REQUESTS)]));
+    let received = down.settled().await.len();
+    println!(
+        "{REQUESTS} GETs, a reload, {REQUESTS} more, in {elapsed:.1?}: the failing app received \
+         {received}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "the run took {elapsed:?}, longer than the window: the reserve may refill"
+    );
+    assert_eq!(
+        received,
+        2 * REQUESTS + 10,
+        "the reload handed the service a fresh reserve"
+    );
+    assert_eq!(
+        client.get("other.local", "/", &[]).await.status,
+        200,
+        "the reload applied"
+    );
+}
