@@ -27,9 +27,14 @@ pub use model::*;
 
 /// Reads and parses the mesh file at `path`; messages name the file as given.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(&file, &e))?;
-    parse(&text, &file)
+    parse(&read(path)?, &path.display().to_string())
+}
+
+/// Reads the text of the mesh file at `path`, for a caller that looks at the text before
+/// [`parse`] (the proxy's reload remembers a rejected file's text); the error names the file as
+/// given.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::io(&path.display().to_string(), &e))
 }
 
 /// Parses a mesh served by herd-control (a file of its `--mesh` directory, or the routing state

@@ -14,10 +14,10 @@
 //!   ever replaces a response the client has not seen).
 //! - **How often**: at most `attempts` retries, each after a full-jitter backoff
 //!   (`random(0, min(max, base × 2^n))`), each to another endpoint when there is one, all within
-//!   the route's `timeout`. And within the service's retry budget (tower's `TpsBudget`): every
-//!   request deposits, every retry or hedge withdraws, so retries add at most `ratio` of the
-//!   recent request rate plus `minPerSecond`. With the budget spent, the failure goes back to the
-//!   client as it is: an upstream failing everything sees at most (1 + ratio) × the requests.
+//!   the route's `timeout`. And within the service's retry budget ([`budget`]): every request
+//!   deposits, every retry or hedge withdraws, so over any stretch of T seconds retries add at
+//!   most `ratio` × its requests + `minPerSecond` × max(T, `window`). With the budget spent, the
+//!   failure goes back to the client as it is.
 //!
 //! **Hedging** (`hedge.delay`): for an idempotent, replayable request, if the first attempt has not
 //! answered within the delay (fixed, or a percentile of the route's recent latency), a second one
@@ -32,7 +32,6 @@ use herd_config::{Backoff, HedgeDelay, RetryCondition, RetryPolicy};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tower::retry::budget::{Budget, TpsBudget};
 use tracing::debug;
 
 use crate::balance::{Balancer, Dispatch, Outcome};
@@ -42,19 +41,9 @@ use crate::errors::ProxyError;
 use crate::metrics::RetryReason;
 use crate::route::{RouteTarget, ServiceTarget};
 
-/// A service's retry budget.
-pub struct RetryBudget(TpsBudget);
+mod budget;
 
-impl RetryBudget {
-    pub fn new(config: &herd_config::RetryBudget) -> Self {
-        let percent = (config.ratio as f32).clamp(0.0, 1000.0);
-        RetryBudget(TpsBudget::new(
-            config.window,
-            config.min_per_second,
-            percent,
-        ))
-    }
-}
+pub use budget::RetryBudget;
 
 /// A route's recent latency, for percentile hedge delays: two histograms of one window each,
 /// the older answering until the newer has enough samples.
@@ -250,9 +239,9 @@ pub async fn send(
     };
     let budget = service.budget.as_ref();
     if let Some(budget) = budget {
-        budget.0.deposit();
+        budget.deposit();
     }
-    let withdraw = || budget.is_some_and(|b| b.0.withdraw());
+    let withdraw = || budget.is_some_and(|b| b.withdraw());
 
     let mut deadline = Deadline {
         timeout: route.timeout,

@@ -28,7 +28,7 @@ pub struct ServiceTarget {
     pub fallback: RouteTarget,
     pub balancer: Arc<Balancer>,
     /// The retry budget, when a route of the service retries or hedges.
-    pub budget: Option<RetryBudget>,
+    pub budget: Option<Arc<RetryBudget>>,
     /// Opaque connections (and upgraded ones) to the service.
     pub tcp: Arc<TcpMetrics>,
     /// Keeps the service's DNS resolution running while the service exists.

@@ -5,8 +5,10 @@
 //! and keeps it for that request, so a reload applies to new requests and never disturbs one in
 //! flight. What must outlive a snapshot lives in the [`Registry`]: endpoint pools (with each
 //! endpoint's load and health), handed to every snapshot that names the same endpoint with the
-//! same settings, so a reload keeps warm connections and what the balancer has learnt; and DNS
-//! resolutions, so a reload does not start a discovered service from nothing.
+//! same settings, so a reload keeps warm connections and what the balancer has learnt; DNS
+//! resolutions, so a reload does not start a discovered service from nothing; and retry
+//! budgets, handed to the next snapshot when the service's `retryBudget` is unchanged, so a
+//! reload does not refill a budget a failing service has spent.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,10 +63,12 @@ impl Pools {
     }
 }
 
-/// What snapshots share: endpoint pools, DNS resolutions and metric handles.
+/// What snapshots share: endpoint pools, DNS resolutions, retry budgets and metric handles.
 pub struct Registry {
     pools: Arc<Mutex<Pools>>,
     discovery: Arc<Discovery>,
+    /// By service name; a budget lives as long as a snapshot holds it.
+    budgets: HashMap<String, Weak<RetryBudget>>,
     metrics: Metrics,
     /// Subscriptions to endpoints from the control plane, when the services come from one.
     control: Option<Arc<control::Endpoints>>,
@@ -75,6 +79,7 @@ impl Registry {
         Registry {
             pools: Arc::default(),
             discovery: Arc::new(Discovery::new(&config.proxy.resolver)),
+            budgets: HashMap::new(),
             metrics,
             control: None,
         }
@@ -84,6 +89,20 @@ impl Registry {
     pub fn with_control(mut self, endpoints: Arc<control::Endpoints>) -> Self {
         self.control = Some(endpoints);
         self
+    }
+
+    /// The retry budget of service `name`: the one it has, if its settings are `config`.
+    fn budget(&mut self, name: &str, config: &herd_config::RetryBudget) -> Arc<RetryBudget> {
+        self.budgets.retain(|_, b| b.strong_count() > 0);
+        if let Some(budget) = self.budgets.get(name).and_then(Weak::upgrade)
+            && budget.config() == config
+        {
+            return budget;
+        }
+        let budget = Arc::new(RetryBudget::new(config));
+        self.budgets
+            .insert(name.to_owned(), Arc::downgrade(&budget));
+        budget
     }
 }
 
@@ -259,7 +278,7 @@ impl Snapshot {
                 ),
                 balancer,
                 tcp: registry.metrics.tcp(Direction::Outbound, &svc.name),
-                budget: retries.then(|| RetryBudget::new(&svc.retry_budget)),
+                budget: retries.then(|| registry.budget(&svc.name, &svc.retry_budget)),
                 resolution,
                 subscription,
             });

@@ -231,6 +231,38 @@ impl Proxy {
         std::fs::write(&self.config, self.listeners.fill(yaml)).expect("rewrite config");
     }
 
+    /// Updates the config the way the kubelet updates a ConfigMap volume; does not wait. The
+    /// first call turns the file into the volume's layout: `mesh.yaml -> ..data/mesh.yaml`,
+    /// `..data -> ..N`, the content in the directory `..N`. Each call writes the content into a
+    /// fresh `..N`, points a new symlink `..data_tmp` at it, renames that over `..data` (the one
+    /// atomic step) and removes the previous `..N`. After the first call nothing named
+    /// `mesh.yaml` changes: only `..data` does.
+    pub fn write_config_as_configmap(&self, yaml: &str) {
+        use std::os::unix::fs::symlink;
+        let dir = self.dir.path();
+        let name = self.config.file_name().expect("config file name");
+        let data = dir.join("..data");
+        let previous = std::fs::read_link(&data).ok();
+        let serial = (1..)
+            .find(|n| !dir.join(format!("..{n}")).exists())
+            .expect("a free ..N name");
+        let fresh = format!("..{serial}");
+        std::fs::create_dir(dir.join(&fresh)).expect("create the ConfigMap's data directory");
+        std::fs::write(dir.join(&fresh).join(name), self.listeners.fill(yaml))
+            .expect("write the ConfigMap's file");
+        let staged = dir.join("..data_tmp");
+        symlink(&fresh, &staged).expect("symlink ..data_tmp");
+        std::fs::rename(&staged, &data).expect("rename ..data_tmp over ..data");
+        if let Some(previous) = previous {
+            std::fs::remove_dir_all(dir.join(previous)).expect("remove the previous ..N");
+        }
+        if !self.config.is_symlink() {
+            let link = dir.join(".mesh.yaml.link");
+            symlink(Path::new("..data").join(name), &link).expect("symlink the config file");
+            std::fs::rename(&link, &self.config).expect("rename the symlink over the config");
+        }
+    }
+
     /// Waits until `/config` reports `version` or later.
     pub async fn wait_for_version(&self, version: u64) -> u64 {
         eventually(&format!("config version {version}"), TIMEOUT, || async {

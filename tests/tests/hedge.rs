@@ -471,17 +471,15 @@ async fn a_p95_hedge_learns_the_routes_latency_and_rescues_a_stalled_endpoint() 
 /// The budget the budget tests give their service.
 const BUDGET: &str = "retryBudget: { ratio: 0.2, minPerSecond: 1, window: 2s }";
 
-/// The most requests an endpoint may receive for `requests` sent over `elapsed` under
-/// [`BUDGET`]: each request once, plus the retries and hedges the budget allows (tower's
-/// `TpsBudget`): `ratio` of the requests, plus `minPerSecond x window` for each window the run
-/// touched (the reserve comes back as spent withdrawals age out of the window), plus 2 for a
-/// withdrawal rounded either way at each end.
+/// The most requests an endpoint may receive for `requests` sent over `elapsed` (the proxy
+/// quiet before, every attempt over by the end) under [`BUDGET`]: each request once, plus the
+/// retries and hedges the README's bound allows: `ratio` x the requests + `minPerSecond` x
+/// max(elapsed, `window`).
 fn budget_bound(requests: usize, elapsed: Duration) -> usize {
     const RATIO: f64 = 0.2;
     const MIN_PER_SECOND: f64 = 1.0;
     const WINDOW: Duration = Duration::from_secs(2);
-    let windows = 1.0 + (elapsed.as_secs_f64() / WINDOW.as_secs_f64()).ceil();
-    let allowed = RATIO * requests as f64 + MIN_PER_SECOND * WINDOW.as_secs_f64() * windows + 2.0;
+    let allowed = RATIO * requests as f64 + MIN_PER_SECOND * elapsed.max(WINDOW).as_secs_f64();
     requests + allowed.floor() as usize
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use herd_tests::server::{self, reply};
-use herd_tests::{Proxy, TIMEOUT, client, curl, eventually, ws};
+use herd_tests::{Proxy, TIMEOUT, client, curl, eventually, prometheus, ws};
 use tokio_tungstenite::tungstenite::Message;
 
 /// An app that says `name` on `/`, answers `/slow` after 2 s, and streams 10 events 200 ms
@@ -192,4 +192,148 @@ async fn an_invalid_change_is_logged_and_ignored() {
         b.addr().to_string(),
         "{config}"
     );
+}
+
+/// The ERROR lines a rejected reload logged so far.
+fn rejections(proxy: &Proxy) -> Vec<String> {
+    proxy
+        .stderr_text()
+        .lines()
+        .filter(|l| l.contains("; keeping configuration version"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `herd_config_reloads_total{result}` from the admin port.
+async fn reloads(proxy: &Proxy, result: &str) -> f64 {
+    let metrics = proxy.admin_get("/metrics").await;
+    prometheus::Exposition::parse(&metrics.text())
+        .sum("herd_config_reloads_total", &[("result", result)])
+        .unwrap_or(0.0)
+}
+
+/// Waits until the watcher has re-read the config and found the invalid content it already
+/// reported (it says so at DEBUG), or until a second rejection was logged; returns the
+/// rejections.
+async fn until_reread_or_reported_again(proxy: &Proxy, rereads: usize) -> Vec<String> {
+    eventually(
+        "the watcher to re-read the same invalid file",
+        TIMEOUT,
+        || async {
+            let seen = proxy
+                .stderr_text()
+                .matches("the same invalid content as before")
+                .count();
+            let rejections = rejections(proxy);
+            (seen >= rereads || rejections.len() > 1).then_some(rejections)
+        },
+    )
+    .await
+}
+
+/// As an operator runs it: `herd-proxy --config mesh.yaml 2>>proxy.log`, the log beside the
+/// config (the kit keeps the proxy's stderr in the config's directory). A broken file written
+/// once is reported once: not again when the proxy's own ERROR line lands in the directory,
+/// nor when other files there change, nor when the same broken content is written again. A
+/// valid file then applies, and the broken one written after it is a change of its own,
+/// reported again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_file_is_reported_once_whatever_else_changes_beside_it() {
+    let (a, b) = (app("A").await, app("B").await);
+    let socket = server::websocket_echo().await;
+    let proxy = Proxy::start_with_env(
+        &mesh(a.addr(), socket.addr()),
+        &[("HERD_LOG", "info,herd_proxy::reload=debug")],
+    )
+    .await;
+    let version = proxy.version().await;
+    let broken = mesh(b.addr(), socket.addr()).replace(&b.addr().to_string(), "not-an-address");
+
+    proxy.write_config_atomically(&broken);
+    let path = proxy.config_path().display().to_string();
+    proxy.wait_for_log(&format!("{path}:")).await;
+
+    // Churn beside the config: files of other programs come and go, the log grows...
+    for i in 0..5 {
+        let other = proxy.dir().join(format!("other-{i}.txt"));
+        std::fs::write(&other, "not the config").unwrap();
+        std::fs::rename(&other, proxy.dir().join("other.txt")).unwrap();
+    }
+    // ...and the same broken content is written over the config again (an event for its own
+    // name): the watcher re-reads it and finds what it already reported.
+    proxy.write_config_atomically(&broken);
+    let reported = until_reread_or_reported_again(&proxy, 1).await;
+    println!(
+        "one broken file, written twice, with churn beside it: {} rejection(s) logged",
+        reported.len()
+    );
+    assert_eq!(
+        reported.len(),
+        1,
+        "one broken file was reported {} times:\n{}",
+        reported.len(),
+        reported.join("\n")
+    );
+    assert_eq!(reloads(&proxy, "rejected").await, 1.0);
+    assert_eq!(proxy.version().await, version);
+    assert_eq!(get_web(&proxy, "/").await.text(), "A");
+
+    // A valid file written afterwards applies as before.
+    proxy.reload(&mesh(b.addr(), socket.addr())).await;
+    assert_eq!(get_web(&proxy, "/").await.text(), "B");
+    assert_eq!(reloads(&proxy, "applied").await, 1.0);
+
+    // The broken content again, after a valid one: a new change, reported once more.
+    proxy.write_config_atomically(&broken);
+    eventually("the second rejection", TIMEOUT, || async {
+        (rejections(&proxy).len() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(reloads(&proxy, "rejected").await, 2.0);
+    assert_eq!(get_web(&proxy, "/").await.text(), "B");
+}
+
+/// A ConfigMap volume: `mesh.yaml -> ..data/mesh.yaml`, and an update renames a new `..data`
+/// symlink over the old one, so nothing named `mesh.yaml` changes. The watcher follows the
+/// file's symlink to `..data` and reloads on that swap; a broken ConfigMap is reported once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configmap_update_swaps_data_and_is_seen() {
+    let (a, b) = (app("A").await, app("B").await);
+    let socket = server::websocket_echo().await;
+    let proxy = Proxy::start_with_env(
+        &mesh(a.addr(), socket.addr()),
+        &[("HERD_LOG", "info,herd_proxy::reload=debug")],
+    )
+    .await;
+    let version = proxy.version().await;
+
+    // The volume appears (mesh.yaml becomes a symlink), with B's address.
+    proxy.write_config_as_configmap(&mesh(b.addr(), socket.addr()));
+    proxy.wait_for_version(version + 1).await;
+    until_web_says(&proxy, "B").await;
+
+    // An update: only `..data` is swapped.
+    proxy.write_config_as_configmap(&mesh(a.addr(), socket.addr()));
+    proxy.wait_for_version(version + 2).await;
+    until_web_says(&proxy, "A").await;
+
+    // A broken update is reported once, and the same broken content swapped in again is not.
+    let broken = mesh(b.addr(), socket.addr()).replace(&b.addr().to_string(), "not-an-address");
+    proxy.write_config_as_configmap(&broken);
+    proxy.wait_for_log("; keeping configuration version").await;
+    proxy.write_config_as_configmap(&broken);
+    let reported = until_reread_or_reported_again(&proxy, 1).await;
+    assert_eq!(
+        reported.len(),
+        1,
+        "one broken ConfigMap was reported {} times:\n{}",
+        reported.len(),
+        reported.join("\n")
+    );
+    assert_eq!(reloads(&proxy, "rejected").await, 1.0);
+
+    // And a valid one after it applies.
+    proxy.write_config_as_configmap(&mesh(b.addr(), socket.addr()));
+    proxy.wait_for_version(version + 3).await;
+    until_web_says(&proxy, "B").await;
 }

@@ -614,3 +614,137 @@ async fn a_websocket_upgrade_answered_503_is_not_retried() {
     assert!(response.header(fleet::HEADER).is_some(), "{response:?}");
     assert_eq!(requests() - after_get, 1, "the upgrade was retried");
 }
+
+/// The README's retry budget bound: over any stretch of time T, retries add at most
+/// `ratio` x the requests in it + `minPerSecond` x max(T, `window`).
+fn documented_retry_bound(
+    ratio: f64,
+    min_per_second: f64,
+    window: Duration,
+    requests: usize,
+    stretch: Duration,
+) -> usize {
+    let allowance = min_per_second * stretch.max(window).as_secs_f64();
+    (ratio * requests as f64 + allowance).floor() as usize
+}
+
+/// Issue 16's case: an app answering 503 to everything, a route retrying `gateway-error` three
+/// times, the service's budget `{ ratio: 0.2, minPerSecond: 10, window: 10s }`, 300 requests at
+/// 30 a second. The app sees each request once plus at most the documented bound of retries
+/// (0.2 x 300 + 10 x 10 = 160 when the run fits in one window; a little more per second it
+/// overruns), and the budget, not the route's `attempts`, is what stops them: the count comes
+/// close to the bound. Requests are sent on a fixed schedule, each on a connection of its own,
+/// so a slow answer (three backoffs) does not delay the next.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_app_sees_no_more_retries_than_the_documented_budget() {
+    const REQUESTS: usize = 300;
+    const RATE: f64 = 30.0;
+    let down = fleet::endpoint("down").status(503).start().await;
+    let proxy = Proxy::start(&fleet::routed(
+        &[down.addr()],
+        "retryBudget: { ratio: 0.2, minPerSecond: 10, window: 10s }",
+        &["{ match: { pathPrefix: / }, retry: { attempts: 3, conditions: [gateway-error] } }"],
+    ))
+    .await;
+
+    let start = tokio::time::Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..REQUESTS {
+        let at = start + Duration::from_secs_f64(i as f64 / RATE);
+        let outbound = proxy.outbound();
+        requests.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            herd_tests::load::send(outbound, AUTHORITY, "/", &[]).await
+        });
+    }
+    let mut statuses = BTreeMap::new();
+    while let Some(outcome) = requests.join_next().await {
+        let outcome = outcome.expect("a request task panicked");
+        assert_apps_503(&outcome, "a request to an app failing everything");
+        *statuses.entry(outcome.status).or_insert(0) += 1;
+    }
+    let stretch = start.elapsed();
+
+    let received = down.settled().await.len();
+    let metrics = proxy.admin_get("/metrics").await.text();
+    let counted =
+        herd_tests::prometheus::Exposition::parse(&metrics).sum("herd_http_retries_total", &[]);
+    let bound = documented_retry_bound(0.2, 10.0, Duration::from_secs(10), REQUESTS, stretch);
+    let retries = received.saturating_sub(REQUESTS);
+    println!(
+        "{REQUESTS} GETs at {RATE}/s to an app failing everything, attempts 3, over \
+         {stretch:.2?}: the app received {received} ({retries} retries; \
+         herd_http_retries_total {counted:?}); documented bound {REQUESTS} + {bound}; \
+         without a budget {}",
+        REQUESTS * 4
+    );
+    assert_eq!(statuses, BTreeMap::from([(503, REQUESTS)]));
+    assert!(
+        received <= REQUESTS + bound,
+        "the app received {received} requests: {retries} retries, over the documented {bound}"
+    );
+    assert_eq!(
+        counted,
+        Some(retries as f64),
+        "herd_http_retries_total against what the app received"
+    );
+    assert!(
+        retries as f64 >= 0.9 * bound as f64,
+        "only {retries} retries, far under the bound {bound}: the budget did not get to stop them"
+    );
+}
+
+/// A reload is no reason to forget the retries already made: the budget of a service whose
+/// `retryBudget` did not change carries over to the new configuration, so adding another
+/// service in the middle of a failure does not hand the failing one a fresh reserve.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_does_not_refill_an_unchanged_retry_budget() {
+    const REQUESTS: usize = 20;
+    let down = fleet::endpoint("down").status(503).start().await;
+    let other = fleet::endpoint("other").start().await;
+    // A reserve of 10 retries, no ratio: the first 20 requests spend it all.
+    let budget = "retryBudget: { ratio: 0, minPerSecond: 1, window: 10s }";
+    let routes =
+        ["{ match: { pathPrefix: / }, retry: { attempts: 1, conditions: [gateway-error] } }"];
+    let mesh = fleet::routed(&[down.addr()], budget, &routes);
+    let start = Instant::now();
+    let proxy = Proxy::start(&mesh).await;
+    let mut client = Client::new(proxy.outbound());
+    let before = client.repeat("GET", AUTHORITY, "/", REQUESTS).await;
+    assert_eq!(before.statuses(), BTreeMap::from([(503, REQUESTS)]));
+    assert_eq!(
+        down.settled().await.len(),
+        REQUESTS + 10,
+        "the reserve first"
+    );
+
+    // Another service appears; `web` is as it was.
+    proxy
+        .reload(&format!(
+            "{mesh}  - name: other\n    authorities: [other.local]\n    endpoints: [{}]\n",
+            other.addr()
+        ))
+        .await;
+    let after = client.repeat("GET", AUTHORITY, "/", REQUESTS).await;
+    let elapsed = start.elapsed();
+    assert_eq!(after.statuses(), BTreeMap::from([(503, REQUESTS)]));
+    let received = down.settled().await.len();
+    println!(
+        "{REQUESTS} GETs, a reload, {REQUESTS} more, in {elapsed:.1?}: the failing app received \
+         {received}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "the run took {elapsed:?}, longer than the window: the reserve may refill"
+    );
+    assert_eq!(
+        received,
+        2 * REQUESTS + 10,
+        "the reload handed the service a fresh reserve"
+    );
+    assert_eq!(
+        client.get("other.local", "/", &[]).await.status,
+        200,
+        "the reload applied"
+    );
+}

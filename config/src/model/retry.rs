@@ -201,8 +201,10 @@ impl Serialize for HedgeDelay {
 
 /// `services[].retryBudget`: how many retries (and hedges) a service's requests may add in all.
 ///
-/// Within any `window`, retries may add at most `ratio` times the requests of that window plus
-/// `min_per_second × window`; beyond that, a failure goes back to the client as it is.
+/// Over any stretch of T seconds, retries may add at most `ratio` times its requests plus
+/// `min_per_second × max(T, window)` (for T under a window, the requests of the window that ends
+/// with its last retry); beyond that, a failure goes back to the client as it is. The proxy's
+/// `retry::budget` module says how that is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryBudget {
@@ -223,7 +225,8 @@ impl RetryBudget {
     /// Accepted values of `minPerSecond`.
     pub const MIN_PER_SECOND_RANGE: RangeInclusive<u32> = 0..=100_000;
     pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
-    /// Accepted values of `window`: what tower's `TpsBudget` accepts as its ttl.
+    /// Accepted values of `window`: long enough to smooth a burst, short enough that a past
+    /// failure is forgotten within a minute.
     pub const WINDOW_RANGE: RangeInclusive<Duration> =
         Duration::from_secs(1)..=Duration::from_secs(60);
 }
