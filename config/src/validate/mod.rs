@@ -18,8 +18,8 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::authority::Authority;
 use crate::model::{
-    AccessLog, AdminListener, Config, Downstream, InboundListener, OutboundListener, Protocol,
-    ProxySettings, ResolverConfig, Upstream,
+    AccessLog, AdminListener, Config, Downstream, Egress, InboundListener, OutboundListener,
+    Protocol, ProxySettings, ResolverConfig, Upstream,
 };
 use crate::raw;
 
@@ -195,6 +195,7 @@ fn outbound(raw: raw::Outbound, listeners: &mut Listeners) -> Result<OutboundLis
     )?;
     Ok(OutboundListener {
         listen: raw.listen.value.0,
+        egress: raw.egress.map_or(Egress::default(), |e| e.value.0),
         downstream,
     })
 }
