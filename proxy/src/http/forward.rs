@@ -1,6 +1,7 @@
 //! One request through the stages, in the order it meets them: route (which service and route),
 //! header rewriting, retry (attempts under the route's policy), balance (which endpoint, per
 //! attempt), endpoint (a pooled connection), then the response's way back. `CONNECT` on the outbound side leaves HTTP here and becomes a tunnel.
+//! Before routing, the request's one authority is checked by [`authority`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use tracing::debug;
 
 use super::ConnCtx;
+use super::authority;
 use super::headers::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
 use crate::access_log::{AccessLog, Entry};
 use crate::body::{RequestBody, ResponseBody, Timing};
@@ -139,18 +141,25 @@ async fn proxy<'s>(
     trace: &mut Trace,
     log: &mut Option<(AccessLog, Box<Entry>)>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    // route: which service, then which of its routes.
-    let service: &Arc<ServiceTarget> = match ctx.direction {
-        Direction::Inbound => snapshot
-            .inbound
-            .as_ref()
-            .ok_or(ProxyError::NoService("inbound".into()))?,
+    // route: the request's one authority, by the same rule on both listeners; then which
+    // service, then which of its routes. An inbound request the rule refuses is counted on the
+    // app's route; an outbound one on the `unknown` route.
+    let checked = authority::of(&req);
+    let (service, refused): (&Arc<ServiceTarget>, _) = match ctx.direction {
+        Direction::Inbound => (
+            snapshot
+                .inbound
+                .as_ref()
+                .ok_or(ProxyError::NoService("inbound".into()))?,
+            checked.err(),
+        ),
         Direction::Outbound => {
+            let authority = checked?;
             if req.method() == Method::CONNECT {
                 return Box::pin(connect_tunnel(req, snapshot, ctx)).await;
             }
-            let authority = authority_of(&req).ok_or(ProxyError::NoAuthority)?;
-            snapshot.routes.lookup(authority)?
+            let authority = authority.ok_or(ProxyError::NoAuthority)?;
+            (snapshot.routes.lookup(authority)?, None)
         }
     };
     let route = service.route(req.method(), req.uri().path());
@@ -160,6 +169,9 @@ async fn proxy<'s>(
     if let Some((_, entry)) = log.as_mut() {
         entry.service = service.name.clone();
         entry.route = route.name.clone();
+    }
+    if let Some(error) = refused {
+        return Err(error);
     }
 
     // Headers: hop-by-hop out, X-Forwarded-For in. `Expect` is answered by this proxy (hyper
@@ -272,13 +284,17 @@ fn authority_of<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// HTTP/1 endpoints get origin-form (`/path?q`) with a `Host` header; HTTP/2 endpoints get an
-/// absolute URI, whose authority becomes `:authority`.
+/// absolute URI, whose authority becomes `:authority`. Either way the app is told one authority:
+/// the one the request was routed by (see [`authority`]). A target's authority (absolute-form,
+/// `:authority`) replaces any `Host` the client sent (RFC 9112 §3.2.2), and an HTTP/2 endpoint
+/// gets no `host` beside its `:authority`.
 fn for_wire(mut req: Request<RequestBody>, wire: Wire) -> Result<Request<RequestBody>, ProxyError> {
     match wire {
         Wire::Http1 => {
             *req.version_mut() = Version::HTTP_11;
             if let Some(authority) = req.uri().authority().cloned() {
-                if !req.headers().contains_key(header::HOST) {
+                let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+                if host != Some(authority.as_str().as_bytes()) {
                     let host = HeaderValue::from_str(authority.as_str())
                         .map_err(|_| ProxyError::InvalidAuthority)?;
                     req.headers_mut().insert(header::HOST, host);

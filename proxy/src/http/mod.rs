@@ -4,10 +4,13 @@
 //! head (`headerTimeout`: a client trickling its headers is closed) and a cap on its size
 //! (`maxHeaderBytes`: 431 beyond it). hyper answers malformed requests with 400 and closes. HTTP/2
 //! is served with prior knowledge (h2c). HTTP/1 bytes pass a [`framing`] guard on their way to
-//! hyper, which refuses requests framed two ways (request smuggling). When the drain starts, HTTP/1 connections finish the
+//! hyper, which refuses requests framed two ways (request smuggling). Every request, on either
+//! listener and in either version, must name one authority, once, validly ([`authority`]); the
+//! app is told that one. When the drain starts, HTTP/1 connections finish the
 //! request in flight and close (`Connection: close`); HTTP/2 connections send GOAWAY and finish
 //! their streams.
 
+mod authority;
 mod forward;
 mod framing;
 pub mod headers;

@@ -54,6 +54,10 @@ impl ErrorKind {
             ProxyError::NoService(_) => ErrorKind::NoRoute,
             ProxyError::NoAuthority
             | ProxyError::InvalidAuthority
+            | ProxyError::MissingHost
+            | ProxyError::DuplicateHost
+            | ProxyError::InvalidHost
+            | ProxyError::AuthorityMismatch
             | ProxyError::Smuggling
             | ProxyError::ClientBody(_) => ErrorKind::BadRequest,
             ProxyError::ConnectRefused(_)
