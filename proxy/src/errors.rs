@@ -49,6 +49,8 @@ pub enum ProxyError {
     InvalidHost,
     #[error("host header differs from :authority")]
     AuthorityMismatch,
+    #[error("{0} is this proxy's own listener")]
+    OwnListener(SocketAddr),
     #[error("request has both content-length and transfer-encoding")]
     Smuggling,
     #[error("service {service} is overloaded: {pending} requests already wait for an endpoint")]
@@ -89,6 +91,7 @@ impl ProxyError {
             | Self::DuplicateHost
             | Self::InvalidHost
             | Self::AuthorityMismatch
+            | Self::OwnListener(_)
             | Self::Smuggling
             | Self::ClientBody(_) => Origin::Downstream,
             Self::NoService(_)
@@ -130,6 +133,7 @@ impl ProxyError {
             | Self::AuthorityMismatch
             | Self::Smuggling
             | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::OwnListener(_) => StatusCode::FORBIDDEN,
             Self::Overloaded { .. } | Self::NoReadyEndpoint { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

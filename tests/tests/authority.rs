@@ -1,5 +1,5 @@
 //! One authority per request: what the proxy routes by is what the app sees (RFC 9112 §3.2,
-//! RFC 9113 §8.3.1), on both listeners.
+//! RFC 9113 §8.3.1), on both listeners, and `CONNECT` that cannot reach the proxy itself.
 //!
 //! Every request here is written byte for byte (raw TCP for HTTP/1, the `h2` crate for HTTP/2),
 //! since curl and hyper would fix up the very headers under test. The apps are fleet endpoints,
@@ -8,8 +8,9 @@
 use std::net::SocketAddr;
 
 use herd_tests::fleet::{self, Endpoint};
+use herd_tests::prometheus::Exposition;
 use herd_tests::tcp::{Conn, Response};
-use herd_tests::{Proxy, TIMEOUT, within};
+use herd_tests::{Proxy, TIMEOUT, ports, server, within};
 
 /// An inbound listener in front of `web`, and an outbound one routing `web.local` to `web` and
 /// `other.local` to `other`: a request routed to the wrong one shows in which answered.
@@ -264,4 +265,126 @@ async fn http2_host_equal_to_authority_reaches_the_app_once() {
         );
     }
     assert_eq!(mesh.other.requests(), 0);
+}
+
+/// Sends `CONNECT target` to the outbound listener; returns the response and the connection.
+async fn connect(proxy: &Proxy, target: &str) -> (Response, Conn) {
+    let mut conn = Conn::connect(proxy.outbound()).await;
+    conn.send(format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    ))
+    .await;
+    let response = conn.read_response_to("CONNECT").await;
+    (response, conn)
+}
+
+/// Asserts that `CONNECT target` is refused 403 as the proxy's own listener, and that nothing
+/// can be sent through.
+async fn refused_as_own_listener(proxy: &Proxy, target: &str) {
+    let (response, mut conn) = connect(proxy, target).await;
+    assert_eq!(response.status, 403, "CONNECT {target}: {response:?}");
+    let said = response.header("herd-proxy-error").unwrap_or_default();
+    assert!(
+        said.contains("is this proxy's own listener"),
+        "CONNECT {target}: herd-proxy-error {said:?}"
+    );
+    // What the admin port would have answered through a tunnel.
+    let _ = conn
+        .try_send("GET /config HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .await;
+    assert!(
+        conn.is_closed_within(TIMEOUT).await,
+        "CONNECT {target}: the connection stayed open after the refusal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_to_the_proxys_own_listeners_is_refused() {
+    let redis = ports::addr();
+    let mesh = Mesh::start_with(
+        "",
+        &format!(
+            "  - name: cache
+                protocol: opaque
+                listen: {redis}
+                endpoints: [{}]",
+            ports::closed()
+        ),
+    )
+    .await;
+    let proxy = &mesh.proxy;
+    for addr in [proxy.admin(), proxy.inbound(), proxy.outbound(), redis] {
+        refused_as_own_listener(proxy, &addr.to_string()).await;
+    }
+    assert_eq!(mesh.reached(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_to_an_own_listener_by_another_name_is_refused() {
+    let mesh = Mesh::start().await;
+    let port = mesh.proxy.admin().port();
+    for target in [
+        format!("localhost:{port}"),
+        format!("LOCALHOST.:{port}"),
+        format!("0.0.0.0:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+    ] {
+        refused_as_own_listener(&mesh.proxy, &target).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_to_another_loopback_port_still_tunnels() {
+    let mesh = Mesh::start().await;
+    let echo = server::tcp_echo().await;
+    let (response, mut conn) = connect(&mesh.proxy, &echo.addr().to_string()).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    conn.send("ping").await;
+    assert_eq!(conn.read_exact(4).await, b"ping");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn absolute_form_to_the_proxys_own_listener_is_refused() {
+    let mesh = Mesh::start().await;
+    let admin = mesh.proxy.admin();
+    for (listener, addr) in mesh.listeners() {
+        let mut conn = Conn::connect(addr).await;
+        conn.send(format!(
+            "GET http://{admin}/config HTTP/1.1\r\nHost: {admin}\r\n\r\n"
+        ))
+        .await;
+        let response = conn.read_response().await;
+        assert_eq!(response.status, 403, "{listener}: {response:?}");
+        assert!(
+            response
+                .header("herd-proxy-error")
+                .unwrap_or_default()
+                .contains("is this proxy's own listener"),
+            "{listener}: {response:?}"
+        );
+    }
+    assert_eq!(mesh.reached(), 0);
+}
+
+/// `herd_http_responses_total` for outbound requests that no service claimed, by `error`.
+async fn unclaimed_errors(proxy: &Proxy, error: &str) -> f64 {
+    let metrics = Exposition::parse(&proxy.admin_get("/metrics").await.text());
+    metrics
+        .sum(
+            "herd_http_responses_total",
+            &[
+                ("direction", "outbound"),
+                ("service", "unknown"),
+                ("status_code", "403"),
+                ("error", error),
+            ],
+        )
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_to_the_proxy_itself_is_counted() {
+    let mesh = Mesh::start().await;
+    refused_as_own_listener(&mesh.proxy, &mesh.proxy.admin().to_string()).await;
+    assert_eq!(unclaimed_errors(&mesh.proxy, "own-listener").await, 1.0);
 }

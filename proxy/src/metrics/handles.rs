@@ -22,10 +22,11 @@ pub enum ErrorKind {
     NoEndpoint,
     Upstream,
     Resolve,
+    OwnListener,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 8] = [
+    const ALL: [ErrorKind; 9] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::Connect,
@@ -34,6 +35,7 @@ impl ErrorKind {
         ErrorKind::NoEndpoint,
         ErrorKind::Upstream,
         ErrorKind::Resolve,
+        ErrorKind::OwnListener,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +48,7 @@ impl ErrorKind {
             ErrorKind::NoEndpoint => "no-endpoint",
             ErrorKind::Upstream => "upstream",
             ErrorKind::Resolve => "resolve",
+            ErrorKind::OwnListener => "own-listener",
         }
     }
 
@@ -71,6 +74,7 @@ impl ErrorKind {
                 ErrorKind::Upstream
             }
             ProxyError::Resolve { .. } => ErrorKind::Resolve,
+            ProxyError::OwnListener(_) => ErrorKind::OwnListener,
         }
     }
 }
