@@ -51,6 +51,8 @@ pub enum ProxyError {
     AuthorityMismatch,
     #[error("{0} is this proxy's own listener")]
     OwnListener(SocketAddr),
+    #[error("CONNECT to {0} refused: egress is mesh-only")]
+    EgressRefused(String),
     #[error("request has both content-length and transfer-encoding")]
     Smuggling,
     #[error("service {service} is overloaded: {pending} requests already wait for an endpoint")]
@@ -92,6 +94,7 @@ impl ProxyError {
             | Self::InvalidHost
             | Self::AuthorityMismatch
             | Self::OwnListener(_)
+            | Self::EgressRefused(_)
             | Self::Smuggling
             | Self::ClientBody(_) => Origin::Downstream,
             Self::NoService(_)
@@ -133,7 +136,7 @@ impl ProxyError {
             | Self::AuthorityMismatch
             | Self::Smuggling
             | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
-            Self::OwnListener(_) => StatusCode::FORBIDDEN,
+            Self::OwnListener(_) | Self::EgressRefused(_) => StatusCode::FORBIDDEN,
             Self::Overloaded { .. } | Self::NoReadyEndpoint { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

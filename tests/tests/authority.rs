@@ -1,5 +1,6 @@
 //! One authority per request: what the proxy routes by is what the app sees (RFC 9112 §3.2,
-//! RFC 9113 §8.3.1), on both listeners, and `CONNECT` that cannot reach the proxy itself.
+//! RFC 9113 §8.3.1), on both listeners, and `CONNECT` that cannot reach the proxy itself or, under
+//! `egress: mesh-only`, any host outside the mesh.
 //!
 //! Every request here is written byte for byte (raw TCP for HTTP/1, the `h2` crate for HTTP/2),
 //! since curl and hyper would fix up the very headers under test. The apps are fleet endpoints,
@@ -387,4 +388,42 @@ async fn connect_to_the_proxy_itself_is_counted() {
     let mesh = Mesh::start().await;
     refused_as_own_listener(&mesh.proxy, &mesh.proxy.admin().to_string()).await;
     assert_eq!(unclaimed_errors(&mesh.proxy, "own-listener").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mesh_only_egress_refuses_connect_outside_the_mesh_and_counts_it() {
+    let mesh = Mesh::start_with(", egress: mesh-only", "").await;
+    let echo = server::tcp_echo().await;
+
+    let target = echo.addr().to_string();
+    let (response, mut conn) = connect(&mesh.proxy, &target).await;
+    assert_eq!(response.status, 403, "{response:?}");
+    let said = response.header("herd-proxy-error").unwrap_or_default();
+    assert_eq!(
+        said,
+        format!("CONNECT to {target} refused: egress is mesh-only")
+    );
+    assert!(conn.is_closed_within(TIMEOUT).await);
+    assert_eq!(echo.connections(), 0, "the refused host was connected to");
+    assert_eq!(unclaimed_errors(&mesh.proxy, "egress-refused").await, 1.0);
+
+    // A mesh service is still reached.
+    let (response, mut conn) = connect(&mesh.proxy, "web.local:80").await;
+    assert_eq!(response.status, 200, "{response:?}");
+    conn.send("GET /tunnelled HTTP/1.1\r\nHost: web.local\r\n\r\n")
+        .await;
+    let inside = conn.read_response().await;
+    assert_eq!(inside.header(fleet::HEADER), Some("web"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn egress_is_any_by_default_and_shown_in_config() {
+    let mesh = Mesh::start().await;
+    let config = mesh.proxy.admin_get("/config").await.json();
+    assert_eq!(config["config"]["proxy"]["outbound"]["egress"], "any");
+    let echo = server::tcp_echo().await;
+    let (response, mut conn) = connect(&mesh.proxy, &echo.addr().to_string()).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    conn.send("pong").await;
+    assert_eq!(conn.read_exact(4).await, b"pong");
 }

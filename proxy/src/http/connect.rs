@@ -1,15 +1,19 @@
 //! `CONNECT host:port` on the outbound listener (what an app with `HTTPS_PROXY` sends): a byte
-//! tunnel to an endpoint of the service claiming the authority, else to the host itself (DNS,
-//! [`EGRESS_CONNECT_TIMEOUT`]).
+//! tunnel to an endpoint of the service claiming the authority, else, under `egress: any`, to the
+//! host itself (DNS, [`EGRESS_CONNECT_TIMEOUT`]).
 //!
-//! A target that is one of the proxy's own listeners ([`own`]) is refused with 403 and counted
-//! (`herd_http_responses_total{service="unknown", error="own-listener"}`): checked on the names
-//! that need no DNS (IP literals, `localhost`), then on every address the name resolves to, and
-//! last on the connection made, whose own address tells whether the target is an address of
-//! this host.
+//! Two rules bound where a tunnel to a host outside the mesh may go, each answered with 403 and
+//! counted (`herd_http_responses_total{service="unknown", error=...}`):
+//! - `proxy.outbound.egress: mesh-only` refuses every authority no service claims
+//!   (`egress-refused`), before any DNS lookup or connection;
+//! - a target that is one of the proxy's own listeners ([`own`]) is refused (`own-listener`):
+//!   checked on the names that need no DNS (IP literals, `localhost`), then on every address the
+//!   name resolves to, and last on the connection made, whose own address tells whether the
+//!   target is an address of this host.
 
 use std::time::Duration;
 
+use herd_config::Egress;
 use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -70,6 +74,15 @@ async fn egress(
     snapshot: &Snapshot,
     ctx: &ConnCtx,
 ) -> Result<TcpStream, ProxyError> {
+    let egress = snapshot
+        .config
+        .proxy
+        .outbound
+        .as_ref()
+        .map_or(Egress::default(), |o| o.egress);
+    if egress == Egress::MeshOnly {
+        return Err(ProxyError::EgressRefused(authority.to_string()));
+    }
     let port = authority.port_u16().ok_or(ProxyError::InvalidAuthority)?;
     let listeners = Listeners {
         fixed: &ctx.own_listeners,

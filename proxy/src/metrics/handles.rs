@@ -23,10 +23,11 @@ pub enum ErrorKind {
     Upstream,
     Resolve,
     OwnListener,
+    EgressRefused,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 9] = [
+    const ALL: [ErrorKind; 10] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::Connect,
@@ -36,6 +37,7 @@ impl ErrorKind {
         ErrorKind::Upstream,
         ErrorKind::Resolve,
         ErrorKind::OwnListener,
+        ErrorKind::EgressRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +51,7 @@ impl ErrorKind {
             ErrorKind::Upstream => "upstream",
             ErrorKind::Resolve => "resolve",
             ErrorKind::OwnListener => "own-listener",
+            ErrorKind::EgressRefused => "egress-refused",
         }
     }
 
@@ -75,6 +78,7 @@ impl ErrorKind {
             }
             ProxyError::Resolve { .. } => ErrorKind::Resolve,
             ProxyError::OwnListener(_) => ErrorKind::OwnListener,
+            ProxyError::EgressRefused(_) => ErrorKind::EgressRefused,
         }
     }
 }
