@@ -66,6 +66,11 @@ pub fn normalize<'b>(raw: &str, buf: &'b mut [u8; MAX_AUTHORITY]) -> Option<&'b 
         return None;
     }
     let bracketed = host[0] == b'[';
+    if bracketed {
+        // `[` ... `]` must hold an IPv6 address, and nothing else.
+        let inner = std::str::from_utf8(&host[1..host.len() - 1]).ok()?;
+        inner.parse::<std::net::Ipv6Addr>().ok()?;
+    }
     let mut len = 0;
     for &b in host {
         let ok = if bracketed {
@@ -136,6 +141,11 @@ mod tests {
             "web.local:0",
             "[::1",
             "[::1]x",
+            "[[::1]]",
+            "[::1::2]",
+            "[1.2.3.4]",
+            "[]:80",
+            "evil@web.local",
             "a/b",
             ".",
         ] {

@@ -193,8 +193,33 @@ impl InboundListener {
 #[serde(rename_all = "camelCase")]
 pub struct OutboundListener {
     pub listen: SocketAddr,
+    /// Where `CONNECT` may open a tunnel. Default [`Egress::Any`].
+    pub egress: Egress,
     #[serde(flatten)]
     pub downstream: Downstream,
+}
+
+/// `proxy.outbound.egress`: which `CONNECT` targets the outbound listener tunnels to. Either
+/// way, a target that is one of the proxy's own listeners is refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Egress {
+    /// An authority a service claims goes to that service's endpoints; any other goes to the
+    /// host it names (resolved by DNS).
+    #[default]
+    Any,
+    /// Only authorities a service claims; any other is refused with 403.
+    MeshOnly,
+}
+
+impl Egress {
+    /// The name as written in YAML: `any`, `mesh-only`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Egress::Any => "any",
+            Egress::MeshOnly => "mesh-only",
+        }
+    }
 }
 
 /// `proxy.admin`.

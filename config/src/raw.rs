@@ -84,6 +84,7 @@ pub struct Inbound {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Outbound {
     pub listen: Spanned<Addr>,
+    pub egress: Option<Spanned<Egress>>,
     // Downstream.
     pub max_connections: Option<Spanned<Count>>,
     pub header_timeout: Option<Spanned<Dur>>,
@@ -277,6 +278,35 @@ impl<'de> Deserialize<'de> for Protocol {
                 )))
             }
         }
+    }
+}
+
+/// `proxy.outbound.egress`; read by hand so the message can list what is accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct Egress(pub crate::model::Egress);
+
+impl<'de> Deserialize<'de> for Egress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::model::Egress::*;
+        let text = String::deserialize(d)?;
+        if let Some(e) = [Any, MeshOnly].into_iter().find(|e| e.as_str() == text) {
+            return Ok(Egress(e));
+        }
+        let squashed: String = text
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        let hint = match squashed.as_str() {
+            "meshonly" | "mesh" | "none" | "deny" | "registryonly" => {
+                " (did you mean `mesh-only`?)"
+            }
+            "all" | "allow" | "allowany" => " (did you mean `any`?)",
+            _ => "",
+        };
+        Err(D::Error::custom(format!(
+            "unknown egress `{text}`{hint}; expected one of: any, mesh-only"
+        )))
     }
 }
 

@@ -157,6 +157,7 @@ const EVERY_FIELD: &str = r#"proxy:
     idleTimeout: 5s
   outbound:
     listen: 127.0.0.1:4140
+    egress: mesh-only
     maxConnections: 6
     headerTimeout: 3s
     maxHeaderBytes: 1048576
@@ -235,6 +236,7 @@ fn every_field_is_read() {
         config.proxy.outbound.unwrap(),
         OutboundListener {
             listen: addr("127.0.0.1:4140"),
+            egress: Egress::MeshOnly,
             downstream: Downstream {
                 max_connections: 6,
                 header_timeout: secs(3),
@@ -359,6 +361,7 @@ fn the_contract_file_parses_to_what_it_says() {
             }),
             outbound: Some(OutboundListener {
                 listen: addr("127.0.0.1:4140"),
+                egress: Egress::Any,
                 downstream: Downstream::default(),
             }),
             admin: AdminListener {
@@ -449,6 +452,7 @@ fn the_mastodon_example_says_what_its_comments_say() {
     );
     assert_eq!(streaming.timeout, Duration::ZERO);
     assert_eq!(service("web").routes[0].timeout, secs(120));
+    assert_eq!(config.proxy.outbound.as_ref().unwrap().egress, Egress::Any);
     for opaque in ["redis", "postgres"] {
         assert_eq!(service(opaque).protocol, Protocol::Opaque);
         assert!(service(opaque).listen.is_some());

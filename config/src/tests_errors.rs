@@ -114,6 +114,19 @@ fn a_bad_protocol_lists_the_good_ones() {
 }
 
 #[test]
+fn a_bad_egress_lists_the_good_ones() {
+    fails(
+        "proxy:\n  outbound: { listen: 127.0.0.1:4140, egress: mesh }\n",
+        "mesh.yaml:2:47: proxy.outbound.egress: unknown egress `mesh` (did you mean `mesh-only`?); \
+         expected one of: any, mesh-only",
+    );
+    fails(
+        "proxy:\n  outbound:\n    listen: 127.0.0.1:4140\n    egress: open\n",
+        "mesh.yaml:4:13: proxy.outbound.egress: unknown egress `open`; expected one of: any, mesh-only",
+    );
+}
+
+#[test]
 fn numbers_must_be_whole() {
     fails(
         "proxy:\n  outbound:\n    listen: 127.0.0.1:4140\n    maxConnections: -1\n",

@@ -41,6 +41,18 @@ pub enum ProxyError {
     NoAuthority,
     #[error("invalid authority")]
     InvalidAuthority,
+    #[error("request has no host header")]
+    MissingHost,
+    #[error("request has more than one host header")]
+    DuplicateHost,
+    #[error("invalid host header")]
+    InvalidHost,
+    #[error("host header differs from :authority")]
+    AuthorityMismatch,
+    #[error("{0} is this proxy's own listener")]
+    OwnListener(SocketAddr),
+    #[error("CONNECT to {0} refused: egress is mesh-only")]
+    EgressRefused(String),
     #[error("request has both content-length and transfer-encoding")]
     Smuggling,
     #[error("service {service} is overloaded: {pending} requests already wait for an endpoint")]
@@ -75,9 +87,16 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn origin(&self) -> Origin {
         match self {
-            Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling | Self::ClientBody(_) => {
-                Origin::Downstream
-            }
+            Self::NoAuthority
+            | Self::InvalidAuthority
+            | Self::MissingHost
+            | Self::DuplicateHost
+            | Self::InvalidHost
+            | Self::AuthorityMismatch
+            | Self::OwnListener(_)
+            | Self::EgressRefused(_)
+            | Self::Smuggling
+            | Self::ClientBody(_) => Origin::Downstream,
             Self::NoService(_)
             | Self::Overloaded { .. }
             | Self::NoReadyEndpoint { .. }
@@ -109,9 +128,15 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoService(_) => StatusCode::NOT_FOUND,
-            Self::NoAuthority | Self::InvalidAuthority | Self::Smuggling | Self::ClientBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::NoAuthority
+            | Self::InvalidAuthority
+            | Self::MissingHost
+            | Self::DuplicateHost
+            | Self::InvalidHost
+            | Self::AuthorityMismatch
+            | Self::Smuggling
+            | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::OwnListener(_) | Self::EgressRefused(_) => StatusCode::FORBIDDEN,
             Self::Overloaded { .. } | Self::NoReadyEndpoint { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -45,6 +45,24 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     let proxy = &snapshot.config.proxy;
 
     let admin_listener = bind(proxy.admin.listen, "admin").await?;
+    let inbound_listener = match &proxy.inbound {
+        Some(inbound) => Some(bind(inbound.listen, "inbound").await?),
+        None => None,
+    };
+    let outbound_listener = match &proxy.outbound {
+        Some(outbound) => Some(bind(outbound.listen, "outbound").await?),
+        None => None,
+    };
+    // As bound (a port 0 in the file is the port the kernel gave): what requests may not name.
+    let own_listeners: Arc<[SocketAddr]> = [
+        Some(&admin_listener),
+        inbound_listener.as_ref(),
+        outbound_listener.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|l| l.local_addr().ok())
+    .collect();
     let admin = Admin {
         ready: ready.clone(),
         snapshot: rx.clone(),
@@ -53,13 +71,13 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     };
     tokio::spawn(admin.serve(admin_listener));
 
-    if let Some(inbound) = &proxy.inbound {
-        let listener = bind(inbound.listen, "inbound").await?;
+    if let (Some(inbound), Some(listener)) = (&proxy.inbound, inbound_listener) {
         let ctx = Listening {
             rx: rx.clone(),
             drain: drain.clone(),
             access_log: access_log.clone(),
             metrics: metrics.listener(Direction::Inbound, "inbound"),
+            own_listeners: own_listeners.clone(),
         };
         tokio::spawn(listen::serve(
             "inbound",
@@ -70,13 +88,13 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
             move |conn| ctx.clone().inbound(conn),
         ));
     }
-    if let Some(outbound) = &proxy.outbound {
-        let listener = bind(outbound.listen, "outbound").await?;
+    if let (Some(outbound), Some(listener)) = (&proxy.outbound, outbound_listener) {
         let ctx = Listening {
             rx: rx.clone(),
             drain: drain.clone(),
             access_log: access_log.clone(),
             metrics: metrics.listener(Direction::Outbound, "outbound"),
+            own_listeners: own_listeners.clone(),
         };
         tokio::spawn(listen::serve(
             "outbound",
@@ -90,6 +108,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
 
     let mut opaque = OpaqueListeners {
         access_log: access_log.clone(),
+        own_listeners,
         running: HashMap::new(),
         rx: rx.clone(),
         drain: drain.clone(),
@@ -179,6 +198,8 @@ struct Listening {
     drain: Drain,
     access_log: AccessLog,
     metrics: ListenerMetrics,
+    /// The inbound, outbound and admin listeners as bound.
+    own_listeners: Arc<[SocketAddr]>,
 }
 
 impl Listening {
@@ -278,6 +299,7 @@ impl Listening {
             access_log: settings
                 .access_log
                 .map(|a| (self.access_log.clone(), a.format)),
+            own_listeners: self.own_listeners.clone(),
         };
         let service = ConnService::new(ctx, self.rx.clone());
         crate::http::serve(io, http2, settings, service, &self.drain).await;
@@ -326,6 +348,7 @@ const OPAQUE_MAX_CONNECTIONS: usize = 10_000;
 /// The opaque services' own listeners, started and stopped as reloads add and remove them.
 struct OpaqueListeners {
     access_log: AccessLog,
+    own_listeners: Arc<[SocketAddr]>,
     running: HashMap<SocketAddr, (Arc<str>, CancellationToken)>,
     rx: watch::Receiver<Arc<Snapshot>>,
     drain: Drain,
@@ -367,6 +390,7 @@ impl OpaqueListeners {
                 drain: self.drain.clone(),
                 access_log: self.access_log.clone(),
                 metrics: self.metrics.listener(Direction::Outbound, &service.name),
+                own_listeners: self.own_listeners.clone(),
             };
             tokio::spawn(listen::serve(
                 "opaque",

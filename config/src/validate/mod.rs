@@ -18,8 +18,8 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::authority::Authority;
 use crate::model::{
-    AccessLog, AdminListener, Config, ControlSettings, ControlTarget, Downstream, InboundListener,
-    OutboundListener, Protocol, ProxySettings, ResolverConfig, Service, Upstream,
+    AccessLog, AdminListener, Config, ControlSettings, ControlTarget, Downstream, Egress,
+    InboundListener, OutboundListener, Protocol, ProxySettings, ResolverConfig, Service, Upstream,
 };
 use crate::raw;
 
@@ -346,6 +346,7 @@ fn outbound(raw: raw::Outbound, listeners: &mut Listeners) -> Result<OutboundLis
     )?;
     Ok(OutboundListener {
         listen: raw.listen.value.0,
+        egress: raw.egress.map_or(Egress::default(), |e| e.value.0),
         downstream,
     })
 }

@@ -1,6 +1,8 @@
-//! One request through the stages, in the order it meets them: route (which service and route),
-//! header rewriting, retry (attempts under the route's policy), balance (which endpoint, per
-//! attempt), endpoint (a pooled connection), then the response's way back. `CONNECT` on the outbound side leaves HTTP here and becomes a tunnel.
+//! One request through the stages, in the order it meets them: route (the request's one
+//! authority, checked by [`authority`]; which service and route), header rewriting, retry
+//! (attempts under the route's policy), balance (which endpoint, per attempt), endpoint (a pooled
+//! connection), then the response's way back. `CONNECT` on the outbound side leaves HTTP here and
+//! becomes a tunnel ([`connect`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,9 +19,11 @@ use tracing::debug;
 
 use super::ConnCtx;
 use super::headers::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
+use super::own::Listeners;
+use super::{authority, connect};
 use crate::access_log::{AccessLog, Entry};
 use crate::body::{RequestBody, ResponseBody, Timing};
-use crate::endpoint::{self, Wire};
+use crate::endpoint::Wire;
 use crate::errors::ProxyError;
 use crate::listen::Direction;
 use crate::metrics::RouteMetrics;
@@ -27,10 +31,6 @@ use crate::retry::Trace;
 use crate::route::ServiceTarget;
 use crate::snapshot::Snapshot;
 use crate::{opaque, retry};
-
-/// How long a `CONNECT` to a host outside the mesh may take to connect: such hosts are remote
-/// (federation peers), so this is longer than the in-cluster `connectTimeout`.
-const EGRESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Proxies one request. Every outcome is counted on its route's metrics (or, for a request the
 /// proxy could not route, on the `unknown` route), and every failure becomes its response here.
@@ -139,18 +139,30 @@ async fn proxy<'s>(
     trace: &mut Trace,
     log: &mut Option<(AccessLog, Box<Entry>)>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    // route: which service, then which of its routes.
-    let service: &Arc<ServiceTarget> = match ctx.direction {
-        Direction::Inbound => snapshot
-            .inbound
-            .as_ref()
-            .ok_or(ProxyError::NoService("inbound".into()))?,
+    // route: the request's one authority, by the same rule on both listeners, and never the
+    // proxy's own listener; then which service, then which of its routes. An inbound request the
+    // rule refuses is counted on the app's route; an outbound one on the `unknown` route.
+    let listeners = Listeners {
+        fixed: &ctx.own_listeners,
+        opaque: &snapshot.by_listener,
+    };
+    let checked = authority::of(&req)
+        .and_then(|authority| listeners.check_absolute_form(&req).map(|()| authority));
+    let (service, refused): (&Arc<ServiceTarget>, _) = match ctx.direction {
+        Direction::Inbound => (
+            snapshot
+                .inbound
+                .as_ref()
+                .ok_or(ProxyError::NoService("inbound".into()))?,
+            checked.err(),
+        ),
         Direction::Outbound => {
+            let authority = checked?;
             if req.method() == Method::CONNECT {
-                return Box::pin(connect_tunnel(req, snapshot, ctx)).await;
+                return Box::pin(connect::tunnel(req, snapshot, ctx)).await;
             }
-            let authority = authority_of(&req).ok_or(ProxyError::NoAuthority)?;
-            snapshot.routes.lookup(authority)?
+            let authority = authority.ok_or(ProxyError::NoAuthority)?;
+            (snapshot.routes.lookup(authority)?, None)
         }
     };
     let route = service.route(req.method(), req.uri().path());
@@ -160,6 +172,9 @@ async fn proxy<'s>(
     if let Some((_, entry)) = log.as_mut() {
         entry.service = service.name.clone();
         entry.route = route.name.clone();
+    }
+    if let Some(error) = refused {
+        return Err(error);
     }
 
     // Headers: hop-by-hop out, X-Forwarded-For in. `Expect` is answered by this proxy (hyper
@@ -272,13 +287,17 @@ fn authority_of<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// HTTP/1 endpoints get origin-form (`/path?q`) with a `Host` header; HTTP/2 endpoints get an
-/// absolute URI, whose authority becomes `:authority`.
+/// absolute URI, whose authority becomes `:authority`. Either way the app is told one authority:
+/// the one the request was routed by (see [`authority`]). A target's authority (absolute-form,
+/// `:authority`) replaces any `Host` the client sent (RFC 9112 §3.2.2), and an HTTP/2 endpoint
+/// gets no `host` beside its `:authority`.
 fn for_wire(mut req: Request<RequestBody>, wire: Wire) -> Result<Request<RequestBody>, ProxyError> {
     match wire {
         Wire::Http1 => {
             *req.version_mut() = Version::HTTP_11;
             if let Some(authority) = req.uri().authority().cloned() {
-                if !req.headers().contains_key(header::HOST) {
+                let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+                if host != Some(authority.as_str().as_bytes()) {
                     let host = HeaderValue::from_str(authority.as_str())
                         .map_err(|_| ProxyError::InvalidAuthority)?;
                     req.headers_mut().insert(header::HOST, host);
@@ -315,53 +334,4 @@ fn for_wire(mut req: Request<RequestBody>, wire: Wire) -> Result<Request<Request
         }
     }
     Ok(req)
-}
-
-/// `CONNECT host:port`: connect (to a mesh service's endpoint when the authority names one,
-/// else to the named host), answer 200, then carry bytes both ways.
-async fn connect_tunnel(
-    mut req: Request<Incoming>,
-    snapshot: &Snapshot,
-    ctx: &ConnCtx,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    let authority = req
-        .uri()
-        .authority()
-        .ok_or(ProxyError::NoAuthority)?
-        .clone();
-    let (upstream, lease, tcp) = match snapshot.routes.lookup(authority.as_str()) {
-        Ok(service) => {
-            let (upstream, lease) = opaque::connect(service, ctx.client.ip()).await?;
-            (upstream, lease, service.tcp.clone())
-        }
-        Err(_) => {
-            let port = authority.port_u16().ok_or(ProxyError::InvalidAuthority)?;
-            let mut addrs =
-                tokio::net::lookup_host((authority.host().trim_matches(['[', ']']), port))
-                    .await
-                    .map_err(|source| ProxyError::Resolve {
-                        authority: authority.to_string(),
-                        source,
-                    })?;
-            let addr = addrs.next().ok_or_else(|| ProxyError::Resolve {
-                authority: authority.to_string(),
-                source: std::io::Error::other("no addresses"),
-            })?;
-            (
-                endpoint::connect(addr, EGRESS_CONNECT_TIMEOUT).await?,
-                None,
-                snapshot.egress.clone(),
-            )
-        }
-    };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let drain = ctx.drain.clone();
-    ctx.drain.spawn(async move {
-        let _lease = lease;
-        match on_upgrade.await {
-            Ok(client) => opaque::tunnel(TokioIo::new(client), upstream, &drain, &tcp).await,
-            Err(error) => debug!(%error, "CONNECT upgrade failed"),
-        }
-    });
-    Ok(Response::new(ResponseBody::empty()))
 }

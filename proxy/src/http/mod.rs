@@ -4,13 +4,19 @@
 //! head (`headerTimeout`: a client trickling its headers is closed) and a cap on its size
 //! (`maxHeaderBytes`: 431 beyond it). hyper answers malformed requests with 400 and closes. HTTP/2
 //! is served with prior knowledge (h2c). HTTP/1 bytes pass a [`framing`] guard on their way to
-//! hyper, which refuses requests framed two ways (request smuggling). When the drain starts, HTTP/1 connections finish the
+//! hyper, which refuses requests framed two ways (request smuggling). Every request, on either
+//! listener and in either version, must name one authority, once, validly ([`authority`]); the
+//! app is told that one. `CONNECT` ([`connect`]) and absolute-form requests may not name the
+//! proxy's own listeners ([`own`]). When the drain starts, HTTP/1 connections finish the
 //! request in flight and close (`Connection: close`); HTTP/2 connections send GOAWAY and finish
 //! their streams.
 
+mod authority;
+mod connect;
 mod forward;
 mod framing;
 pub mod headers;
+mod own;
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -49,6 +55,9 @@ pub struct ConnCtx {
     pub request_id: bool,
     /// Where and how to log each request, when the listener logs.
     pub access_log: Option<(AccessLog, AccessLogFormat)>,
+    /// The inbound, outbound and admin listeners' addresses as bound: a request may not name
+    /// them as its destination (nor an opaque service's listener, which the snapshot lists).
+    pub own_listeners: Arc<[SocketAddr]>,
 }
 
 /// The per-connection service hyper calls for each request.

@@ -22,10 +22,12 @@ pub enum ErrorKind {
     NoEndpoint,
     Upstream,
     Resolve,
+    OwnListener,
+    EgressRefused,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 8] = [
+    const ALL: [ErrorKind; 10] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::Connect,
@@ -34,6 +36,8 @@ impl ErrorKind {
         ErrorKind::NoEndpoint,
         ErrorKind::Upstream,
         ErrorKind::Resolve,
+        ErrorKind::OwnListener,
+        ErrorKind::EgressRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +50,8 @@ impl ErrorKind {
             ErrorKind::NoEndpoint => "no-endpoint",
             ErrorKind::Upstream => "upstream",
             ErrorKind::Resolve => "resolve",
+            ErrorKind::OwnListener => "own-listener",
+            ErrorKind::EgressRefused => "egress-refused",
         }
     }
 
@@ -54,6 +60,10 @@ impl ErrorKind {
             ProxyError::NoService(_) => ErrorKind::NoRoute,
             ProxyError::NoAuthority
             | ProxyError::InvalidAuthority
+            | ProxyError::MissingHost
+            | ProxyError::DuplicateHost
+            | ProxyError::InvalidHost
+            | ProxyError::AuthorityMismatch
             | ProxyError::Smuggling
             | ProxyError::ClientBody(_) => ErrorKind::BadRequest,
             ProxyError::ConnectRefused(_)
@@ -67,6 +77,8 @@ impl ErrorKind {
                 ErrorKind::Upstream
             }
             ProxyError::Resolve { .. } => ErrorKind::Resolve,
+            ProxyError::OwnListener(_) => ErrorKind::OwnListener,
+            ProxyError::EgressRefused(_) => ErrorKind::EgressRefused,
         }
     }
 }
