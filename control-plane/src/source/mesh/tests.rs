@@ -97,3 +97,12 @@ fn only_visible_yaml_files_are_mesh_files() {
     assert!(!is_mesh_file(Path::new("/m/.web.yaml")));
     assert!(!is_mesh_file(Path::new("/m/herd.log")));
 }
+
+#[test]
+fn the_example_mesh_directory_merges_cleanly() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/mesh");
+    let state = MeshDir::new(&dir).read().unwrap();
+    assert!(state.problems.is_empty(), "{:?}", state.problems);
+    let names: Vec<&str> = state.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["pgbouncer", "redis", "web", "streaming"]);
+}
