@@ -143,6 +143,13 @@ async fn a_bad_mesh_file_is_refused_with_its_location_and_the_last_good_state_st
     .await;
     assert!(check.stdout.contains(want), "{}", check.stdout);
     assert!(control.log().contains(want), "logged with its location");
+    // Unrelated churn in the directory, and the same broken text again: still one line.
+    for i in 0..20 {
+        std::fs::write(control.mesh_dir().join(format!("notes-{i}.txt")), "x").unwrap();
+    }
+    control.write("web.yaml", &broken);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(control.log().matches(want).count(), 1, "{}", control.log());
     let validate = herdctl(&["validate".as_ref(), control.mesh_dir().as_os_str()]).await;
     assert_eq!(validate.code, Some(64), "{validate:?}");
     assert!(validate.stdout.contains(want), "{}", validate.stdout);
@@ -468,4 +475,39 @@ async fn herdctl_validate_checks_a_directory_a_mesh_file_and_a_proxy_file() {
     let usage = herdctl(&["stat", "--bogus"]).await;
     assert_eq!(usage.code, Some(64));
     assert_eq!(usage.stderr.lines().count(), 1, "{usage:?}");
+}
+
+#[tokio::test]
+async fn a_configmap_update_of_the_mesh_directory_is_seen() {
+    let a = Puma::start(&named("a")).await;
+    let b = Puma::start(&named("b")).await;
+    // A ConfigMap volume: `web.yaml -> ..data/web.yaml`, `..data -> ..2026_12_06_1`.
+    let control = Control::stopped(&[]);
+    let dir = control.mesh_dir();
+    let version = |n: u32, yaml: &str| {
+        let data = dir.join(format!("..2026_12_06_{n}"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("web.yaml"), yaml).unwrap();
+        data
+    };
+    version(1, &web(&[a.addr()]));
+    std::os::unix::fs::symlink("..2026_12_06_1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/web.yaml", dir.join("web.yaml")).unwrap();
+    let mut control = control;
+    control.restart().await;
+    let proxy = Proxy::start(&proxy_yaml("web-1", &[&control], "")).await;
+    assert_eq!(
+        answered_by(&proxy, 3).await.by_endpoint().get("a"),
+        Some(&3)
+    );
+
+    // The kubelet's update: a new directory, a `..data_tmp` link to it renamed over `..data`.
+    version(2, &web(&[b.addr()]));
+    std::os::unix::fs::symlink("..2026_12_06_2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    eventually("traffic to move to b", TIMEOUT, || async {
+        (answered_by(&proxy, 3).await.by_endpoint().get("b") == Some(&3)).then_some(())
+    })
+    .await;
+    assert!(!control.log().contains("ERROR"), "{}", control.log());
 }
