@@ -61,6 +61,14 @@ async fn finish(
     tally
 }
 
+/// Waits until every request through `proxy` is answered by the app named `name`.
+async fn moves_to(proxy: &Proxy, name: &str) {
+    eventually(&format!("traffic to move to {name}"), TIMEOUT, || async {
+        (answered_by(proxy, 5).await.by_endpoint().get(name) == Some(&5)).then_some(())
+    })
+    .await;
+}
+
 async fn answered_by(proxy: &Proxy, n: usize) -> Tally {
     herd_tests::load::fire(proxy.outbound(), "web.local", n, 2).await
 }
@@ -96,11 +104,7 @@ async fn a_mesh_change_reaches_the_proxy_and_moves_traffic() {
     );
 
     control.write("web.yaml", &web(&[b.addr()]));
-    eventually("traffic to move to b", TIMEOUT, || async {
-        let tally = answered_by(&proxy, 10).await;
-        (tally.by_endpoint().get("b") == Some(&10)).then_some(())
-    })
-    .await;
+    moves_to(&proxy, "b").await;
 
     // What the proxy was last sent, as an operator reads it.
     let config = control.herdctl(&["config", "web-1"]).await;
@@ -178,10 +182,7 @@ async fn a_bad_mesh_file_is_refused_with_its_location_and_the_last_good_state_st
     );
 
     control.write("web.yaml", &web(&[b.addr()]));
-    eventually("traffic to move to b", TIMEOUT, || async {
-        (answered_by(&proxy, 5).await.by_endpoint().get("b") == Some(&5)).then_some(())
-    })
-    .await;
+    moves_to(&proxy, "b").await;
     assert_eq!(control.herdctl(&["check"]).await.code, Some(0));
 }
 
@@ -313,10 +314,7 @@ async fn traffic_never_stops_while_the_control_plane_is_killed_and_restarted() {
     );
     // And changes flow again.
     control.write("web.yaml", &web(&[b.addr()]));
-    eventually("traffic to move to b", TIMEOUT, || async {
-        (answered_by(&proxy, 5).await.by_endpoint().get("b") == Some(&5)).then_some(())
-    })
-    .await;
+    moves_to(&proxy, "b").await;
 }
 
 #[tokio::test]
@@ -362,10 +360,7 @@ async fn with_two_replicas_one_killed_mid_load_not_one_request_fails() {
 
     // The survivor serves changes.
     survivor.write("web.yaml", &web(&[b.addr()]));
-    eventually("traffic to move to b", TIMEOUT, || async {
-        (answered_by(&proxy, 5).await.by_endpoint().get("b") == Some(&5)).then_some(())
-    })
-    .await;
+    moves_to(&proxy, "b").await;
 }
 
 #[tokio::test]
@@ -505,9 +500,6 @@ async fn a_configmap_update_of_the_mesh_directory_is_seen() {
     version(2, &web(&[b.addr()]));
     std::os::unix::fs::symlink("..2026_12_06_2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    eventually("traffic to move to b", TIMEOUT, || async {
-        (answered_by(&proxy, 3).await.by_endpoint().get("b") == Some(&3)).then_some(())
-    })
-    .await;
+    moves_to(&proxy, "b").await;
     assert!(!control.log().contains("ERROR"), "{}", control.log());
 }

@@ -37,35 +37,32 @@ enum Command {
     Validate { path: PathBuf },
     /// Every proxy connected to the control plane replica at ADDR.
     Stat {
-        #[arg(
-            long,
-            value_name = "ADDR",
-            default_value = "127.0.0.1:8086",
-            env = "HERD_CONTROL"
-        )]
-        control: String,
+        #[command(flatten)]
+        control: ControlAddr,
     },
     /// The routing state a proxy was last sent, as YAML.
     Config {
         proxy_id: String,
-        #[arg(
-            long,
-            value_name = "ADDR",
-            default_value = "127.0.0.1:8086",
-            env = "HERD_CONTROL"
-        )]
-        control: String,
+        #[command(flatten)]
+        control: ControlAddr,
     },
     /// Is the control plane reachable, are its sources healthy, is any proxy stuck on a NACK?
     Check {
-        #[arg(
-            long,
-            value_name = "ADDR",
-            default_value = "127.0.0.1:8086",
-            env = "HERD_CONTROL"
-        )]
-        control: String,
+        #[command(flatten)]
+        control: ControlAddr,
     },
+}
+
+/// `--control ADDR`: a herd-control replica's discovery address.
+#[derive(clap::Args)]
+struct ControlAddr {
+    #[arg(
+        long = "control",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8086",
+        env = "HERD_CONTROL"
+    )]
+    addr: String,
 }
 
 fn main() -> ExitCode {
@@ -84,9 +81,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Validate { path } => validate(&path),
-        Command::Stat { control } => remote(stat(control)),
-        Command::Config { proxy_id, control } => remote(config(control, proxy_id)),
-        Command::Check { control } => remote(check(control)),
+        Command::Stat { control } => remote(stat(control.addr)),
+        Command::Config { proxy_id, control } => remote(config(control.addr, proxy_id)),
+        Command::Check { control } => remote(check(control.addr)),
     }
 }
 
