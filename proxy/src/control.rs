@@ -243,11 +243,16 @@ async fn sweep(endpoints: Arc<Endpoints>, after: Duration, tx: mpsc::UnboundedSe
     }
 }
 
+/// A service's endpoints by address, as the control plane sent them.
+type Set = BTreeMap<String, Endpoint>;
+/// Those of them that take new requests: `(address, weight)`.
+type Usable = Vec<(SocketAddr, u32)>;
+
 /// What the proxy holds of each service's endpoints, across reconnects.
 #[derive(Default)]
 struct Held {
     /// Version and endpoints by address.
-    sets: HashMap<String, (String, BTreeMap<String, Endpoint>)>,
+    sets: HashMap<String, (String, Set)>,
 }
 
 struct State {
@@ -492,10 +497,7 @@ impl State {
 
 /// The set after `update`, given what is held of its service, and the endpoints of it that may
 /// take new requests. A delta must start from the version held; an address must parse.
-fn merge(
-    held: Option<&(String, BTreeMap<String, Endpoint>)>,
-    update: &EndpointsUpdate,
-) -> Result<(BTreeMap<String, Endpoint>, Vec<(SocketAddr, u32)>), String> {
+fn merge(held: Option<&(String, Set)>, update: &EndpointsUpdate) -> Result<(Set, Usable), String> {
     let mut set = if update.base_version.is_empty() {
         BTreeMap::new()
     } else {
