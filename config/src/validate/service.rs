@@ -19,7 +19,7 @@ const MAX_SERVICE_NAME: usize = 253;
 /// A service name: DNS labels joined by dots, so that the mesh files can name the services the
 /// Kubernetes source discovers (`NAME.NAMESPACE`, `NAME.NAMESPACE.PORT-NAME`). Lowercase, no
 /// empty label, no `_`: safe as a metric label and as a log field.
-fn is_service_name(name: &str) -> bool {
+pub fn is_service_name(name: &str) -> bool {
     name.len() <= MAX_SERVICE_NAME && name.split('.').all(is_dns_label)
 }
 
