@@ -146,12 +146,17 @@ fn main() -> ExitCode {
 /// The Kubernetes client configuration the flags ask for, if any; the error is one line.
 async fn kube_config(cli: &Cli) -> Result<Option<kube::Config>, String> {
     if let Some(path) = &cli.kubeconfig {
+        // Parse errors come with a snippet of the file below their first line.
+        let first = |e: &dyn std::fmt::Display| {
+            let text = e.to_string();
+            text.lines().next().unwrap_or_default().to_owned()
+        };
         let file = kube::config::Kubeconfig::read_from(path)
-            .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            .map_err(|e| format!("cannot read kubeconfig {}: {}", path.display(), first(&e)))?;
         let options = kube::config::KubeConfigOptions::default();
         let config = kube::Config::from_custom_kubeconfig(file, &options)
             .await
-            .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            .map_err(|e| format!("kubeconfig {}: {}", path.display(), first(&e)))?;
         return Ok(Some(config));
     }
     if cli.kubernetes {

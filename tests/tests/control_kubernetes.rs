@@ -195,7 +195,8 @@ async fn the_proxy_routes_a_discovered_service_by_its_kubernetes_names_to_its_po
     within("the test", BOUND, async {
         let cluster = Cluster::start(3, named, &[]).await;
 
-        let tally = cluster.fire(WEB, 60).await;
+        // Slow enough answers, six at a time, that the balancer has reason to use every pod.
+        let tally = load::fire_path(cluster.proxy.outbound(), WEB, "/?sleep=0.05", 60, 6).await;
         assert_eq!(tally.ok(), 60, "{:?}", tally.failures());
         let pods: Vec<String> = tally.by_endpoint().into_keys().collect();
         assert_eq!(pods, ["web-0", "web-1", "web-2"], "{}", tally.shares());
@@ -220,6 +221,28 @@ async fn the_proxy_routes_a_discovered_service_by_its_kubernetes_names_to_its_po
             "{metrics}"
         );
         assert!(metrics.contains("herd_control_services 1"), "{metrics}");
+
+        // Objects herd cannot use are logged and skipped; the mesh keeps what it has.
+        for unusable in [
+            json!({ "apiVersion": "v1", "kind": "Service",
+                    "metadata": { "name": "mail", "namespace": "mastodon" },
+                    "spec": { "type": "ExternalName", "externalName": "smtp.example" } }),
+            json!({ "apiVersion": "v1", "kind": "Service",
+                    "metadata": { "name": "dns", "namespace": "mastodon" },
+                    "spec": { "ports": [{ "port": 53, "protocol": "UDP" }] } }),
+        ] {
+            cluster.kube.apply(&unusable.to_string()).await;
+        }
+        eventually("both to be logged", BOUND, || async {
+            let log = cluster.control.log();
+            (log.contains("Service mastodon/mail: type ExternalName")
+                && log.contains("Service mastodon/dns: no TCP port"))
+            .then_some(())
+        })
+        .await;
+        let tally = cluster.fire(WEB, 10).await;
+        assert_eq!(tally.ok(), 10, "{:?}", tally.failures());
+
         let check = cluster.control.herdctl(&["check"]).await;
         assert_eq!(check.code, Some(0), "{check:?}");
         assert!(
@@ -353,4 +376,62 @@ async fn a_mesh_file_gives_the_discovered_service_its_routes() {
         );
     })
     .await;
+}
+
+/// Runs `herd-control ARGS` to completion (bounded): its exit code and stderr.
+async fn control_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut command = tokio::process::Command::new(herd_tests::proxy::bin("herd-control"));
+    command
+        .args(args)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = within(
+        "herd-control to exit",
+        herd_tests::TIMEOUT,
+        command.output(),
+    )
+    .await
+    .expect("run herd-control");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_missing_source_or_a_bad_kubeconfig_exits_64_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("kubeconfig");
+    std::fs::write(&junk, "clusters: [oops").unwrap();
+    let junk = junk.to_str().unwrap();
+    for (args, says) in [
+        (
+            &[][..],
+            "no source: give --mesh DIR, --kubeconfig FILE or --kubernetes",
+        ),
+        (
+            &["--kubeconfig", "/nonexistent/kubeconfig"][..],
+            "cannot read kubeconfig /nonexistent/kubeconfig",
+        ),
+        (&["--kubeconfig", junk][..], "cannot read kubeconfig"),
+        (
+            &["--kubeconfig", junk, "--kubernetes"][..],
+            "cannot be used with",
+        ),
+        (
+            &["--kubernetes"][..],
+            "--kubernetes: no in-cluster configuration",
+        ),
+        (
+            &["--kubeconfig", junk, "--namespaces", "mastodon,Bad_NS"][..],
+            "`Bad_NS` is not a namespace name",
+        ),
+    ] {
+        let (code, stderr) = control_exit(args).await;
+        assert_eq!(code, Some(64), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }
