@@ -157,10 +157,10 @@ impl fmt::Display for WatchKey {
     }
 }
 
-/// What the watch tasks tell the cluster task.
+/// What the watch tasks tell the cluster task (objects boxed: a Service is large).
 enum Message {
-    Services(WatchKey, Event<KubeService>),
-    Slices(WatchKey, Event<EndpointSlice>),
+    Services(WatchKey, Box<Event<KubeService>>),
+    Slices(WatchKey, Box<Event<EndpointSlice>>),
     Failed(WatchKey, String),
 }
 
@@ -177,13 +177,13 @@ trait Watched:
 
 impl Watched for KubeService {
     fn message(key: WatchKey, event: Event<Self>) -> Message {
-        Message::Services(key, event)
+        Message::Services(key, Box::new(event))
     }
 }
 
 impl Watched for EndpointSlice {
     fn message(key: WatchKey, event: Event<Self>) -> Message {
-        Message::Slices(key, event)
+        Message::Slices(key, Box::new(event))
     }
 }
 
@@ -350,7 +350,7 @@ impl Cluster {
                 self.failing.insert(key, error);
                 changed
             }
-            Message::Services(key, event) => match event {
+            Message::Services(key, event) => match *event {
                 Event::Init => {
                     self.listing_services.insert(key, Vec::new());
                     false
@@ -387,7 +387,7 @@ impl Cluster {
                     false
                 }
             },
-            Message::Slices(key, event) => match event {
+            Message::Slices(key, event) => match *event {
                 Event::Init => {
                     self.listing_slices.insert(key, Vec::new());
                     false
