@@ -24,6 +24,7 @@ use std::path::Path;
 pub use authority::Authority;
 pub use error::ConfigError;
 pub use model::*;
+pub use validate::is_service_name;
 
 /// Reads and parses the mesh file at `path`; messages name the file as given.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

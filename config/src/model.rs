@@ -302,7 +302,9 @@ impl Default for Upstream {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Service {
-    /// Unique; lowercase letters, digits and `-`; used as a metric label.
+    /// Unique; DNS labels (lowercase letters, digits and `-`) joined by `.`, at most 253
+    /// characters (`web`, or `web.mastodon` as the Kubernetes source names a Service); used as a
+    /// metric label.
     pub name: String,
     /// Normalized authorities that mean this service; unique across services.
     pub authorities: Vec<Authority>,

@@ -1,7 +1,10 @@
 //! The index: the mesh as the proxies need it, computed once per change and shared.
 //!
-//! Pure state, no I/O: sources [`Index::apply_mesh`] what they see; subscribers get
-//! `tokio::sync::watch` receivers of the state they follow. A watch channel holds only the latest
+//! Pure state, no I/O: sources apply what they see ([`Index::apply_mesh`] the mesh files,
+//! [`Index::apply_discovered`] the Kubernetes source's services, merged as [`merge`] says);
+//! subscribers get `tokio::sync::watch` receivers of the state they follow. Nothing is published
+//! until every source the index was made for ([`Sources`]) has given a first state, so a proxy
+//! never gets a mesh missing what a slower source would have added. A watch channel holds only the latest
 //! value, which is the rule for slow subscribers: one that falls behind skips intermediate
 //! versions and never grows a queue here.
 //!
@@ -25,7 +28,12 @@ use herd_api::discovery::{Endpoint, EndpointsUpdate, RoutingUpdate};
 use herd_api::encoded::Encoded;
 use herd_config::Service;
 use tokio::sync::watch;
+use tracing::info;
 use xxhash_rust::xxh3::xxh3_64;
+
+mod merge;
+
+pub use merge::Discovered;
 
 /// How many deltas each service keeps for subscribers that are behind.
 pub const DELTA_LOG: usize = 8;
@@ -186,22 +194,11 @@ fn set_version(unknown: bool, endpoints: &BTreeMap<String, Endpoint>) -> String 
     version_of(&bytes)
 }
 
-/// A service's static endpoints from its mesh file: all ready, none meshed (until identity).
-fn static_endpoints(service: &Service) -> BTreeMap<String, Endpoint> {
-    service
-        .endpoints
-        .iter()
-        .map(|ep| {
-            let address = ep.address.to_string();
-            let endpoint = Endpoint {
-                address: address.clone(),
-                weight: ep.weight,
-                ready: true,
-                ..Endpoint::default()
-            };
-            (address, endpoint)
-        })
-        .collect()
+/// The sources an index merges. One that is off counts as having given an empty state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sources {
+    pub mesh: bool,
+    pub kubernetes: bool,
 }
 
 /// The whole index.
@@ -210,6 +207,11 @@ pub struct Index {
     sets: HashMap<String, watch::Sender<Arc<EndpointSet>>>,
     /// Names in the mesh now.
     known: HashMap<String, ()>,
+    /// Each source's latest state; `None` until its first.
+    mesh: Option<Vec<Service>>,
+    discovered: Option<Vec<Discovered>>,
+    /// The merge's notes in force, each logged once when it appears.
+    notes: Vec<String>,
 }
 
 impl Default for Index {
@@ -219,15 +221,27 @@ impl Default for Index {
 }
 
 impl Index {
+    /// An index of the mesh files alone.
     pub fn new() -> Self {
+        Index::with_sources(Sources {
+            mesh: true,
+            kubernetes: false,
+        })
+    }
+
+    /// An index that publishes once each source in `sources` has given a first state.
+    pub fn with_sources(sources: Sources) -> Self {
         Index {
             routing: watch::Sender::new(Arc::new(Routing::empty())),
             sets: HashMap::new(),
             known: HashMap::new(),
+            mesh: (!sources.mesh).then(Vec::new),
+            discovered: (!sources.kubernetes).then(Vec::new),
+            notes: Vec::new(),
         }
     }
 
-    /// The routing state; its version is empty until the first [`Index::apply_mesh`].
+    /// The routing state; its version is empty until every source has given a first state.
     pub fn routing(&self) -> watch::Receiver<Arc<Routing>> {
         self.routing.subscribe()
     }
@@ -236,10 +250,37 @@ impl Index {
         self.routing.borrow().clone()
     }
 
-    /// Makes `services` the mesh. Publishes only what changed: routing when any service's
-    /// settings did, each service's endpoints when they did.
+    /// Makes `services` the mesh files' part of the mesh.
     pub fn apply_mesh(&mut self, services: &[Service]) {
-        let routing = Routing::new(services);
+        self.mesh = Some(services.to_vec());
+        self.publish();
+    }
+
+    /// Makes `discovered` the Kubernetes source's part of the mesh (names unique).
+    pub fn apply_discovered(&mut self, mut discovered: Vec<Discovered>) {
+        discovered.sort_by(|a, b| a.service.name.cmp(&b.service.name));
+        self.discovered = Some(discovered);
+        self.publish();
+    }
+
+    /// Merges the sources' states and publishes only what changed: routing when any service's
+    /// settings did, each service's endpoints when they did.
+    fn publish(&mut self) {
+        let (Some(mesh), Some(discovered)) = (&self.mesh, &self.discovered) else {
+            return;
+        };
+        let merge::Merged {
+            services,
+            mut endpoints,
+            notes,
+        } = merge::merge(mesh, discovered);
+        for note in &notes {
+            if !self.notes.contains(note) {
+                info!("{note}");
+            }
+        }
+        self.notes = notes;
+        let routing = Routing::new(&services);
         self.routing.send_if_modified(|current| {
             if current.version == routing.version {
                 return false;
@@ -248,10 +289,9 @@ impl Index {
             true
         });
         self.known = services.iter().map(|s| (s.name.clone(), ())).collect();
-        for service in services {
-            // Services discovered elsewhere (no `endpoints`, no `dns`) get theirs from that
-            // source; until one exists, an empty set.
-            self.set_endpoints(&service.name, false, static_endpoints(service));
+        for service in &services {
+            let set = endpoints.remove(&service.name).unwrap_or_default();
+            self.set_endpoints(&service.name, false, set);
         }
         let gone: Vec<String> = self
             .sets

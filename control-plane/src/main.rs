@@ -1,13 +1,14 @@
-//! `herd-control --mesh DIR [--discovery-listen ADDR] [--admin-listen ADDR]`.
+//! `herd-control [--mesh DIR] [--kubeconfig FILE | --kubernetes] [--namespaces NS,...]
+//! [--discovery-listen ADDR] [--admin-listen ADDR]`: at least one source.
 //!
-//! Exit codes: 0 after SIGTERM/SIGINT; 64 with one line for a bad flag or an unreadable mesh
-//! directory; 1 when a port cannot be bound.
+//! Exit codes: 0 after SIGTERM/SIGINT; 64 with one line for a bad flag, no source, an unreadable
+//! mesh directory or kubeconfig; 1 when a port cannot be bound.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -15,9 +16,10 @@ use clap::Parser;
 use herd_api::discovery::admin_server::AdminServer;
 use herd_api::encoded_server::discovery_server::DiscoveryServer;
 use herd_control::admin::Admin;
-use herd_control::index::Index;
+use herd_control::index::{Index, Sources};
 use herd_control::metrics::Metrics;
 use herd_control::push::{MAX_STREAMS_PER_CONNECTION, Push, SourceStatus};
+use herd_control::source::kubernetes;
 use herd_control::source::mesh::{MeshDir, MeshState};
 use tokio::sync::mpsc;
 use tracing::info;
@@ -31,7 +33,34 @@ const EX_USAGE: u8 = 64;
 struct Cli {
     /// A directory of mesh files (`*.yaml`, not recursive), each holding `services:`.
     #[arg(long, value_name = "DIR", env = "HERD_CONTROL_MESH")]
-    mesh: PathBuf,
+    mesh: Option<PathBuf>,
+    /// Discover Services and EndpointSlices with this kubeconfig (its current context).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "HERD_CONTROL_KUBECONFIG",
+        conflicts_with = "kubernetes"
+    )]
+    kubeconfig: Option<PathBuf>,
+    /// Discover Services and EndpointSlices with the pod's own service account (in a cluster).
+    #[arg(long, env = "HERD_CONTROL_KUBERNETES")]
+    kubernetes: bool,
+    /// The namespaces to discover, comma-separated. Default: all.
+    #[arg(
+        long,
+        value_name = "NS,...",
+        value_delimiter = ',',
+        env = "HERD_CONTROL_NAMESPACES"
+    )]
+    namespaces: Vec<String>,
+    /// The cluster's DNS domain (`NAME.NAMESPACE.svc.DOMAIN` authorities).
+    #[arg(
+        long,
+        value_name = "DOMAIN",
+        default_value = "cluster.local",
+        env = "HERD_CONTROL_CLUSTER_DOMAIN"
+    )]
+    cluster_domain: String,
     /// Where proxies (and herdctl) connect: gRPC.
     #[arg(
         long,
@@ -68,10 +97,29 @@ fn main() -> ExitCode {
         eprintln!("herd-control: {e}");
         return ExitCode::from(EX_USAGE);
     }
-    if let Err(e) = std::fs::read_dir(&cli.mesh) {
+    if let Some(dir) = &cli.mesh
+        && let Err(e) = std::fs::read_dir(dir)
+    {
         eprintln!(
             "herd-control: cannot read mesh directory {}: {e}",
-            cli.mesh.display()
+            dir.display()
+        );
+        return ExitCode::from(EX_USAGE);
+    }
+    if cli.mesh.is_none() && cli.kubeconfig.is_none() && !cli.kubernetes {
+        eprintln!(
+            "herd-control: no source: give --mesh DIR, --kubeconfig FILE or --kubernetes (or several)"
+        );
+        return ExitCode::from(EX_USAGE);
+    }
+    if let Some(bad) = cli.namespaces.iter().find(|ns| !is_namespace(ns)) {
+        eprintln!("herd-control: --namespaces: `{bad}` is not a namespace name (a DNS label)");
+        return ExitCode::from(EX_USAGE);
+    }
+    if herd_config::Authority::parse(&cli.cluster_domain).is_none_or(|a| a.as_str().contains(':')) {
+        eprintln!(
+            "herd-control: --cluster-domain: `{}` is not a DNS name",
+            cli.cluster_domain
         );
         return ExitCode::from(EX_USAGE);
     }
@@ -79,7 +127,14 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run(cli)) {
+    let kube = match runtime.block_on(kube_config(&cli)) {
+        Ok(kube) => kube,
+        Err(line) => {
+            eprintln!("herd-control: {line}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    match runtime.block_on(run(cli, kube)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herd-control: {e:#}");
@@ -88,17 +143,58 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// The Kubernetes client configuration the flags ask for, if any; the error is one line.
+async fn kube_config(cli: &Cli) -> Result<Option<kube::Config>, String> {
+    if let Some(path) = &cli.kubeconfig {
+        // Parse errors come with a snippet of the file below their first line.
+        let first = |e: &dyn std::fmt::Display| {
+            let text = e.to_string();
+            text.lines().next().unwrap_or_default().to_owned()
+        };
+        let file = kube::config::Kubeconfig::read_from(path)
+            .map_err(|e| format!("cannot read kubeconfig {}: {}", path.display(), first(&e)))?;
+        let options = kube::config::KubeConfigOptions::default();
+        let config = kube::Config::from_custom_kubeconfig(file, &options)
+            .await
+            .map_err(|e| format!("kubeconfig {}: {}", path.display(), first(&e)))?;
+        return Ok(Some(config));
+    }
+    if cli.kubernetes {
+        let config = kube::Config::incluster()
+            .map_err(|e| format!("--kubernetes: no in-cluster configuration: {e}"))?;
+        return Ok(Some(config));
+    }
+    Ok(None)
+}
+
+/// A Kubernetes namespace name: a DNS label.
+fn is_namespace(name: &str) -> bool {
+    !name.contains('.') && herd_config::is_service_name(name) && name.len() <= 63
+}
+
+async fn run(cli: Cli, kube: Option<kube::Config>) -> anyhow::Result<()> {
     let metrics = Metrics::new();
-    let index = Arc::new(Mutex::new(Index::new()));
+    let index = Arc::new(Mutex::new(Index::with_sources(Sources {
+        mesh: cli.mesh.is_some(),
+        kubernetes: kube.is_some(),
+    })));
     let push = Push::new(index.clone(), metrics.clone());
     let ready = Arc::new(AtomicBool::new(false));
-    let source_name = format!("mesh:{}", cli.mesh.display());
-    push.sources.lock().expect("sources").push(SourceStatus {
-        name: source_name.clone(),
-        synced: false,
-        problems: Vec::new(),
-    });
+    let mesh_source = cli
+        .mesh
+        .as_ref()
+        .map(|dir| format!("mesh:{}", dir.display()));
+    for name in mesh_source
+        .iter()
+        .cloned()
+        .chain(kube.is_some().then(|| kubernetes::NAME.to_owned()))
+    {
+        push.sources.lock().expect("sources").push(SourceStatus {
+            name,
+            synced: false,
+            problems: Vec::new(),
+        });
+    }
 
     let admin_listener = tokio::net::TcpListener::bind(cli.admin_listen)
         .await
@@ -111,37 +207,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .serve(admin_listener),
     );
 
-    let (tx, mut rx) = mpsc::channel::<Arc<MeshState>>(1);
-    let _watcher = herd_control::source::mesh::watch(MeshDir::new(&cli.mesh), tx)
-        .with_context(|| format!("cannot watch {}", cli.mesh.display()))?;
-    {
+    let mut _watcher = None;
+    if let (Some(dir), Some(name)) = (&cli.mesh, mesh_source) {
+        let (tx, mut rx) = mpsc::channel::<Arc<MeshState>>(1);
+        _watcher = Some(
+            herd_control::source::mesh::watch(MeshDir::new(dir), tx)
+                .with_context(|| format!("cannot watch {}", dir.display()))?,
+        );
         let push = push.clone();
         let ready = ready.clone();
         tokio::spawn(async move {
             while let Some(state) = rx.recv().await {
-                push.index
-                    .lock()
-                    .expect("index lock")
-                    .apply_mesh(&state.services);
-                push.metrics.mesh_changes.inc();
-                push.metrics.services.set(state.services.len() as i64);
+                let mut index = push.index.lock().expect("index lock");
+                index.apply_mesh(&state.services);
                 push.metrics
-                    .source_problems
-                    .with_label_values(&["mesh"])
-                    .set(state.problems.len() as i64);
-                if let Some(source) = push.sources.lock().expect("sources").first_mut() {
-                    source.synced = true;
-                    source.problems = state.problems.iter().map(ToString::to_string).collect();
-                }
-                ready.store(true, Ordering::Release);
+                    .services
+                    .set(index.current_routing().services as i64);
+                drop(index);
+                push.metrics.mesh_changes.inc();
+                let problems = state.problems.iter().map(ToString::to_string).collect();
+                herd_control::source::report(&push, &ready, &name, true, problems);
             }
         });
+    }
+    if let Some(config) = kube {
+        let client = kube::Client::try_from(config).context("Kubernetes client")?;
+        let options = kubernetes::Options {
+            namespaces: cli.namespaces.clone(),
+            cluster_domain: cli.cluster_domain.clone(),
+        };
+        let snapshots = kubernetes::spawn(client, options);
+        tokio::spawn(kubernetes::feed(snapshots, push.clone(), ready.clone()));
     }
 
     let listener = tokio::net::TcpListener::bind(cli.discovery_listen)
         .await
         .with_context(|| format!("cannot bind discovery listener {}", cli.discovery_listen))?;
-    info!(discovery = %cli.discovery_listen, admin = %cli.admin_listen, mesh = %cli.mesh.display(), "herd-control ready");
+    info!(discovery = %cli.discovery_listen, admin = %cli.admin_listen, mesh = ?cli.mesh, kubernetes = cli.kubeconfig.is_some() || cli.kubernetes, "herd-control ready");
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))

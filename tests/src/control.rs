@@ -23,13 +23,21 @@ pub struct Control {
     discovery: SocketAddr,
     admin: SocketAddr,
     starts: usize,
+    /// Flags beyond the kit's own (`--kubeconfig FILE`, ...).
+    args: Vec<String>,
 }
 
 impl Control {
     /// Starts herd-control on a mesh directory holding `files` (name, YAML) and waits until it
     /// is ready.
     pub async fn start(files: &[(&str, &str)]) -> Control {
+        Control::start_with_args(files, &[]).await
+    }
+
+    /// [`Control::start`] with more flags (`--kubeconfig FILE`, `--namespaces NS`).
+    pub async fn start_with_args(files: &[(&str, &str)], args: &[&str]) -> Control {
         let mut control = Control::stopped(files);
+        control.args = args.iter().map(|a| (*a).to_owned()).collect();
         control.restart().await;
         control
     }
@@ -47,6 +55,7 @@ impl Control {
             discovery: crate::ports::addr(),
             admin: crate::ports::addr(),
             starts: 0,
+            args: Vec::new(),
         };
         for (name, yaml) in files {
             control.write(name, yaml);
@@ -100,6 +109,7 @@ impl Control {
             .arg(self.discovery.to_string())
             .arg("--admin-listen")
             .arg(self.admin.to_string())
+            .args(&self.args)
             .env("HERD_LOG", "info,herd_control=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

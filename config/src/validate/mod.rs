@@ -27,6 +27,8 @@ mod retry;
 mod service;
 mod traffic;
 
+pub use service::is_service_name;
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -13,6 +13,16 @@ use crate::authority::Authority;
 use crate::model::{DnsDiscovery, Protocol, Route, RouteMatch, Service, WeightedEndpoint};
 use crate::raw;
 
+/// Longest service name: a DNS name's limit, and what a metric label should carry at most.
+const MAX_SERVICE_NAME: usize = 253;
+
+/// A service name: DNS labels joined by dots, so that the mesh files can name the services the
+/// Kubernetes source discovers (`NAME.NAMESPACE`, `NAME.NAMESPACE.PORT-NAME`). Lowercase, no
+/// empty label, no `_`: safe as a metric label and as a log field.
+pub fn is_service_name(name: &str) -> bool {
+    name.len() <= MAX_SERVICE_NAME && name.split('.').all(is_dns_label)
+}
+
 pub(super) fn service(
     node: Spanned<raw::Service>,
     path: &str,
@@ -23,13 +33,14 @@ pub(super) fn service(
     let at = node.referenced;
     let raw = node.value;
     let name = raw.name.value.clone();
-    if !is_dns_label(&name) {
+    if !is_service_name(&name) {
         return Err(problem(
             &raw.name,
             format!("{path}.name"),
             format!(
-                "invalid service name `{name}`: use 1 to 63 lowercase letters, digits and `-`, \
-                 starting and ending with a letter or digit"
+                "invalid service name `{name}`: use DNS labels joined by `.` (`web`, \
+                 `web.mastodon`), each 1 to 63 lowercase letters, digits and `-` starting and \
+                 ending with a letter or digit, {MAX_SERVICE_NAME} characters in all"
             ),
         ));
     }

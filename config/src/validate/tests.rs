@@ -87,26 +87,50 @@ services:
 }
 
 #[test]
-fn service_names_are_dns_labels() {
-    for bad in ["Web", "-web", "web-", "web_app", "web.local", "\"\""] {
+fn service_names_are_dns_labels_joined_by_dots() {
+    let rule = "use DNS labels joined by `.` (`web`, `web.mastodon`), each 1 to 63 lowercase \
+                letters, digits and `-` starting and ending with a letter or digit, 253 \
+                characters in all";
+    let long_label = format!("web.{}", "a".repeat(64));
+    let long_name = vec!["a".repeat(63); 4].join(".");
+    for bad in [
+        "Web",
+        "-web",
+        "web-",
+        "web_app",
+        "web.",
+        ".web",
+        "web..mastodon",
+        "web.Mastodon",
+        "web.-x",
+        "\"\"",
+        &long_label,
+        &long_name,
+    ] {
         let shown = bad.trim_matches('"');
         fails(
             &format!("services:\n  - name: {bad}\n    endpoints: [127.0.0.1:1]\n"),
-            &format!(
-                "mesh.yaml:2:11: services[0].name: invalid service name `{shown}`: use 1 to 63 \
-                 lowercase letters, digits and `-`, starting and ending with a letter or digit"
-            ),
+            &format!("mesh.yaml:2:11: services[0].name: invalid service name `{shown}`: {rule}"),
         );
     }
-    let long = "a".repeat(64);
-    fails(
-        &format!("services:\n  - name: {long}\n    endpoints: [127.0.0.1:1]\n"),
-        &format!(
-            "mesh.yaml:2:11: services[0].name: invalid service name `{long}`: use 1 to 63 \
-             lowercase letters, digits and `-`, starting and ending with a letter or digit"
-        ),
-    );
-    for good in ["a", "123", "web-canary-2", &"a".repeat(63)] {
+    // What the Kubernetes source names a Service (`NAME.NAMESPACE`) or one of its ports.
+    let longest = [
+        &"a".repeat(63),
+        "b".repeat(63).as_str(),
+        &"c".repeat(63),
+        &"d".repeat(61),
+    ]
+    .join(".");
+    assert_eq!(longest.len(), 253);
+    for good in [
+        "a",
+        "123",
+        "web-canary-2",
+        &"a".repeat(63),
+        "web.mastodon",
+        "web.mastodon.http",
+        &longest,
+    ] {
         ok(&format!(
             "services:\n  - name: {good}\n    endpoints: [127.0.0.1:1]\n"
         ));

@@ -1,6 +1,8 @@
 use herd_api::discovery::{EndpointsUpdate, RoutingUpdate};
 use prost::Message;
 
+use std::time::Duration;
+
 use super::*;
 
 fn mesh(text: &str) -> Vec<Service> {
@@ -179,4 +181,203 @@ fn unchanged_endpoints_are_not_republished() {
     rx.mark_unchanged();
     index.apply_mesh(&web("10.0.0.1:3000"));
     assert!(!rx.has_changed().unwrap());
+}
+
+/// A discovered service with `authorities` and ready endpoints at `addresses`.
+fn found(name: &str, authorities: &[&str], addresses: &[&str]) -> Discovered {
+    let listed = authorities.join(", ");
+    let service = mesh(&format!(
+        "services:\n  - name: {name}\n    authorities: [{listed}]\n"
+    ))
+    .remove(0);
+    let endpoints = addresses
+        .iter()
+        .map(|a| {
+            let endpoint = Endpoint {
+                address: (*a).to_owned(),
+                weight: 1,
+                ready: true,
+                ..Endpoint::default()
+            };
+            ((*a).to_owned(), endpoint)
+        })
+        .collect();
+    Discovered {
+        service,
+        cluster_ips: vec!["10.96.0.10:3000".parse().unwrap()],
+        endpoints,
+    }
+}
+
+fn both() -> Index {
+    Index::with_sources(Sources {
+        mesh: true,
+        kubernetes: true,
+    })
+}
+
+/// The routing document as the proxy reads it (with the proxy's own validation).
+fn routed(index: &Index) -> Vec<Service> {
+    herd_config::parse_mesh(&index.current_routing().mesh, "control", None).unwrap()
+}
+
+fn names(authorities: &[herd_config::Authority]) -> Vec<&str> {
+    authorities.iter().map(|a| a.as_str()).collect()
+}
+
+#[test]
+fn nothing_is_published_until_every_source_has_spoken() {
+    let mut index = both();
+    index.apply_mesh(&web("10.0.0.1:3000"));
+    assert_eq!(
+        index.current_routing().version,
+        "",
+        "the cluster is unheard"
+    );
+    assert!(index.watch_endpoints("web").borrow().unknown);
+
+    index.apply_discovered(vec![found(
+        "web.mastodon",
+        &["web.mastodon", "web.mastodon:3000"],
+        &["198.18.0.2:3000"],
+    )]);
+    let services = routed(&index);
+    assert_eq!(
+        services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["web", "api", "web.mastodon"]
+    );
+    assert_eq!(
+        names(&services[2].authorities),
+        ["web.mastodon", "web.mastodon:3000"]
+    );
+    let set = index.watch_endpoints("web.mastodon").borrow().clone();
+    assert!(!set.unknown);
+    assert_eq!(
+        set.endpoints.keys().collect::<Vec<_>>(),
+        ["198.18.0.2:3000"]
+    );
+
+    // Without mesh files, the cluster alone is the mesh.
+    let mut alone = Index::with_sources(Sources {
+        mesh: false,
+        kubernetes: true,
+    });
+    alone.apply_discovered(Vec::new());
+    assert!(!alone.current_routing().version.is_empty());
+    assert_eq!(alone.current_routing().services, 0);
+}
+
+#[test]
+fn a_mesh_file_gives_a_discovered_service_its_routes_and_the_cluster_its_endpoints() {
+    let mut index = both();
+    let file = mesh(
+        "services:
+  - name: web.mastodon
+    authorities: [mastodon.example]
+    limits: { connectTimeout: 2s }
+    routes:
+      - match: { pathPrefix: /api/ }
+        retry: { attempts: 2, conditions: [502] }
+",
+    );
+    index.apply_mesh(&file);
+    index.apply_discovered(vec![found(
+        "web.mastodon",
+        &["web.mastodon", "web.mastodon:3000"],
+        &["198.18.0.2:3000", "198.18.0.6:3000"],
+    )]);
+    let services = routed(&index);
+    assert_eq!(services.len(), 1);
+    let web = &services[0];
+    assert_eq!(web.name, "web.mastodon");
+    assert_eq!(
+        names(&web.authorities),
+        ["mastodon.example", "web.mastodon", "web.mastodon:3000"]
+    );
+    assert_eq!(web.routes, file[0].routes);
+    assert_eq!(web.limits.connect_timeout, Duration::from_secs(2));
+    let set = index.watch_endpoints("web.mastodon").borrow().clone();
+    assert_eq!(set.endpoints.len(), 2);
+
+    // Endpoints moving leaves routing alone; the set follows.
+    let before = index.current_routing().version.clone();
+    let mut rx = index.watch_endpoints("web.mastodon");
+    rx.mark_unchanged();
+    index.apply_discovered(vec![found(
+        "web.mastodon",
+        &["web.mastodon", "web.mastodon:3000"],
+        &["198.18.0.2:3000"],
+    )]);
+    assert_eq!(index.current_routing().version, before);
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(rx.borrow().endpoints.len(), 1);
+
+    // The file entry going leaves the discovered service with its defaults.
+    index.apply_mesh(&[]);
+    let services = routed(&index);
+    assert!(services[0].routes.is_empty());
+    assert_eq!(
+        names(&services[0].authorities),
+        ["web.mastodon", "web.mastodon:3000"]
+    );
+}
+
+#[test]
+fn a_mesh_file_entry_with_its_own_endpoints_replaces_the_discovered_one() {
+    let mut index = both();
+    index.apply_mesh(&mesh(
+        "services:\n  - name: web.mastodon\n    authorities: [pinned]\n    endpoints: [10.0.0.9:3000]\n",
+    ));
+    index.apply_discovered(vec![found(
+        "web.mastodon",
+        &["web.mastodon"],
+        &["198.18.0.2:3000"],
+    )]);
+    let services = routed(&index);
+    assert_eq!(services.len(), 1);
+    assert_eq!(names(&services[0].authorities), ["pinned"]);
+    let set = index.watch_endpoints("web.mastodon").borrow().clone();
+    assert_eq!(set.endpoints.keys().collect::<Vec<_>>(), ["10.0.0.9:3000"]);
+}
+
+#[test]
+fn an_authority_claimed_twice_goes_to_the_mesh_file_or_to_no_discovered_service() {
+    let mut index = both();
+    index.apply_mesh(&mesh(
+        "services:\n  - name: search\n    authorities: [search]\n    endpoints: [10.0.0.9:80]\n",
+    ));
+    index.apply_discovered(vec![
+        // `web` is a Service in two namespaces: a bare `web` means either.
+        found(
+            "web.mastodon",
+            &["web", "web.mastodon"],
+            &["198.18.0.2:3000"],
+        ),
+        found("web.other", &["web", "web.other"], &["198.18.0.6:3000"]),
+        found("search.mastodon", &["search", "search.mastodon"], &[]),
+    ]);
+    // Valid for the proxy (no authority twice), with every service still reachable by its
+    // namespaced names.
+    let services = routed(&index);
+    let by_name = |name: &str| {
+        let s = services.iter().find(|s| s.name == name).unwrap();
+        names(&s.authorities).join(" ")
+    };
+    assert_eq!(by_name("search"), "search");
+    assert_eq!(by_name("search.mastodon"), "search.mastodon");
+    assert_eq!(by_name("web.mastodon"), "web.mastodon");
+    assert_eq!(by_name("web.other"), "web.other");
+
+    // One of them gone, the other gets the bare name.
+    index.apply_discovered(vec![found(
+        "web.mastodon",
+        &["web", "web.mastodon"],
+        &["198.18.0.2:3000"],
+    )]);
+    let services = routed(&index);
+    assert_eq!(names(&services[1].authorities), ["web", "web.mastodon"]);
+    assert!(
+        index.watch_endpoints("web.other").borrow().unknown,
+        "a Service gone is unknown to its watchers"
+    );
 }
