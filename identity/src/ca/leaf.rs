@@ -1,0 +1,113 @@
+//! A leaf certificate with what a proxy needs to know about it: whom it names, the chain it is
+//! presented with, and when to replace it.
+//!
+//! The CA makes one with [`crate::Issuer::issue`]; a proxy reads the CA's answer back with
+//! [`Leaf::from_pem`], which checks that the certificate names exactly one SPIFFE ID, so a
+//! wrong answer fails when it arrives rather than at the first handshake.
+
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::CertificateDer;
+
+use crate::bundle::{BundleError, certificates_from_pem, certificates_to_pem};
+use crate::spiffe::SpiffeId;
+use crate::svid::{self, SvidError};
+
+/// The share of a leaf's lifetime after which a proxy asks for the next one (70 %).
+const RENEW_PERMILLE: u32 = 700;
+
+/// A workload's certificate and the intermediates sent after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaf {
+    id: SpiffeId,
+    certificate: CertificateDer<'static>,
+    intermediates: Vec<CertificateDer<'static>>,
+    not_before: SystemTime,
+    not_after: SystemTime,
+}
+
+/// Why a certificate chain is not a usable leaf.
+#[derive(Debug, thiserror::Error)]
+pub enum LeafError {
+    #[error("the certificate chain: {0}")]
+    Pem(#[from] BundleError),
+    #[error("the leaf certificate: {0}")]
+    Identity(#[from] SvidError),
+    #[error("the leaf certificate is a CA certificate")]
+    IsCa,
+}
+
+impl Leaf {
+    pub(crate) fn new(
+        id: SpiffeId,
+        certificate: CertificateDer<'static>,
+        intermediates: Vec<CertificateDer<'static>>,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Self {
+        Leaf {
+            id,
+            certificate,
+            intermediates,
+            not_before,
+            not_after,
+        }
+    }
+
+    /// Reads a chain, leaf first: its SPIFFE ID and validity come from the leaf. The chain is
+    /// not verified here; a peer does that against its bundle at every handshake.
+    pub fn from_pem(chain_pem: &str) -> Result<Self, LeafError> {
+        let mut chain = certificates_from_pem(chain_pem)?;
+        let certificate = chain.remove(0);
+        let (id, not_before, not_after) = {
+            let parsed = svid::parse(&certificate)?;
+            if parsed.is_ca() {
+                return Err(LeafError::IsCa);
+            }
+            let id = svid::identity_in(&parsed)?;
+            let (not_before, not_after) = svid::validity_in(&parsed);
+            (id, not_before, not_after)
+        };
+        Ok(Leaf::new(id, certificate, chain, not_before, not_after))
+    }
+
+    /// The SPIFFE ID the leaf names.
+    pub fn id(&self) -> &SpiffeId {
+        &self.id
+    }
+
+    /// The leaf certificate alone.
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.certificate
+    }
+
+    /// What a TLS peer is sent: the leaf, then its intermediates (never the root).
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        std::iter::once(&self.certificate)
+            .chain(&self.intermediates)
+            .cloned()
+            .collect()
+    }
+
+    /// [`Leaf::chain`] as PEM, what the CA answers with.
+    pub fn to_pem(&self) -> String {
+        certificates_to_pem(&self.chain())
+    }
+
+    pub fn not_before(&self) -> SystemTime {
+        self.not_before
+    }
+
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
+    /// When to ask for the next leaf: 70 % of the way from notBefore to notAfter.
+    pub fn renew_at(&self) -> SystemTime {
+        let lifetime = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or(Duration::ZERO);
+        self.not_before + lifetime / 1000 * RENEW_PERMILLE
+    }
+}

@@ -1,0 +1,86 @@
+//! rustls configurations for mesh connections: TLS 1.3 only, ring only, mutual.
+//!
+//! A client configuration carries the one server identity it accepts, because rustls asks the
+//! verifier about a certificate without saying which connection it is for: a proxy keeps one
+//! client configuration per peer identity it dials (they share the leaf, the key and the
+//! bundle, and each its own session cache, so a resumed session is always with the identity it
+//! was verified as). When the leaf is renewed or the bundle changes, the proxy builds new
+//! configurations; connections already open keep the ones they started with.
+//!
+//! The server name a client passes to rustls is not checked against anything (see `verify`);
+//! it is still sent as SNI when it is a DNS name, so pass an IP address to send none.
+
+use std::sync::Arc;
+
+use rustls::version::TLS13;
+use rustls::{ClientConfig, ServerConfig};
+
+use crate::bundle::TrustBundle;
+use crate::ca::Leaf;
+use crate::csr::Keypair;
+use crate::spiffe::SpiffeId;
+use crate::verify::{SpiffeClientVerifier, SpiffeServerVerifier, VerifierError, provider};
+
+/// Why a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error(transparent)]
+    Verifier(#[from] VerifierError),
+    #[error("the key is not the key of the leaf for {0}")]
+    KeyMismatch(SpiffeId),
+    #[error("rustls refused the configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A client configuration that presents `leaf` (with `key`) and accepts only a server whose
+/// chain verifies against `bundle` and whose SPIFFE ID is exactly `server`.
+pub fn client_config(
+    leaf: &Leaf,
+    key: &Keypair,
+    bundle: &TrustBundle,
+    server: &SpiffeId,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, TlsConfigError> {
+    check_key(leaf, key)?;
+    let verifier = SpiffeServerVerifier::new(bundle, server.clone())?;
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(leaf.chain(), key.private_key_der())?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// A server configuration that presents `leaf` (with `key`) and requires every client to
+/// present a chain that verifies against `bundle` and names a SPIFFE ID.
+pub fn server_config(
+    leaf: &Leaf,
+    key: &Keypair,
+    bundle: &TrustBundle,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, TlsConfigError> {
+    check_key(leaf, key)?;
+    let verifier = SpiffeClientVerifier::new(bundle)?;
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(leaf.chain(), key.private_key_der())?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// A leaf renewed with a new key but configured with the old one would fail every handshake;
+/// say so when the configuration is built instead.
+fn check_key(leaf: &Leaf, key: &Keypair) -> Result<(), TlsConfigError> {
+    let matches = crate::svid::parse(leaf.certificate())
+        .is_ok_and(|parsed| parsed.public_key().raw == key.public_key_spki().as_slice());
+    if matches {
+        Ok(())
+    } else {
+        Err(TlsConfigError::KeyMismatch(leaf.id().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
