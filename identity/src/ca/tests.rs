@@ -277,3 +277,15 @@ fn a_leaf_reads_back_from_its_pem() {
     ));
     assert!(matches!(Leaf::from_pem("nothing"), Err(LeafError::Pem(_))));
 }
+
+#[test]
+fn what_herd_control_and_the_proxy_share_across_tasks_is_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Issuer>();
+    shared::<Leaf>();
+    shared::<crate::TrustBundle>();
+    shared::<Keypair>();
+    shared::<CsrRequest>();
+    shared::<SpiffeId>();
+    shared::<crate::Matcher>();
+}

@@ -183,7 +183,8 @@ fn anything_but_exactly_one_spiffe_uri_san_is_refused() {
 
 #[test]
 fn a_csr_asking_for_more_than_a_name_is_refused_saying_what_it_asked() {
-    let cases: Vec<(Box<dyn FnOnce(&mut CertificateParams)>, &str)> = vec![
+    type Change = Box<dyn FnOnce(&mut CertificateParams)>;
+    let cases: Vec<(Change, &str)> = vec![
         (
             Box::new(|p| p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained)),
             "basicConstraints with CA=true",
