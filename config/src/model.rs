@@ -44,6 +44,23 @@ pub struct ProxySettings {
     /// the file's `services`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlSettings>,
+    /// A tunnel (an upgraded connection such as a WebSocket, a `CONNECT` tunnel, an opaque TCP
+    /// connection) that carries no byte in either direction for this long is closed, both
+    /// sides; a service's `limits.tunnelIdleTimeout` overrides it for that service. Default 1h;
+    /// `0s` means never. Without it a tunnel whose client left (its FIN, or its host gone) while
+    /// the upstream never closes is held forever.
+    #[serde(with = "crate::duration")]
+    pub tunnel_idle_timeout: Duration,
+}
+
+impl ProxySettings {
+    pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+    /// The tunnel idle timeout of tunnels no service's limits cover (the inbound app's, and
+    /// those to hosts outside the mesh); `None` when it is `0s`: never.
+    pub fn tunnel_idle(&self) -> Option<Duration> {
+        Some(self.tunnel_idle_timeout).filter(|d| !d.is_zero())
+    }
 }
 
 /// `proxy.control`: the control plane this proxy takes its services and endpoints from.
@@ -95,7 +112,7 @@ fn dns_target<S: serde::Serializer>(name: &str, port: &u16, s: S) -> Result<S::O
 
 impl Default for ProxySettings {
     /// No inbound or outbound listener, the default admin listener, the system's resolver, a 30s
-    /// drain.
+    /// drain, tunnels closed after an hour without traffic.
     fn default() -> Self {
         ProxySettings {
             inbound: None,
@@ -104,6 +121,7 @@ impl Default for ProxySettings {
             resolver: ResolverConfig::default(),
             drain_timeout: Duration::from_secs(30),
             control: None,
+            tunnel_idle_timeout: Self::DEFAULT_TUNNEL_IDLE_TIMEOUT,
         }
     }
 }
@@ -614,6 +632,23 @@ pub struct ServiceLimits {
     /// HTTP/2 streams on one connection before another connection is opened (or fewer, if
     /// the endpoint says so). Default 100; at least 1.
     pub max_concurrent_streams: u32,
+    /// Tunnels to this service (opaque connections, upgrades, `CONNECT`) without a byte either
+    /// way for this long are closed. Default: absent, `proxy.tunnelIdleTimeout` applies;
+    /// `0s` means never.
+    #[serde(
+        serialize_with = "crate::duration::serialize_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tunnel_idle_timeout: Option<Duration>,
+}
+
+impl ServiceLimits {
+    /// The tunnel idle timeout in force for this service: its own, else the proxy's; `None`
+    /// when that is `0s`: never.
+    pub fn tunnel_idle(&self, proxy: &ProxySettings) -> Option<Duration> {
+        self.tunnel_idle_timeout
+            .map_or(proxy.tunnel_idle(), |d| Some(d).filter(|d| !d.is_zero()))
+    }
 }
 
 impl Default for ServiceLimits {
@@ -625,6 +660,7 @@ impl Default for ServiceLimits {
             max_pending_requests: 10_000,
             fail_fast_timeout: Duration::from_secs(3),
             max_concurrent_streams: 100,
+            tunnel_idle_timeout: None,
         }
     }
 }

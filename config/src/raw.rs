@@ -46,6 +46,7 @@ pub struct Proxy {
     pub admin: Option<Admin>,
     pub resolver: Option<Resolver>,
     pub drain_timeout: Option<Spanned<Dur>>,
+    pub tunnel_idle_timeout: Option<Spanned<Dur>>,
     pub control: Option<Spanned<Control>>,
 }
 
@@ -194,6 +195,7 @@ pub struct Limits {
     pub max_pending_requests: Option<Spanned<Count>>,
     pub fail_fast_timeout: Option<Spanned<Dur>>,
     pub max_concurrent_streams: Option<Spanned<Count>>,
+    pub tunnel_idle_timeout: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Deserialize)]

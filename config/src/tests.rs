@@ -75,6 +75,7 @@ services:
     assert_eq!(config.proxy.outbound.unwrap().downstream, downstream);
     assert_eq!(config.proxy.admin.listen, addr("127.0.0.1:4191"));
     assert_eq!(config.proxy.drain_timeout, secs(30));
+    assert_eq!(config.proxy.tunnel_idle_timeout, secs(3600));
 
     let web = &config.services[0];
     assert_eq!(web.protocol, Protocol::Http);
@@ -120,6 +121,7 @@ services:
             max_pending_requests: 10_000,
             fail_fast_timeout: secs(3),
             max_concurrent_streams: 100,
+            tunnel_idle_timeout: None,
         }
     );
     assert_eq!(config.proxy.resolver, ResolverConfig::default());
@@ -167,6 +169,7 @@ const EVERY_FIELD: &str = r#"proxy:
   resolver:
     nameservers: [127.0.0.1:5353, "[::1]:53"]
   drainTimeout: 1m 30s
+  tunnelIdleTimeout: 2m
 services:
   - name: api-2
     authorities: [API.Local., "[::1]:8080"]
@@ -191,6 +194,7 @@ services:
       maxPendingRequests: 20
       failFastTimeout: 250ms
       maxConcurrentStreams: 1
+      tunnelIdleTimeout: 0s
     retryBudget: { ratio: 1.5, minPerSecond: 0, window: 1m }
     routes:
       - name: exact
@@ -252,6 +256,7 @@ fn every_field_is_read() {
         [addr("127.0.0.1:5353"), addr("[::1]:53")]
     );
     assert_eq!(config.proxy.drain_timeout, secs(90));
+    assert_eq!(config.proxy.tunnel_idle_timeout, secs(120));
     assert_eq!(
         config.services,
         [Service {
@@ -294,6 +299,7 @@ fn every_field_is_read() {
                 max_pending_requests: 20,
                 fail_fast_timeout: Duration::from_millis(250),
                 max_concurrent_streams: 1,
+                tunnel_idle_timeout: Some(Duration::ZERO),
             },
             retry_budget: RetryBudget {
                 ratio: 1.5,
@@ -370,6 +376,7 @@ fn the_contract_file_parses_to_what_it_says() {
             resolver: ResolverConfig::default(),
             drain_timeout: secs(30),
             control: None,
+            tunnel_idle_timeout: secs(3600),
         },
         services: vec![
             Service {

@@ -4,15 +4,28 @@
 //! first, so nothing waits for the client), for connections detection could not identify as
 //! HTTP, and for `CONNECT` tunnels. Half-close is honoured: when one side finishes sending, the
 //! other side's write half is shut down and bytes keep flowing the other way until it finishes
-//! too. A tunnel runs until both sides are done or the drain deadline passes.
+//! too. A tunnel runs until both sides are done, the drain deadline passes, or no byte has
+//! crossed it either way for the tunnel idle timeout.
+//!
+//! The idle timeout is what frees a tunnel one side has left without closing: a client's FIN
+//! to an upstream that never closes its side (a Redis or Postgres server, a WebSocket app), or
+//! a peer whose host vanished. Nothing else ends such a tunnel before shutdown, and each one
+//! holds two sockets and a slot of the listener's `maxConnections`. Activity is a flag set by
+//! every read and write on the endpoint's side (every byte either way crosses it: what the
+//! client sends is written there), checked every eighth of the timeout, so the hot path costs
+//! one store and no clock read; a tunnel is closed after between one and one and an eighth
+//! timeouts of silence, never sooner.
 
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, copy_bidirectional};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tracing::debug;
 
 use crate::balance::{Lease, Outcome};
@@ -43,50 +56,83 @@ pub async fn connect(
     }
 }
 
-/// Copies between `client` and `server` until both directions end or the drain deadline,
-/// counting the connection and its bytes in `metrics` as they flow (a long-lived connection's
-/// traffic shows while it is open, not only when it closes).
-pub async fn tunnel<A, B>(mut client: A, server: B, drain: &Drain, metrics: &TcpMetrics)
-where
+/// Copies between `client` and `server` until both directions end, the drain deadline, or
+/// `idle_timeout` without a byte either way (`None`: never), counting the connection and its
+/// bytes in `metrics` as they flow (a long-lived connection's traffic shows while it is open,
+/// not only when it closes). Both connections are closed when this returns (dropped).
+pub async fn tunnel<A, B>(
+    mut client: A,
+    server: B,
+    idle_timeout: Option<Duration>,
+    drain: &Drain,
+    metrics: &TcpMetrics,
+) where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     metrics.opened.inc();
     metrics.open.inc();
+    let active = AtomicBool::new(false);
     let mut server = Counted {
         inner: server,
         metrics,
+        active: &active,
     };
-    let ok = tokio::select! {
+    let closed = tokio::select! {
         result = copy_bidirectional(&mut client, &mut server) => match result {
             Ok((sent, received)) => {
                 debug!(sent, received, "tunnel closed");
-                true
+                &metrics.closed_ok
             }
             Err(error) => {
                 debug!(%error, "tunnel failed");
-                false
+                &metrics.closed_error
             }
         },
         _ = drain.deadline() => {
             debug!("tunnel cut at drain deadline");
-            false
+            &metrics.closed_error
+        }
+        _ = silence(&active, idle_timeout) => {
+            debug!(?idle_timeout, "tunnel closed: idle");
+            &metrics.closed_idle
         }
     };
     metrics.open.dec();
-    if ok {
-        metrics.closed_ok.inc()
-    } else {
-        metrics.closed_error.inc()
+    closed.inc();
+}
+
+/// How many times per idle timeout the activity flag is checked: the timeout is overshot by at
+/// most this fraction of it.
+const IDLE_CHECKS: u32 = 8;
+
+/// Resolves once `active` has stayed unset for `timeout` (never, for `None`), clearing it at
+/// each check. Silence is counted from the first check that found the flag unset, so it is
+/// never shorter than `timeout`.
+async fn silence(active: &AtomicBool, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    let period = (timeout / IDLE_CHECKS).max(Duration::from_millis(1));
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(period).await;
+        let now = Instant::now();
+        if active.swap(false, Ordering::Relaxed) {
+            quiet_since = now;
+        } else if now.duration_since(quiet_since) >= timeout {
+            return;
+        }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The endpoint's side of a tunnel, counting bytes each way.
+    /// The endpoint's side of a tunnel, counting bytes each way and flagging that some moved.
     struct Counted<'m, T> {
         #[pin]
         inner: T,
         metrics: &'m TcpMetrics,
+        active: &'m AtomicBool,
     }
 }
 
@@ -99,9 +145,11 @@ impl<T: AsyncRead> AsyncRead for Counted<'_, T> {
         let this = self.project();
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
-        this.metrics
-            .received
-            .inc_by((buf.filled().len() - before) as u64);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.metrics.received.inc_by(n as u64);
+            this.active.store(true, Ordering::Relaxed);
+        }
         polled
     }
 }
@@ -116,6 +164,7 @@ impl<T: AsyncWrite> AsyncWrite for Counted<'_, T> {
         let polled = this.inner.poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
             this.metrics.sent.inc_by(n as u64);
+            this.active.store(true, Ordering::Relaxed);
         }
         polled
     }
@@ -128,3 +177,6 @@ impl<T: AsyncWrite> AsyncWrite for Counted<'_, T> {
         self.project().inner.poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests;

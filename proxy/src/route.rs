@@ -31,6 +31,8 @@ pub struct ServiceTarget {
     pub budget: Option<Arc<RetryBudget>>,
     /// Opaque connections (and upgraded ones) to the service.
     pub tcp: Arc<TcpMetrics>,
+    /// Tunnels to the service silent this long are closed; `None`: never.
+    pub tunnel_idle: Option<Duration>,
     /// Keeps the service's DNS resolution running while the service exists.
     pub resolution: Option<Arc<Resolution>>,
     /// Its endpoints' subscription, for a service whose endpoints come from the control plane.
@@ -201,6 +203,7 @@ mod tests {
             )),
             budget: None,
             tcp: Metrics::new().tcp(Direction::Outbound, "web"),
+            tunnel_idle: None,
             resolution: None,
             subscription: None,
         }

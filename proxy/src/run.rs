@@ -261,8 +261,11 @@ impl Listening {
     async fn to_original_destination(&self, io: Rewind<TcpStream>, dst: SocketAddr) {
         match endpoint::connect(dst, ORIG_DST_CONNECT_TIMEOUT).await {
             Ok(upstream) => {
-                let egress = self.rx.borrow().egress.clone();
-                opaque::tunnel(io, upstream, &self.drain, &egress).await
+                let (egress, idle) = {
+                    let snapshot = self.rx.borrow();
+                    (snapshot.egress.clone(), snapshot.config.proxy.tunnel_idle())
+                };
+                opaque::tunnel(io, upstream, idle, &self.drain, &egress).await
             }
             Err(error) => debug!(%error, "opaque connect failed"),
         }
@@ -333,7 +336,9 @@ where
         subscription.touch();
     }
     match opaque::connect(service, peer.ip()).await {
-        Ok((upstream, _lease)) => opaque::tunnel(client, upstream, drain, &service.tcp).await,
+        Ok((upstream, _lease)) => {
+            opaque::tunnel(client, upstream, service.tunnel_idle, drain, &service.tcp).await
+        }
         Err(error) => debug!(%error, service = %service.name, "closing"),
     }
 }

@@ -184,6 +184,7 @@ impl Snapshot {
                 balancer: Arc::new(balancer),
                 budget: None,
                 tcp: registry.metrics.tcp(Direction::Inbound, "inbound"),
+                tunnel_idle: config.proxy.tunnel_idle(),
                 resolution: None,
                 subscription: None,
             });
@@ -278,6 +279,7 @@ impl Snapshot {
                 ),
                 balancer,
                 tcp: registry.metrics.tcp(Direction::Outbound, &svc.name),
+                tunnel_idle: svc.limits.tunnel_idle(&config.proxy),
                 budget: retries.then(|| registry.budget(&svc.name, &svc.retry_budget)),
                 resolution,
                 subscription,

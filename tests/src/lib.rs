@@ -13,12 +13,14 @@
 //!   proxy fails a test instead of hanging it.
 #![forbid(unsafe_code)]
 
+pub mod bystander;
 pub mod client;
 pub mod control;
 pub mod curl;
 pub mod dns;
 pub mod endpoints;
 pub mod fleet;
+pub mod h2raw;
 pub mod kube;
 pub mod load;
 pub mod netns;

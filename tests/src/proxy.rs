@@ -326,10 +326,7 @@ impl Proxy {
 
     /// The proxy's resident set size, from `/proc/PID/status`.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        rss_of(self.pid)
     }
 
     /// Runs `work` while sampling [`Proxy::rss_bytes`] every 10 ms; returns its output and the
@@ -390,6 +387,14 @@ fn read_stdout(pipe: std::io::PipeReader, log: &Path, lines: Arc<Mutex<Vec<Strin
             }
         })
         .expect("spawn the stdout reader");
+}
+
+/// The resident set size of process `pid`, from `/proc/PID/status`; `None` once it is gone.
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Sends `SIGNAL` (a name such as `TERM`) to `pid`.

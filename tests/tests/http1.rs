@@ -343,6 +343,11 @@ async fn request_smuggling_is_refused() {
          0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n\
          0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n",
+        // A length that is not a number, after the Transfer-Encoding: hyper ignores it and
+        // frames by chunks, where a lenient parser in front may read `6`. (Found by the
+        // `framing` fuzz target.)
+        "POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\nContent-Length: 6x\r\n\r\n\
+         0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n",
         // Two different lengths.
         "POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 6\r\nContent-Length: 0\r\n\r\n\
          GET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n",

@@ -170,6 +170,7 @@ fn proxy(raw: Option<raw::Proxy>, listeners: &mut Listeners) -> Result<ProxySett
     };
     let drain_timeout = duration(raw.drain_timeout, defaults.drain_timeout);
     let control = raw.control.map(control).transpose()?;
+    let tunnel_idle_timeout = duration(raw.tunnel_idle_timeout, defaults.tunnel_idle_timeout);
     Ok(ProxySettings {
         inbound,
         outbound,
@@ -177,6 +178,7 @@ fn proxy(raw: Option<raw::Proxy>, listeners: &mut Listeners) -> Result<ProxySett
         resolver,
         drain_timeout,
         control,
+        tunnel_idle_timeout,
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{Config, ConfigError, Protocol, parse};
+use crate::{Config, ConfigError, Protocol, ProxySettings, ServiceLimits, parse};
 
 #[track_caller]
 pub(super) fn ok(yaml: &str) -> Config {
@@ -84,6 +84,47 @@ services:
     assert_eq!(config.proxy.inbound.unwrap().timeout, Duration::ZERO);
     assert_eq!(config.proxy.drain_timeout, Duration::ZERO);
     assert_eq!(config.services[0].routes[0].timeout, Duration::ZERO);
+}
+
+#[test]
+fn a_services_tunnel_idle_timeout_overrides_the_proxys_and_zero_is_never() {
+    let config = ok("proxy:
+  tunnelIdleTimeout: 10m
+services:
+  - { name: web, endpoints: [127.0.0.1:1] }
+  - { name: redis, protocol: opaque, endpoints: [127.0.0.1:2], limits: { tunnelIdleTimeout: 0s } }
+  - { name: streaming, endpoints: [127.0.0.1:3], limits: { tunnelIdleTimeout: 2h } }
+");
+    let proxy = &config.proxy;
+    assert_eq!(proxy.tunnel_idle(), Some(Duration::from_secs(600)));
+    let idle = |i: usize| config.services[i].limits.tunnel_idle(proxy);
+    assert_eq!(idle(0), Some(Duration::from_secs(600)));
+    assert_eq!(idle(1), None);
+    assert_eq!(idle(2), Some(Duration::from_secs(7200)));
+
+    let never = ok("proxy:\n  tunnelIdleTimeout: 0s\n");
+    assert_eq!(never.proxy.tunnel_idle(), None);
+    assert_eq!(
+        ServiceLimits::default().tunnel_idle(&never.proxy),
+        None,
+        "a service without its own follows the proxy's"
+    );
+    assert_eq!(
+        ServiceLimits::default().tunnel_idle(&ProxySettings::default()),
+        Some(Duration::from_secs(3600))
+    );
+}
+
+#[test]
+fn a_tunnel_idle_timeout_without_a_unit_is_refused_where_it_is_written() {
+    fails(
+        "proxy:\n  tunnelIdleTimeout: 60\n",
+        "mesh.yaml:2:22: proxy.tunnelIdleTimeout: duration `60` has no unit: add one, e.g. `60s` or `60ms`",
+    );
+    fails(
+        "services:\n  - name: a\n    endpoints: [127.0.0.1:1]\n    limits: { tunnelIdleTimeout: 1 }\n",
+        "mesh.yaml:4:34: services[0].limits.tunnelIdleTimeout: duration `1` has no unit: add one, e.g. `1s` or `1ms`",
+    );
 }
 
 #[test]

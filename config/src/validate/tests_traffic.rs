@@ -460,6 +460,6 @@ fn timeouts_moved_into_limits() {
         &web("    limits: { timeout: 1s }\n"),
         "mesh.yaml:4:15: services[0].limits.timeout: unknown key `timeout`; allowed: \
          connectTimeout, idleTimeout, maxConnections, maxPendingRequests, failFastTimeout, \
-         maxConcurrentStreams",
+         maxConcurrentStreams, tunnelIdleTimeout",
     );
 }

@@ -298,5 +298,6 @@ pub(super) fn limits(raw: Option<raw::Limits>, path: &str) -> Result<ServiceLimi
             defaults.max_concurrent_streams,
             1..=u64::MAX,
         )?,
+        tunnel_idle_timeout: raw.tunnel_idle_timeout.map(|d| d.value.0),
     })
 }

@@ -44,15 +44,16 @@ pub async fn tunnel(
         .authority()
         .ok_or(ProxyError::NoAuthority)?
         .clone();
-    let (upstream, lease, tcp) = match snapshot.routes.lookup(authority.as_str()) {
+    let (upstream, lease, tcp, idle) = match snapshot.routes.lookup(authority.as_str()) {
         Ok(service) => {
             let (upstream, lease) = opaque::connect(service, ctx.client.ip()).await?;
-            (upstream, lease, service.tcp.clone())
+            (upstream, lease, service.tcp.clone(), service.tunnel_idle)
         }
         Err(ProxyError::NoService(_)) => (
             egress(&authority, snapshot, ctx).await?,
             None,
             snapshot.egress.clone(),
+            snapshot.config.proxy.tunnel_idle(),
         ),
         Err(error) => return Err(error),
     };
@@ -61,7 +62,7 @@ pub async fn tunnel(
     ctx.drain.spawn(async move {
         let _lease = lease;
         match on_upgrade.await {
-            Ok(client) => opaque::tunnel(TokioIo::new(client), upstream, &drain, &tcp).await,
+            Ok(client) => opaque::tunnel(TokioIo::new(client), upstream, idle, &drain, &tcp).await,
             Err(error) => debug!(%error, "CONNECT upgrade failed"),
         }
     });

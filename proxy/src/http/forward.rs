@@ -239,13 +239,14 @@ async fn proxy<'s>(
     {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let drain = ctx.drain.clone();
-        let tcp = service.tcp.clone();
+        let (tcp, idle) = (service.tcp.clone(), service.tunnel_idle);
         ctx.drain.spawn(async move {
             // The lease counts the tunnel as the endpoint's load until it closes.
             let _lease = lease;
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
-                    opaque::tunnel(TokioIo::new(client), TokioIo::new(upstream), &drain, &tcp).await
+                    let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                    opaque::tunnel(client, upstream, idle, &drain, &tcp).await
                 }
                 Err(error) => debug!(%error, "upgrade failed"),
             }

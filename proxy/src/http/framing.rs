@@ -11,8 +11,9 @@
 //! headers; the service answers that request 400 without forwarding it.
 //!
 //! The guard gives up (and leaves everything to hyper) on anything it cannot follow: an upgrade
-//! or `CONNECT` (the bytes after it are not HTTP), a length it cannot read, or a malformed
-//! chunk. A head hyper refuses needs nothing from it: hyper answers 400 and closes.
+//! or `CONNECT` (the bytes after it are not HTTP), a length it cannot read (unless a
+//! `Transfer-Encoding` is there too: that is a conflict whatever the length says), or a
+//! malformed chunk. A head hyper refuses needs nothing from it: hyper answers 400 and closes.
 
 use std::io;
 use std::pin::Pin;
@@ -131,7 +132,8 @@ fn field<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 /// the fields it sees.
 fn scan(bytes: &[u8]) -> Option<(usize, Framing)> {
     let mut start = 0;
-    let mut length = None;
+    // `Some(None)`: a `Content-Length` that is not a number (once, in any of its lines).
+    let mut length: Option<Option<u64>> = None;
     let mut chunked = false;
     let mut te = false;
     for end in memchr::memchr_iter(b'\n', bytes) {
@@ -142,7 +144,9 @@ fn scan(bytes: &[u8]) -> Option<(usize, Framing)> {
                 (true, Some(_)) => Framing::Conflict,
                 (true, None) if chunked => Framing::Chunked,
                 (true, None) => Framing::Unknown,
-                (false, n) => Framing::Length(n.unwrap_or(0)),
+                // hyper refuses the length itself.
+                (false, Some(None)) => Framing::Unknown,
+                (false, n) => Framing::Length(n.flatten().unwrap_or(0)),
             };
             return Some((end + 1, framing));
         }
@@ -152,13 +156,13 @@ fn scan(bytes: &[u8]) -> Option<(usize, Framing)> {
                 return Some((end + 1, Framing::Unknown));
             }
         } else if let Some(value) = field(line, b"content-length") {
-            match std::str::from_utf8(value)
+            // A length that is not a number still frames the request a second way beside a
+            // `Transfer-Encoding`, which makes hyper ignore it (a lenient parser in front may
+            // read `6x` as 6).
+            let n = std::str::from_utf8(value)
                 .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                Some(n) => length = Some(n),
-                None => return Some((end + 1, Framing::Unknown)),
-            }
+                .and_then(|v| v.parse::<u64>().ok());
+            length = Some(if length == Some(None) { None } else { n });
         } else if let Some(value) = field(line, b"transfer-encoding") {
             te = true;
             chunked = value

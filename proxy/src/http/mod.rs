@@ -14,7 +14,7 @@
 mod authority;
 mod connect;
 mod forward;
-mod framing;
+pub mod framing;
 pub mod headers;
 mod own;
 

@@ -318,6 +318,8 @@ pub struct TcpMetrics {
     pub open: IntGauge,
     pub closed_ok: IntCounter,
     pub closed_error: IntCounter,
+    /// Closed after the tunnel idle timeout without traffic.
+    pub closed_idle: IntCounter,
     pub sent: IntCounter,
     pub received: IntCounter,
 }
@@ -334,6 +336,9 @@ impl TcpMetrics {
             closed_error: families
                 .tcp_closed
                 .with_label_values(&[labels[0], labels[1], "error"]),
+            closed_idle: families
+                .tcp_closed
+                .with_label_values(&[labels[0], labels[1], "idle"]),
             sent: families.tcp_sent.with_label_values(&labels),
             received: families.tcp_received.with_label_values(&labels),
             labels: labels.map(Arc::from),
@@ -350,7 +355,7 @@ impl Drop for TcpMetrics {
         let _ = f.tcp_open.remove_label_values(&labels);
         let _ = f.tcp_sent.remove_label_values(&labels);
         let _ = f.tcp_received.remove_label_values(&labels);
-        for outcome in ["ok", "error"] {
+        for outcome in ["ok", "error", "idle"] {
             let _ = f
                 .tcp_closed
                 .remove_label_values(&[labels[0], labels[1], outcome]);

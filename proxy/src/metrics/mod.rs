@@ -192,7 +192,7 @@ impl Metrics {
             ),
             tcp_closed: counter(
                 "herd_tcp_connections_closed_total",
-                "Opaque TCP connections closed, by outcome (ok, error).",
+                "Opaque TCP connections closed, by outcome (ok, error, idle).",
                 &["direction", "service", "outcome"],
             ),
             tcp_open: gauge(

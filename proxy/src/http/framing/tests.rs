@@ -104,3 +104,21 @@ X-Note: transfer-encoding: chunked\r\n\r\nGET / HTTP/1.1\r\n\r\n";
     ));
     assert!(scan(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n").is_none());
 }
+
+#[test]
+fn a_length_that_is_not_a_number_beside_transfer_encoding_is_a_conflict() {
+    // Found by the `framing` fuzz target: hyper ignores a `Content-Length` that follows a
+    // `Transfer-Encoding` without reading it, so this request was forwarded, framed by chunks.
+    let input =
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 6x\r\n\r\n\
+0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (conflict, requests) in every_split(input) {
+        assert_eq!((conflict, requests), (1, 1));
+    }
+    // Before it, and with a valid length in another line, too.
+    let before = b"POST / HTTP/1.1\r\nContent-Length: +\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_eq!(run(before, 5).0, 1);
+    // Alone it is hyper's to refuse (400): the guard stops following.
+    let alone = b"POST / HTTP/1.1\r\nContent-Length: 6\r\nContent-Length: 6x\r\n\r\n";
+    assert!(matches!(run(alone, 4).2, State::Off));
+}
