@@ -7,8 +7,10 @@
 //! header naming the cause. Whether a failed request may be sent again depends also on whether
 //! any of it was written, which only the attempt knows: [`crate::retry`] decides that.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
@@ -21,6 +23,39 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The header on every response the proxy generated itself.
 pub const PROXY_ERROR_HEADER: &str = "herd-proxy-error";
+
+/// The client's request body failed as the proxy read it: malformed (a chunk size that
+/// overflows, a bad chunk extension), cut short (the client reset or closed half-way), or over
+/// its length (HTTP/2 DATA beyond `content-length`). Whatever the endpoint's connection reports
+/// when the body it was sending breaks, this is what the failure is: the client's.
+///
+/// Cloned (it is shared: the body hands one to the endpoint's connection and records another
+/// for the request's other stages), so it holds hyper's error behind an `Arc`.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{}", Chain(&**.0))]
+pub struct ClientBodyError(#[source] Arc<hyper::Error>);
+
+impl ClientBodyError {
+    pub fn new(error: hyper::Error) -> Self {
+        ClientBodyError(Arc::new(error))
+    }
+}
+
+/// An error and its causes, `: `-separated (hyper's own text only names the kind of failure:
+/// `error reading a body from connection`; its cause says what it was).
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
 
 /// Where a failure came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,8 +111,8 @@ pub enum ProxyError {
     Upstream(#[source] BoxError),
     #[error("upstream refused the stream")]
     RefusedStream,
-    #[error("cannot read the request body: {0}")]
-    ClientBody(#[source] hyper::Error),
+    #[error("the client's request body is malformed or cut short: {0}")]
+    ClientBody(#[source] ClientBodyError),
     #[error("response timeout after {0:?}")]
     ResponseTimeout(Duration),
     #[error("upstream does not support upgrades over HTTP/2")]

@@ -30,12 +30,11 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use herd_config::{Backoff, HedgeDelay, RetryCondition, RetryPolicy};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::balance::{Balancer, Dispatch, Outcome};
-use crate::body::RequestBody;
+use crate::body::{BodyProgress, RequestBody};
 use crate::endpoint::{Endpoint, Lease, SendError, UpstreamBody};
 use crate::errors::ProxyError;
 use crate::metrics::RetryReason;
@@ -181,7 +180,7 @@ struct Failed {
 /// for a body held whole), across every attempt.
 struct Deadline {
     timeout: Option<Duration>,
-    body_ended: Option<oneshot::Receiver<()>>,
+    body_ended: Option<BodyProgress>,
     at: Option<Instant>,
 }
 
@@ -192,10 +191,10 @@ impl Deadline {
             return std::future::pending().await;
         };
         if self.at.is_none() {
-            if let Some(ended) = &mut self.body_ended {
-                let _ = ended.await;
-                self.body_ended = None;
+            if let Some(body) = &self.body_ended {
+                body.ended().await;
             }
+            self.body_ended = None;
             self.at = Some(Instant::now() + timeout);
         }
         tokio::time::sleep_until(self.at.expect("set above")).await;
@@ -221,7 +220,7 @@ pub async fn send(
     service: &ServiceTarget,
     route: &RouteTarget,
     req: Request<RequestBody>,
-    body_ended: Option<oneshot::Receiver<()>>,
+    body_ended: Option<BodyProgress>,
     hash: Option<u64>,
     replayable: bool,
     trace: &mut Trace,
@@ -592,16 +591,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_deadline_starts_when_the_body_has_been_forwarded() {
-        let (tx, rx) = oneshot::channel();
+        let body = BodyProgress::default();
         let mut deadline = Deadline {
             timeout: Some(Duration::from_secs(2)),
-            body_ended: Some(rx),
+            body_ended: Some(body.clone()),
             at: None,
         };
         let started = Instant::now();
         let forwarding = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            let _ = tx.send(());
+            body.end(Ok(()));
         });
         // Polled and dropped before the body ends: nothing is lost.
         assert!(

@@ -42,7 +42,7 @@ use tracing::{debug, trace};
 
 use crate::balance::load::Load;
 use crate::balance::outlier::Health;
-use crate::body::RequestBody;
+use crate::body::{BodyProgress, RequestBody};
 use crate::errors::{BoxError, ProxyError};
 
 pub mod direct;
@@ -334,6 +334,7 @@ impl Endpoint {
         match self.key.wire {
             Wire::Http1 if direct::eligible(&req) => self.send_direct(req, slot).await,
             Wire::Http1 => {
+                let body = req.body().progress().cloned();
                 // An idle connection the app closed just as it was reused hands the request back
                 // unsent: that is the pool's race, not a failure, so try once on a new connection.
                 let mut fresh = false;
@@ -361,7 +362,7 @@ impl Endpoint {
                             }
                             unsent => {
                                 return Err(SendError {
-                                    error: ProxyError::upstream(e.into_error()),
+                                    error: failed(e.into_error(), body.as_ref()),
                                     unsent,
                                 });
                             }
@@ -370,6 +371,7 @@ impl Endpoint {
                 }
             }
             Wire::Http2 => {
+                let body = req.body().progress().cloned();
                 let (mut tx, stream) = match self.checkout_h2().await {
                     Ok(conn) => conn,
                     Err(error) => return Err(SendError::unsent(error, req)),
@@ -382,7 +384,7 @@ impl Endpoint {
                     Err(mut e) => {
                         let unsent = e.take_message();
                         Err(SendError {
-                            error: ProxyError::upstream(e.into_error()),
+                            error: failed(e.into_error(), body.as_ref()),
                             unsent,
                         })
                     }
@@ -541,6 +543,17 @@ impl Endpoint {
             .h2
             .iter()
             .find_map(|c| c.streams.open(max).map(|stream| (c.tx.clone(), stream)))
+    }
+}
+
+/// What an exchange through hyper's client that failed with `error` was. When the request's
+/// streamed `body` broke on the client's side, the exchange failed because of it, whatever the
+/// connection reports (over HTTP/1 it fails as a whole, over HTTP/2 the app's stream is reset):
+/// that is the client's failure, which says nothing about the endpoint.
+fn failed(error: hyper::Error, body: Option<&BodyProgress>) -> ProxyError {
+    match body.and_then(BodyProgress::broken) {
+        Some(broken) => ProxyError::ClientBody(broken.clone()),
+        None => ProxyError::upstream(error),
     }
 }
 

@@ -141,7 +141,7 @@ impl Metrics {
             ),
             responses: counter(
                 "herd_http_responses_total",
-                "Responses sent to clients, by status code, classification (success: the app's non-5xx; failure: 5xx or proxy-generated) and proxy error kind (empty for the app's own responses).",
+                "Responses sent to clients, by status code, classification (failure: 5xx, or proxy-generated because of the app or the proxy; success: the app's non-5xx, or a bad request the client caused) and proxy error kind (empty for the app's own responses).",
                 &[
                     "direction",
                     "service",
