@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::balance::Outcome;
 use crate::body::ResponseBody;
+use crate::outcome::Outcome;
 
 /// Any error, boxed: what bodies fail with once they come from more than one source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

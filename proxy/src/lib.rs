@@ -30,6 +30,7 @@ pub mod http;
 pub mod listen;
 pub mod metrics;
 pub mod opaque;
+pub mod outcome;
 pub mod reload;
 pub mod retry;
 pub mod route;

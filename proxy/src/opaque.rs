@@ -15,10 +15,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, copy_bidirectional};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::balance::{Lease, Outcome};
+use crate::balance::Lease;
 use crate::drain::Drain;
 use crate::errors::ProxyError;
 use crate::metrics::TcpMetrics;
+use crate::outcome::Outcome;
 use crate::route::ServiceTarget;
 
 /// Connects to an endpoint of `service` chosen by its balancer. The returned lease counts the

@@ -33,11 +33,12 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::balance::{Balancer, Dispatch, Outcome};
+use crate::balance::{Balancer, Dispatch};
 use crate::body::{BodyProgress, RequestBody};
 use crate::endpoint::{Endpoint, Lease, SendError, UpstreamBody};
 use crate::errors::ProxyError;
 use crate::metrics::RetryReason;
+use crate::outcome::Outcome;
 use crate::route::{RouteTarget, ServiceTarget};
 
 mod budget;

@@ -43,6 +43,7 @@ use self::ring::{Ring, hash_key};
 use crate::endpoint::{AllBusy, Endpoint};
 use crate::errors::ProxyError;
 use crate::metrics::ServiceMetrics;
+use crate::outcome::Outcome;
 
 /// How often a request waiting for an endpoint re-checks, besides being woken by a change:
 /// ejections end by the clock, not by an event.
@@ -115,19 +116,6 @@ pub struct Picked {
     pub endpoint: Arc<Endpoint>,
     /// This request is the probe that decides whether an ejected endpoint returns.
     pub probe: bool,
-}
-
-/// What a request's response tells the balancer about its endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// A response with this status.
-    Status(u16),
-    /// No connection could be made.
-    ConnectFailure,
-    /// The response did not come within the route's timeout.
-    Timeout,
-    /// The connection failed after the request was sent.
-    Reset,
 }
 
 pub struct Balancer {
