@@ -1,20 +1,20 @@
-//! Bodies as they cross the proxy: streamed frame by frame, or, when a retry may need to send
-//! them again, kept whole up to a small limit.
+//! The client's request body on its way to an endpoint: streamed frame by frame, or, when a
+//! retry may need to send it again, kept whole up to a small limit.
 //!
-//! [`RequestBody`] is the client's body on its way to an endpoint. Streamed, it reports when its
-//! last frame has been forwarded, which is when a route's response timeout starts, and whether
-//! the client broke it (see [`BodyProgress`]). Buffered (at
-//! most a route's `retry.bufferLimit`, 64 KiB by default), it can be [replayed](RequestBody::replay)
-//! byte for byte to another endpoint; a larger body is never held, it streams and its request is
-//! simply not retried. [`ResponseBody`] is what the client receives: either an endpoint's body,
-//! which hands its pooled connection back once it ends cleanly, or a short body the proxy wrote
-//! itself.
+//! Streamed, a [`RequestBody`] reports when its last frame has been forwarded, which is when a
+//! route's response timeout starts, and whether the client broke it (see [`BodyProgress`]).
+//! Buffered (at most a route's `retry.bufferLimit`, 64 KiB by default), it can be
+//! [replayed](RequestBody::replay) byte for byte to another endpoint; a larger body is never
+//! held, it streams and its request is simply not retried.
+//!
+//! The endpoint stage sends these bodies and the stages above it make them, so this module sits
+//! below the endpoint and knows nothing of it: the way back to the client is
+//! [`crate::response`].
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
@@ -23,12 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::endpoint::UpstreamBody;
-use crate::errors::{BoxError, ClientBodyError};
-
-use crate::access_log::{AccessLog, Entry};
-use crate::endpoint::Lease;
-use crate::metrics::RouteMetrics;
+use crate::errors::ClientBodyError;
 
 /// How a streamed request body is getting on, shared between the body (which the endpoint's
 /// connection polls) and the request's other stages: the route's timeout starts when it has
@@ -303,142 +298,6 @@ impl Body for RequestBody {
                 out
             }
             RequestBody::Buffered { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-        }
-    }
-}
-
-/// Observes a response's total duration on its route when the body ends (or is dropped), and
-/// writes its access-log entry then, with the bytes the body carried.
-pub struct Timing {
-    metrics: Arc<RouteMetrics>,
-    started: Instant,
-    /// Boxed: an entry is ~400 bytes, which every move of a response would copy.
-    log: Option<(AccessLog, Box<Entry>)>,
-}
-
-impl Timing {
-    pub fn new(
-        metrics: Arc<RouteMetrics>,
-        started: Instant,
-        log: Option<(AccessLog, Box<Entry>)>,
-    ) -> Self {
-        Timing {
-            metrics,
-            started,
-            log,
-        }
-    }
-
-    fn sent(&mut self, bytes: usize) {
-        if let Some((_, entry)) = &mut self.log {
-            entry.bytes_out += bytes as u64;
-        }
-    }
-}
-
-impl Drop for Timing {
-    fn drop(&mut self) {
-        let elapsed = self.started.elapsed();
-        self.metrics.duration.observe(elapsed.as_secs_f64());
-        if let Some((log, mut entry)) = self.log.take() {
-            entry.duration = elapsed;
-            log.log(*entry);
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// What a client receives.
-    #[project = ResponseBodyProj]
-    pub enum ResponseBody {
-        /// An endpoint's body; `lease` returns its HTTP/1 connection to the pool once the body
-        /// has ended cleanly (a body abandoned half-way leaves the connection unusable, and
-        /// dropping it closes it).
-        Upstream { #[pin] inner: UpstreamBody, lease: Option<Lease>, timing: Option<Timing> },
-        /// A body the proxy wrote.
-        Local { data: Option<Bytes> },
-    }
-
-    impl PinnedDrop for ResponseBody {
-        fn drop(this: Pin<&mut Self>) {
-            if let ResponseBodyProj::Upstream { inner, lease, .. } = this.project()
-                && inner.is_end_stream()
-                && let Some(c) = lease.take()
-            {
-                c.finish();
-            }
-        }
-    }
-}
-
-impl ResponseBody {
-    pub fn upstream(inner: UpstreamBody, lease: Option<Lease>, timing: Option<Timing>) -> Self {
-        ResponseBody::Upstream {
-            inner,
-            lease,
-            timing,
-        }
-    }
-
-    pub fn empty() -> Self {
-        ResponseBody::Local { data: None }
-    }
-
-    pub fn text(text: impl Into<Bytes>) -> Self {
-        let data: Bytes = text.into();
-        ResponseBody::Local {
-            data: (!data.is_empty()).then_some(data),
-        }
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project() {
-            ResponseBodyProj::Upstream {
-                inner,
-                lease,
-                timing,
-            } => {
-                let polled = inner.poll_frame(cx);
-                if let (Poll::Ready(Some(Ok(frame))), Some(timing)) = (&polled, timing.as_mut())
-                    && let Some(data) = frame.data_ref()
-                {
-                    timing.sent(data.len());
-                }
-                if let Poll::Ready(None) = polled {
-                    if let Some(c) = lease.take() {
-                        c.finish();
-                    }
-                    timing.take();
-                }
-                polled
-            }
-            ResponseBodyProj::Local { data } => {
-                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
-            ResponseBody::Local { data } => data.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
-            ResponseBody::Local { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }

@@ -3,9 +3,14 @@
 //! An operator looking at a 502 needs to know whether the app sent it or the proxy did, and
 //! why. So every failure the proxy itself answers for is a [`ProxyError`], tagged with where it
 //! came from ([`Origin`]) and what it says about the endpoint ([`ProxyError::outcome`]), and
-//! [`ProxyError::to_response`] is the only code that turns one into a response: it sets the status and a `herd-proxy-error`
-//! header naming the cause. Whether a failed request may be sent again depends also on whether
-//! any of it was written, which only the attempt knows: [`crate::retry`] decides that.
+//! [`ProxyError::respond`] is the only code that turns one into a response: it sets the status
+//! and a `herd-proxy-error` header naming the cause. Whether a failed request may be sent again
+//! depends also on whether any of it was written, which only the attempt knows: [`crate::retry`]
+//! decides that.
+//!
+//! Every stage fails with these, so this module sits below them all and knows none of them: a
+//! failure is classified by what it is, not by who met it, and the response's body type is the
+//! caller's ([`crate::response`] gives it the proxy's own).
 
 use std::fmt;
 use std::io;
@@ -13,9 +18,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::body::ResponseBody;
 use crate::outcome::Outcome;
 
 /// Any error, boxed: what bodies fail with once they come from more than one source.
@@ -211,11 +216,12 @@ impl ProxyError {
         }
     }
 
-    /// The response the client sees. A downstream error closes the connection: after a request
-    /// the proxy could not make sense of, the rest of the byte stream cannot be trusted.
-    pub fn to_response(&self) -> Response<ResponseBody> {
+    /// The response the client sees, its body made by `body` from the error's text. A
+    /// downstream error closes the connection: after a request the proxy could not make sense
+    /// of, the rest of the byte stream cannot be trusted.
+    pub fn respond<B>(&self, body: impl FnOnce(Bytes) -> B) -> Response<B> {
         let text = self.to_string();
-        let mut resp = Response::new(ResponseBody::text(format!("{text}\n")));
+        let mut resp = Response::new(body(Bytes::from(format!("{text}\n"))));
         *resp.status_mut() = self.status();
         let headers = resp.headers_mut();
         headers.insert(

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod opaque;
 pub mod outcome;
 pub mod reload;
+pub mod response;
 pub mod retry;
 pub mod route;
 mod run;
