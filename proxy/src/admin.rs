@@ -172,7 +172,7 @@ fn endpoints(snapshot: &Snapshot) -> serde_json::Value {
                         "rttMs": e.load.rtt_ns(now, balancer.decay()).map(|ns| ns / 1e6),
                         "consecutiveFailures": e.health.consecutive_failures(),
                         "ejections": e.health.ejections(),
-                        "idleConnections": e.idle_connections(),
+                        "idleConnections": e.endpoint.idle_connections(),
                     })
                 })
                 .collect();

@@ -32,7 +32,7 @@ pub async fn connect(
     let balancer = &service.balancer;
     let hash = balancer.hash_of(&http::HeaderMap::new(), client);
     let mut dispatch = balancer.dispatch(hash, false).await?;
-    match dispatch.endpoint.connect().await {
+    match dispatch.member.endpoint.connect().await {
         Ok(stream) => {
             balancer.record(&mut dispatch, Outcome::Status(200));
             Ok((stream, dispatch.take_lease()))

@@ -18,7 +18,8 @@ use http::Response;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::access_log::{AccessLog, Entry};
-use crate::endpoint::{Lease, UpstreamBody};
+use crate::balance::ResponseLease;
+use crate::endpoint::UpstreamBody;
 use crate::errors::{BoxError, ProxyError};
 use crate::metrics::RouteMetrics;
 
@@ -69,7 +70,7 @@ pin_project_lite::pin_project! {
         /// An endpoint's body; `lease` returns its HTTP/1 connection to the pool once the body
         /// has ended cleanly (a body abandoned half-way leaves the connection unusable, and
         /// dropping it closes it).
-        Upstream { #[pin] inner: UpstreamBody, lease: Option<Lease>, timing: Option<Timing> },
+        Upstream { #[pin] inner: UpstreamBody, lease: Option<ResponseLease>, timing: Option<Timing> },
         /// A body the proxy wrote.
         Local { data: Option<Bytes> },
     }
@@ -87,7 +88,11 @@ pin_project_lite::pin_project! {
 }
 
 impl ResponseBody {
-    pub fn upstream(inner: UpstreamBody, lease: Option<Lease>, timing: Option<Timing>) -> Self {
+    pub fn upstream(
+        inner: UpstreamBody,
+        lease: Option<ResponseLease>,
+        timing: Option<Timing>,
+    ) -> Self {
         ResponseBody::Upstream {
             inner,
             lease,

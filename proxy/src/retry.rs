@@ -33,9 +33,9 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::balance::{Balancer, Dispatch};
+use crate::balance::{Balancer, Dispatch, Member, ResponseLease};
 use crate::body::{BodyProgress, RequestBody};
-use crate::endpoint::{Endpoint, Lease, SendError, UpstreamBody};
+use crate::endpoint::{SendError, UpstreamBody, is_idempotent};
 use crate::errors::ProxyError;
 use crate::metrics::RetryReason;
 use crate::outcome::Outcome;
@@ -124,13 +124,6 @@ impl Template {
     }
 }
 
-pub(crate) fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
 /// Why an attempt failed, as far as retrying is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Failure {
@@ -168,7 +161,7 @@ impl Failure {
 }
 
 /// One attempt's result.
-type Attempt = Result<(Response<UpstreamBody>, Lease), Failed>;
+type Attempt = Result<(Response<UpstreamBody>, ResponseLease), Failed>;
 
 struct Failed {
     error: ProxyError,
@@ -225,7 +218,7 @@ pub async fn send(
     hash: Option<u64>,
     replayable: bool,
     trace: &mut Trace,
-) -> Result<(Response<UpstreamBody>, Lease), ProxyError> {
+) -> Result<(Response<UpstreamBody>, ResponseLease), ProxyError> {
     let policy = route.retry.as_ref().filter(|_| replayable);
     let idempotent = is_idempotent(req.method()) || policy.is_some_and(|p| p.non_idempotent);
     let hedge = route
@@ -249,7 +242,7 @@ pub async fn send(
         at: None,
     };
     let mut next = Some(req);
-    let mut last: Option<Arc<Endpoint>> = None;
+    let mut last: Option<Arc<Member>> = None;
     let mut retries = 0;
     loop {
         let Some(req) = next.take() else {
@@ -356,9 +349,9 @@ async fn attempt(
     route: &RouteTarget,
     req: Request<RequestBody>,
     hash: Option<u64>,
-    avoid: Option<&Arc<Endpoint>>,
+    avoid: Option<&Arc<Member>>,
     per_try: Option<Duration>,
-) -> (Attempt, Option<Arc<Endpoint>>) {
+) -> (Attempt, Option<Arc<Member>>) {
     match balancer.dispatch_avoiding(hash, true, avoid).await {
         Ok(dispatch) => exchange(balancer, route, dispatch, req, per_try).await,
         Err(error) => (
@@ -380,10 +373,10 @@ async fn exchange(
     mut dispatch: Dispatch,
     req: Request<RequestBody>,
     per_try: Option<Duration>,
-) -> (Attempt, Option<Arc<Endpoint>>) {
-    let endpoint = dispatch.endpoint.clone();
+) -> (Attempt, Option<Arc<Member>>) {
+    let member = dispatch.member.clone();
     let started = Instant::now();
-    let send = endpoint.send(req, dispatch.take_slot());
+    let send = member.endpoint.send(req, dispatch.take_slot());
     let sent = match per_try {
         Some(limit) => match tokio::time::timeout(limit, send).await {
             Ok(sent) => sent,
@@ -400,7 +393,7 @@ async fn exchange(
             if let Some(latency) = route.latency.as_ref() {
                 latency.record(started.elapsed());
             }
-            Ok((resp, lease.with_load(dispatch.take_lease())))
+            Ok((resp, dispatch.hold(lease)))
         }
         Err(SendError { error, unsent }) => {
             if let Some(outcome) = error.outcome() {
@@ -425,7 +418,7 @@ async fn exchange(
             })
         }
     };
-    (result, Some(endpoint))
+    (result, Some(member))
 }
 
 /// An attempt with a hedge: if it has not answered within `delay`, a second one goes to another
@@ -437,11 +430,11 @@ async fn hedged(
     req: Request<RequestBody>,
     template: &Template,
     delay: HedgeDelay,
-    avoid: Option<Arc<Endpoint>>,
+    avoid: Option<Arc<Member>>,
     hash: Option<u64>,
     per_try: Option<Duration>,
     withdraw: &impl Fn() -> bool,
-) -> (Attempt, Option<Arc<Endpoint>>) {
+) -> (Attempt, Option<Arc<Member>>) {
     let balancer = &service.balancer;
     let delay = match delay {
         HedgeDelay::After(d) => Some(d),
@@ -460,7 +453,7 @@ async fn hedged(
             );
         }
     };
-    let first_endpoint = dispatch.endpoint.clone();
+    let first_endpoint = dispatch.member.clone();
     let first = exchange(balancer, route, dispatch, req, per_try);
     tokio::pin!(first);
     let Some(delay) = delay else {

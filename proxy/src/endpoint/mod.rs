@@ -21,8 +21,9 @@
 //! request's own task, on plain sockets pooled here; the rest go through hyper's client, whose
 //! connections are pooled beside them. Both kinds share the endpoint's slots and idle timeout.
 //!
-//! The endpoint also carries what the balancer knows of it: its load and its health. Both live
-//! here, with the pool, so they survive reloads that keep the endpoint.
+//! An endpoint knows nothing of the balancer: the balancer wraps it (with its load and health,
+//! see [`crate::balance::Member`]), and the lease of a response here is only the connection.
+//! Nothing here imports the stages above, so the endpoint can be read, and tested, alone.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -30,7 +31,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -40,8 +41,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
-use crate::balance::load::Load;
-use crate::balance::outlier::Health;
 use crate::body::{BodyProgress, RequestBody};
 use crate::errors::{BoxError, ProxyError};
 
@@ -78,8 +77,6 @@ pub struct Endpoint {
     h2_connect: tokio::sync::Mutex<()>,
     /// HTTP/1 connection slots.
     slots: Arc<Semaphore>,
-    pub load: Arc<Load>,
-    pub health: Health,
 }
 
 #[derive(Default)]
@@ -119,11 +116,9 @@ impl SendError {
 pub struct AllBusy;
 
 /// What a response body holds of the endpoint until it ends: hyper's HTTP/1 connection (to hand
-/// back) or its HTTP/2 stream (to count), and its share of the endpoint's load. (A direct
-/// exchange's body holds its connection itself.)
+/// back) or its HTTP/2 stream (to count). (A direct exchange's body holds its connection itself.)
 pub struct Lease {
     conn: Conn,
-    _load: Option<crate::balance::Lease>,
 }
 
 enum Conn {
@@ -134,7 +129,7 @@ enum Conn {
 
 impl Lease {
     fn of(conn: Conn) -> Self {
-        Lease { conn, _load: None }
+        Lease { conn }
     }
 
     /// The body ended cleanly: hyper's HTTP/1 connection goes back to its pool.
@@ -142,11 +137,6 @@ impl Lease {
         if let Conn::Http1(checkin, tx) = self.conn {
             checkin.checkin_hyper(tx);
         }
-    }
-
-    pub fn with_load(mut self, load: Option<crate::balance::Lease>) -> Self {
-        self._load = load;
-        self
     }
 }
 
@@ -278,8 +268,6 @@ impl Endpoint {
             state: Mutex::default(),
             h2_connect: tokio::sync::Mutex::new(()),
             slots,
-            load: Arc::default(),
-            health: Health::default(),
         })
     }
 
@@ -424,7 +412,7 @@ impl Endpoint {
                     if reused
                         && !fresh
                         && !failed.received
-                        && (!failed.written || crate::retry::is_idempotent(req.method())) =>
+                        && (!failed.written || is_idempotent(req.method())) =>
                 {
                     debug!(addr = %self.key.addr, error = %failed.error, "pooled connection closed; retrying on a new one");
                     fresh = true;
@@ -544,6 +532,16 @@ impl Endpoint {
             .iter()
             .find_map(|c| c.streams.open(max).map(|stream| (c.tx.clone(), stream)))
     }
+}
+
+/// Whether `method` is idempotent (RFC 9110 §9.2.2): sending it twice has the effect of sending
+/// it once, so a request the app may have seen can be sent again. Used here for the pool's race,
+/// and by [`crate::retry`].
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// What an exchange through hyper's client that failed with `error` was. When the request's
