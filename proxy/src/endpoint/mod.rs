@@ -158,15 +158,10 @@ impl Checkin {
         if tx.is_closed() {
             return;
         }
-        self.checkin(|state| &mut state.idle, tx);
+        self.put_back(|state| &mut state.idle, tx);
     }
 
-    /// Returns a direct connection to its pool (and the slot to the endpoint).
-    fn checkin_direct(self, conn: direct::Conn) {
-        self.checkin(|state| &mut state.direct, conn);
-    }
-
-    fn checkin<C>(self, list: impl FnOnce(&mut State) -> &mut VecDeque<Idle<C>>, conn: C) {
+    fn put_back<C>(self, list: impl FnOnce(&mut State) -> &mut VecDeque<Idle<C>>, conn: C) {
         let endpoint = &self.endpoint;
         let spawn_reaper = {
             let mut state = endpoint.state.lock().expect("pool lock poisoned");
@@ -179,6 +174,13 @@ impl Checkin {
         if spawn_reaper {
             tokio::spawn(reap(Arc::downgrade(endpoint), endpoint.key.idle_timeout));
         }
+    }
+}
+
+impl direct::Pool for Checkin {
+    /// Returns a direct connection to its pool (and the slot to the endpoint).
+    fn checkin(self, conn: direct::Conn) {
+        self.put_back(|state| &mut state.direct, conn);
     }
 }
 
@@ -226,7 +228,7 @@ async fn reap(endpoint: Weak<Endpoint>, idle_timeout: Duration) {
 /// A response body from an endpoint: read by hyper's client, or straight off the connection.
 pub enum UpstreamBody {
     Hyper(Incoming),
-    Direct(direct::Body),
+    Direct(direct::Body<Checkin>),
 }
 
 impl http_body::Body for UpstreamBody {
