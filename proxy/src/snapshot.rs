@@ -306,6 +306,17 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Sets the gauges read from the balancers' state (endpoints by state, pending requests,
+    /// endpoint latency) in `metrics`; called at each scrape.
+    pub fn observe_balancers(&self, metrics: &Metrics) {
+        let gauges = metrics.balancer_gauges();
+        for service in &self.services {
+            service.balancer.report(&service.name, &gauges);
+        }
+    }
+}
+
 /// Keeps a discovered service's balancer on the latest DNS answer, for as long as both exist.
 fn follow(
     resolution: &Arc<Resolution>,

@@ -43,11 +43,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use self::load::{InFlight, Load, now_nanos};
-use self::outlier::Health;
+use self::outlier::{Health, State};
 use self::ring::{Ring, hash_key};
 use crate::endpoint::{self, AllBusy, Endpoint};
 use crate::errors::ProxyError;
-use crate::metrics::ServiceMetrics;
+use crate::metrics::{BalancerGauges, ServiceMetrics};
 use crate::outcome::Outcome;
 
 /// How often a request waiting for an endpoint re-checks, besides being woken by a change:
@@ -522,6 +522,34 @@ impl Balancer {
             (FailureCondition::Status(code), Outcome::Status(s)) => *code == s,
             _ => false,
         })
+    }
+
+    /// Sets `gauges` from this balancer's state now: its endpoints by state, its requests
+    /// waiting, and (for a small service) each endpoint's latency estimate.
+    pub fn report(&self, service: &str, gauges: &BalancerGauges<'_>) {
+        let now = now_nanos();
+        let set = self.endpoints();
+        let mut counts = [0i64; 3];
+        for (member, _) in set.iter() {
+            let state = member.health.state(now);
+            counts[match state {
+                State::Ready => 0,
+                State::Ejected => 1,
+                State::Probing => 2,
+            }] += 1;
+            if gauges.per_endpoint(set.len())
+                && let Some(rtt) = member.load.rtt_ns(now, self.decay)
+            {
+                gauges.endpoint_rtt(service, member.addr(), rtt / 1e9);
+            }
+        }
+        for (state, count) in [State::Ready, State::Ejected, State::Probing]
+            .iter()
+            .zip(counts)
+        {
+            gauges.endpoints(service, state.as_str(), count);
+        }
+        gauges.pending(service, self.pending());
     }
 
     /// Whether one more endpoint may be ejected under `maxEjectedPercent`.

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use prometheus::{Histogram, IntCounter, IntGauge};
 
-use super::Families;
+use super::families::Families;
 use crate::errors::{Origin, ProxyError};
 use crate::listen::Direction;
 
