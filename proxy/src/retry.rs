@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use herd_config::{Backoff, HedgeDelay, RetryCondition, RetryPolicy};
+use herd_config::{Backoff, Hedge, HedgeDelay, RetryCondition, RetryPolicy};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use tokio::time::Instant;
 use tracing::debug;
@@ -37,9 +37,26 @@ use crate::balance::{Balancer, Dispatch, Member, ResponseLease};
 use crate::body::{BodyProgress, RequestBody};
 use crate::endpoint::{SendError, UpstreamBody, is_idempotent};
 use crate::errors::ProxyError;
-use crate::metrics::RetryReason;
+use crate::metrics::{RetryReason, RouteMetrics};
 use crate::outcome::Outcome;
-use crate::route::{RouteTarget, ServiceTarget};
+
+/// How one request's attempts are made: what the retry stage needs of the request's service and
+/// route, which the route stage hands down (`RouteTarget::plan`). The retry stage sits below the
+/// route stage, so it takes this plain view rather than the route's own types.
+pub struct Plan<'a> {
+    /// The service's name, for logs.
+    pub service: &'a str,
+    pub balancer: &'a Balancer,
+    /// The service's retry budget, when a route of the service retries or hedges.
+    pub budget: Option<&'a RetryBudget>,
+    /// The route's response timeout across all attempts; `None` for none.
+    pub timeout: Option<Duration>,
+    pub retry: Option<&'a RetryPolicy>,
+    pub hedge: Option<&'a Hedge>,
+    /// The route's recent latency, kept only for a percentile hedge delay.
+    pub latency: Option<&'a LatencyWindow>,
+    pub metrics: &'a RouteMetrics,
+}
 
 mod budget;
 
@@ -208,36 +225,35 @@ pub struct Trace {
     pub endpoint: Option<std::net::SocketAddr>,
 }
 
-/// Sends `req` to an endpoint of `service` under `route`'s timeout, retry and hedge policies.
-/// `replayable` is false for requests that must never be sent twice (upgrades).
+/// Sends `req` to an endpoint of the plan's service under its route's timeout, retry and hedge
+/// policies. `replayable` is false for requests that must never be sent twice (upgrades).
 pub async fn send(
-    service: &ServiceTarget,
-    route: &RouteTarget,
+    plan: Plan<'_>,
     req: Request<RequestBody>,
     body_ended: Option<BodyProgress>,
     hash: Option<u64>,
     replayable: bool,
     trace: &mut Trace,
 ) -> Result<(Response<UpstreamBody>, ResponseLease), ProxyError> {
-    let policy = route.retry.as_ref().filter(|_| replayable);
+    let plan = &plan;
+    let policy = plan.retry.filter(|_| replayable);
     let idempotent = is_idempotent(req.method()) || policy.is_some_and(|p| p.non_idempotent);
-    let hedge = route
+    let hedge = plan
         .hedge
-        .as_ref()
         .filter(|_| replayable && is_idempotent(req.method()));
     let template = if policy.is_some() || hedge.is_some() {
         Template::of(&req)
     } else {
         None
     };
-    let budget = service.budget.as_ref();
+    let budget = plan.budget;
     if let Some(budget) = budget {
         budget.deposit();
     }
     let withdraw = || budget.is_some_and(|b| b.withdraw());
 
     let mut deadline = Deadline {
-        timeout: route.timeout,
+        timeout: plan.timeout,
         body_ended,
         at: None,
     };
@@ -255,8 +271,7 @@ pub async fn send(
                 // future of every request) do not carry them.
                 (Some(hedge), Some(template)) => {
                     Box::pin(hedged(
-                        service,
-                        route,
+                        plan,
                         req,
                         template,
                         hedge.delay,
@@ -267,7 +282,7 @@ pub async fn send(
                     ))
                     .await
                 }
-                _ => attempt(&service.balancer, route, req, hash, last.as_ref(), per_try).await,
+                _ => attempt(plan, req, hash, last.as_ref(), per_try).await,
             }
         };
         let (result, endpoint) = tokio::select! {
@@ -309,14 +324,14 @@ pub async fn send(
             return result.map_err(|f| f.error);
         };
         if !withdraw() {
-            debug!(service = %service.name, "retry budget spent");
-            route.metrics.retries_skipped.inc();
+            debug!(service = %plan.service, "retry budget spent");
+            plan.metrics.retries_skipped.inc();
             return result.map_err(|f| f.error);
         }
         drop(result);
         retries += 1;
-        debug!(service = %service.name, ?failure, retry = retries, "retrying");
-        route.metrics.retry(match failure {
+        debug!(service = %plan.service, ?failure, retry = retries, "retrying");
+        plan.metrics.retry(match failure {
             Failure::NoConnection => RetryReason::ConnectFailure,
             Failure::RefusedStream => RetryReason::RefusedStream,
             Failure::Reset { .. } | Failure::Other => RetryReason::Reset,
@@ -345,15 +360,14 @@ fn backoff(config: &Backoff, retry: u32) -> Duration {
 
 /// One attempt: an endpoint (not `avoid` when another is available), then the exchange.
 async fn attempt(
-    balancer: &Balancer,
-    route: &RouteTarget,
+    plan: &Plan<'_>,
     req: Request<RequestBody>,
     hash: Option<u64>,
     avoid: Option<&Arc<Member>>,
     per_try: Option<Duration>,
 ) -> (Attempt, Option<Arc<Member>>) {
-    match balancer.dispatch_avoiding(hash, true, avoid).await {
-        Ok(dispatch) => exchange(balancer, route, dispatch, req, per_try).await,
+    match plan.balancer.dispatch_avoiding(hash, true, avoid).await {
+        Ok(dispatch) => exchange(plan, dispatch, req, per_try).await,
         Err(error) => (
             Err(Failed {
                 error,
@@ -368,8 +382,7 @@ async fn attempt(
 /// Sends `req` on the endpoint `dispatch` holds, within `per_try`, and tells the balancer how it
 /// went.
 async fn exchange(
-    balancer: &Balancer,
-    route: &RouteTarget,
+    plan: &Plan<'_>,
     mut dispatch: Dispatch,
     req: Request<RequestBody>,
     per_try: Option<Duration>,
@@ -389,15 +402,16 @@ async fn exchange(
     };
     let result = match sent {
         Ok((resp, lease)) => {
-            balancer.record(&mut dispatch, Outcome::Status(resp.status().as_u16()));
-            if let Some(latency) = route.latency.as_ref() {
+            plan.balancer
+                .record(&mut dispatch, Outcome::Status(resp.status().as_u16()));
+            if let Some(latency) = plan.latency {
                 latency.record(started.elapsed());
             }
             Ok((resp, dispatch.hold(lease)))
         }
         Err(SendError { error, unsent }) => {
             if let Some(outcome) = error.outcome() {
-                balancer.record(&mut dispatch, outcome);
+                plan.balancer.record(&mut dispatch, outcome);
             }
             let failure = match &error {
                 ProxyError::ConnectRefused(_)
@@ -425,8 +439,7 @@ async fn exchange(
 /// endpoint, and the first response wins.
 #[allow(clippy::too_many_arguments)]
 async fn hedged(
-    service: &ServiceTarget,
-    route: &RouteTarget,
+    plan: &Plan<'_>,
     req: Request<RequestBody>,
     template: &Template,
     delay: HedgeDelay,
@@ -435,10 +448,10 @@ async fn hedged(
     per_try: Option<Duration>,
     withdraw: &impl Fn() -> bool,
 ) -> (Attempt, Option<Arc<Member>>) {
-    let balancer = &service.balancer;
+    let balancer = plan.balancer;
     let delay = match delay {
         HedgeDelay::After(d) => Some(d),
-        HedgeDelay::Percentile(p) => route.latency.as_ref().and_then(|l| l.percentile(p)),
+        HedgeDelay::Percentile(p) => plan.latency.and_then(|l| l.percentile(p)),
     };
     let dispatch = match balancer.dispatch_avoiding(hash, true, avoid.as_ref()).await {
         Ok(dispatch) => dispatch,
@@ -454,7 +467,7 @@ async fn hedged(
         }
     };
     let first_endpoint = dispatch.member.clone();
-    let first = exchange(balancer, route, dispatch, req, per_try);
+    let first = exchange(plan, dispatch, req, per_try);
     tokio::pin!(first);
     let Some(delay) = delay else {
         return first.await;
@@ -469,16 +482,9 @@ async fn hedged(
     if !withdraw() {
         return first.await;
     }
-    debug!(service = %service.name, ?delay, "hedging");
-    route.metrics.hedges.inc();
-    let second = attempt(
-        balancer,
-        route,
-        second_req,
-        hash,
-        Some(&first_endpoint),
-        per_try,
-    );
+    debug!(service = %plan.service, ?delay, "hedging");
+    plan.metrics.hedges.inc();
+    let second = attempt(plan, second_req, hash, Some(&first_endpoint), per_try);
     tokio::pin!(second);
     tokio::select! {
         done = &mut first => match done {
@@ -487,7 +493,7 @@ async fn hedged(
         },
         done = &mut second => match done {
             (Ok(ok), endpoint) => {
-                route.metrics.hedges_won.inc();
+                plan.metrics.hedges_won.inc();
                 (Ok(ok), endpoint)
             }
             (Err(_), _) => first.await,

@@ -219,8 +219,15 @@ async fn proxy<'s>(
 
     // retry, balance, endpoint: attempts (each to an endpoint the balancer picks) until one
     // answers or the route's policy says stop.
-    let (mut resp, lease) =
-        retry::send(service, route, req, body_ended, hash, replayable, trace).await?;
+    let (mut resp, lease) = retry::send(
+        route.plan(service),
+        req,
+        body_ended,
+        hash,
+        replayable,
+        trace,
+    )
+    .await?;
     route.metrics.response(resp.status().as_u16());
     route
         .metrics
