@@ -30,7 +30,9 @@
 //! [`endpoint`] knows nothing of it; [`retry`] takes a plain [`retry::Plan`] from the route stage;
 //! a failing stage hands up a plain classification ([`errors::ProxyError`], [`outcome::Outcome`])
 //! that [`errors`] maps to a status without knowing who failed, and the balancers set their own
-//! gauges through [`metrics::BalancerGauges`].
+//! gauges through [`metrics::BalancerGauges`]. [`control`] builds snapshots, so it sits above them; the
+//! endpoint subscriptions that the route stage touches live apart, below, in
+//! [`control::subscription`].
 #![forbid(unsafe_code)]
 
 pub mod access_log;

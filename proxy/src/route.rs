@@ -34,7 +34,7 @@ pub struct ServiceTarget {
     /// Keeps the service's DNS resolution running while the service exists.
     pub resolution: Option<Arc<Resolution>>,
     /// Its endpoints' subscription, for a service whose endpoints come from the control plane.
-    pub subscription: Option<Arc<crate::control::Subscription>>,
+    pub subscription: Option<Arc<crate::control::subscription::Subscription>>,
 }
 
 pub struct RouteTarget {

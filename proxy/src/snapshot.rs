@@ -19,7 +19,7 @@ use herd_config::{Config, DnsDiscovery, Protocol, Route, ServiceLimits, Weighted
 use tracing::debug;
 
 use crate::balance::{Balancer, Member};
-use crate::control;
+use crate::control::subscription as control;
 use crate::discover::{Discovery, Resolution};
 use crate::endpoint::{Endpoint, PoolKey, Wire};
 use crate::listen::Direction;
