@@ -11,28 +11,28 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use herd_config::{Algorithm, BalancerConfig, HashOn, OutlierDetection, ServiceLimits};
-use herd_proxy::balance::Balancer;
 use herd_proxy::balance::load::now_nanos;
 use herd_proxy::balance::ring::hash_key;
+use herd_proxy::balance::{Balancer, Member};
 use herd_proxy::endpoint::{Endpoint, PoolKey, Wire};
 
 fn balancer(algorithm: Algorithm, n: u16) -> Balancer {
     let endpoints = (0..n)
         .map(|i| {
-            let endpoint = Endpoint::new(PoolKey {
+            let member = Member::new(Endpoint::new(PoolKey {
                 addr: SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 3000)),
                 wire: Wire::Http1,
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(10),
                 max_connections: 10_000,
                 max_concurrent_streams: 100,
-            });
-            endpoint.load.observe(
+            }));
+            member.load.observe(
                 Duration::from_millis(5 + u64::from(i % 20)),
                 now_nanos(),
                 Duration::from_secs(10),
             );
-            (endpoint, 1 + u32::from(i % 3))
+            (member, 1 + u32::from(i % 3))
         })
         .collect();
     let config = BalancerConfig {

@@ -99,8 +99,8 @@ impl Admin {
                 json(&endpoints(&snapshot))
             }
             (&Method::GET | &Method::HEAD, "/metrics") => {
-                self.metrics
-                    .observe_balancers(&self.snapshot.borrow().clone());
+                let snapshot = self.snapshot.borrow().clone();
+                snapshot.observe_balancers(&self.metrics);
                 let mut resp = Response::new(Full::new(Bytes::from(self.metrics.encode())));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -172,7 +172,7 @@ fn endpoints(snapshot: &Snapshot) -> serde_json::Value {
                         "rttMs": e.load.rtt_ns(now, balancer.decay()).map(|ns| ns / 1e6),
                         "consecutiveFailures": e.health.consecutive_failures(),
                         "ejections": e.health.ejections(),
-                        "idleConnections": e.idle_connections(),
+                        "idleConnections": e.endpoint.idle_connections(),
                     })
                 })
                 .collect();

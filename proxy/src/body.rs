@@ -1,33 +1,92 @@
-//! Bodies as they cross the proxy: streamed frame by frame, or, when a retry may need to send
-//! them again, kept whole up to a small limit.
+//! The client's request body on its way to an endpoint: streamed frame by frame, or, when a
+//! retry may need to send it again, kept whole up to a small limit.
 //!
-//! [`RequestBody`] is the client's body on its way to an endpoint. Streamed, it reports when its
-//! last frame has been forwarded, which is when a route's response timeout starts. Buffered (at
-//! most a route's `retry.bufferLimit`, 64 KiB by default), it can be [replayed](RequestBody::replay)
-//! byte for byte to another endpoint; a larger body is never held, it streams and its request is
-//! simply not retried. [`ResponseBody`] is what the client receives: either an endpoint's body,
-//! which hands its pooled connection back once it ends cleanly, or a short body the proxy wrote
-//! itself.
+//! Streamed, a [`RequestBody`] reports when its last frame has been forwarded, which is when a
+//! route's response timeout starts, and whether the client broke it (see [`BodyProgress`]).
+//! Buffered (at most a route's `retry.bufferLimit`, 64 KiB by default), it can be
+//! [replayed](RequestBody::replay) byte for byte to another endpoint; a larger body is never
+//! held, it streams and its request is simply not retried.
+//!
+//! The endpoint stage sends these bodies and the stages above it make them, so this module sits
+//! below the endpoint and knows nothing of it: the way back to the client is
+//! [`crate::response`].
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::oneshot;
 
-use crate::endpoint::UpstreamBody;
-use crate::errors::BoxError;
+use crate::errors::ClientBodyError;
 
-use crate::access_log::{AccessLog, Entry};
-use crate::endpoint::Lease;
-use crate::metrics::RouteMetrics;
+/// How a streamed request body is getting on, shared between the body (which the endpoint's
+/// connection polls) and the request's other stages: the route's timeout starts when it has
+/// ended, and an exchange that failed because the client broke its body (a malformed chunk, a
+/// reset half-way, HTTP/2 DATA beyond its `content-length`) is the client's failure, not the
+/// endpoint's. The endpoint's own error cannot say so: over HTTP/2 the app's stream is merely
+/// reset, and over HTTP/1 the connection just fails.
+#[derive(Clone, Debug, Default)]
+pub struct BodyProgress(Arc<Progress>);
+
+#[derive(Debug, Default)]
+struct Progress {
+    ended: AtomicBool,
+    /// Why the client's body failed, once it has.
+    broken: OnceLock<ClientBodyError>,
+    /// The task waiting for the end.
+    waiter: AtomicWaker,
+}
+
+impl BodyProgress {
+    /// Resolves once the body has ended, cleanly or broken. Cancel-safe.
+    pub async fn ended(&self) {
+        std::future::poll_fn(|cx| {
+            if self.0.ended.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.0.waiter.register(cx.waker());
+            if self.0.ended.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// How the client broke the body, if it did.
+    pub fn broken(&self) -> Option<&ClientBodyError> {
+        self.0.broken.get()
+    }
+
+    /// Records the end of the body: cleanly, or broken by the client.
+    pub(crate) fn end(&self, result: Result<(), &ClientBodyError>) {
+        if let Err(broken) = result {
+            let _ = self.0.broken.set(broken.clone());
+        }
+        self.0.ended.store(true, Ordering::Release);
+        self.0.waiter.wake();
+    }
+}
+
+/// The body's side of its [`BodyProgress`]: a body dropped before its end (the endpoint's
+/// connection stopped reading it, or the request was cancelled) has ended as far as anyone
+/// waiting is concerned.
+pub struct Reporter(BodyProgress);
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if !self.0.0.ended.load(Ordering::Acquire) {
+            self.0.end(Ok(()));
+        }
+    }
+}
 
 /// A client's request body.
 pub enum RequestBody {
@@ -36,7 +95,7 @@ pub enum RequestBody {
     Stream {
         prefix: Option<Bytes>,
         inner: Incoming,
-        ended: Option<oneshot::Sender<()>>,
+        progress: Reporter,
         counted: Option<Arc<AtomicU64>>,
     },
     /// Held whole: replayable.
@@ -47,9 +106,10 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
-    /// Streams `inner`; when it has a body, also returns a receiver that completes once the last
-    /// frame has been handed to the endpoint (or the body failed).
-    pub fn stream(inner: Incoming) -> (Self, Option<oneshot::Receiver<()>>) {
+    /// Streams `inner`; when it has a body, also returns its [`BodyProgress`], which says when
+    /// the last frame has been handed to the endpoint (or the body failed) and whether the client
+    /// broke it.
+    pub fn stream(inner: Incoming) -> (Self, Option<BodyProgress>) {
         if inner.is_end_stream() {
             return (
                 RequestBody::Buffered {
@@ -59,25 +119,25 @@ impl RequestBody {
                 None,
             );
         }
-        let (tx, rx) = oneshot::channel();
+        let progress = BodyProgress::default();
         (
             RequestBody::Stream {
                 prefix: None,
                 inner,
-                ended: Some(tx),
+                progress: Reporter(progress.clone()),
                 counted: None,
             },
-            Some(rx),
+            Some(progress),
         )
     }
 
     /// Reads `inner` whole if it is at most `limit` bytes, so it can be replayed; a larger body
     /// (by its Content-Length, or once `limit` bytes have been read) streams instead, with what
-    /// was read put back in front.
+    /// was read put back in front. A body the client breaks while it is read fails here.
     pub async fn buffer(
         mut inner: Incoming,
         limit: usize,
-    ) -> Result<(Self, Option<oneshot::Receiver<()>>), hyper::Error> {
+    ) -> Result<(Self, Option<BodyProgress>), ClientBodyError> {
         if inner.is_end_stream() {
             return Ok((
                 RequestBody::Buffered {
@@ -92,7 +152,12 @@ impl RequestBody {
         }
         let mut data = BytesMut::new();
         loop {
-            match inner.frame().await.transpose()? {
+            match inner
+                .frame()
+                .await
+                .transpose()
+                .map_err(ClientBodyError::new)?
+            {
                 None => {
                     let data = (!data.is_empty()).then(|| data.freeze());
                     return Ok((
@@ -107,16 +172,16 @@ impl RequestBody {
                     Ok(chunk) => {
                         data.extend_from_slice(&chunk);
                         if data.len() > limit {
-                            let (tx, rx) = oneshot::channel();
+                            let progress = BodyProgress::default();
                             let prefix = Some(data.freeze());
                             return Ok((
                                 RequestBody::Stream {
                                     prefix,
                                     inner,
-                                    ended: Some(tx),
+                                    progress: Reporter(progress.clone()),
                                     counted: None,
                                 },
-                                Some(rx),
+                                Some(progress),
                             ));
                         }
                     }
@@ -152,6 +217,14 @@ impl RequestBody {
         }
     }
 
+    /// The progress of a streamed body (`None` for one held whole, which cannot break).
+    pub fn progress(&self) -> Option<&BodyProgress> {
+        match self {
+            RequestBody::Stream { progress, .. } => Some(&progress.0),
+            RequestBody::Buffered { .. } => None,
+        }
+    }
+
     /// A copy to send again, if this body is held whole.
     pub fn replay(&self) -> Option<RequestBody> {
         match self {
@@ -166,32 +239,33 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    /// Any error is the client's: the body is read from the client's connection.
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             RequestBody::Stream {
                 prefix,
                 inner,
-                ended,
+                progress,
                 counted,
             } => {
                 if let Some(prefix) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(prefix))));
                 }
-                let polled = Pin::new(inner).poll_frame(cx);
-                if let (Poll::Ready(Some(Ok(frame))), Some(counted)) = (&polled, counted.as_ref())
-                    && let Some(data) = frame.data_ref()
-                {
-                    counted.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
-                    && let Some(tx) = ended.take()
-                {
-                    let _ = tx.send(());
+                let polled = Pin::new(inner).poll_frame(cx).map_err(ClientBodyError::new);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(counted), Some(data)) = (counted.as_ref(), frame.data_ref()) {
+                            counted.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        }
+                    }
+                    Poll::Ready(None) => progress.0.end(Ok(())),
+                    Poll::Ready(Some(Err(broken))) => progress.0.end(Err(broken)),
+                    Poll::Pending => {}
                 }
                 polled
             }
@@ -224,142 +298,6 @@ impl Body for RequestBody {
                 out
             }
             RequestBody::Buffered { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-        }
-    }
-}
-
-/// Observes a response's total duration on its route when the body ends (or is dropped), and
-/// writes its access-log entry then, with the bytes the body carried.
-pub struct Timing {
-    metrics: Arc<RouteMetrics>,
-    started: Instant,
-    /// Boxed: an entry is ~400 bytes, which every move of a response would copy.
-    log: Option<(AccessLog, Box<Entry>)>,
-}
-
-impl Timing {
-    pub fn new(
-        metrics: Arc<RouteMetrics>,
-        started: Instant,
-        log: Option<(AccessLog, Box<Entry>)>,
-    ) -> Self {
-        Timing {
-            metrics,
-            started,
-            log,
-        }
-    }
-
-    fn sent(&mut self, bytes: usize) {
-        if let Some((_, entry)) = &mut self.log {
-            entry.bytes_out += bytes as u64;
-        }
-    }
-}
-
-impl Drop for Timing {
-    fn drop(&mut self) {
-        let elapsed = self.started.elapsed();
-        self.metrics.duration.observe(elapsed.as_secs_f64());
-        if let Some((log, mut entry)) = self.log.take() {
-            entry.duration = elapsed;
-            log.log(*entry);
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// What a client receives.
-    #[project = ResponseBodyProj]
-    pub enum ResponseBody {
-        /// An endpoint's body; `lease` returns its HTTP/1 connection to the pool once the body
-        /// has ended cleanly (a body abandoned half-way leaves the connection unusable, and
-        /// dropping it closes it).
-        Upstream { #[pin] inner: UpstreamBody, lease: Option<Lease>, timing: Option<Timing> },
-        /// A body the proxy wrote.
-        Local { data: Option<Bytes> },
-    }
-
-    impl PinnedDrop for ResponseBody {
-        fn drop(this: Pin<&mut Self>) {
-            if let ResponseBodyProj::Upstream { inner, lease, .. } = this.project()
-                && inner.is_end_stream()
-                && let Some(c) = lease.take()
-            {
-                c.finish();
-            }
-        }
-    }
-}
-
-impl ResponseBody {
-    pub fn upstream(inner: UpstreamBody, lease: Option<Lease>, timing: Option<Timing>) -> Self {
-        ResponseBody::Upstream {
-            inner,
-            lease,
-            timing,
-        }
-    }
-
-    pub fn empty() -> Self {
-        ResponseBody::Local { data: None }
-    }
-
-    pub fn text(text: impl Into<Bytes>) -> Self {
-        let data: Bytes = text.into();
-        ResponseBody::Local {
-            data: (!data.is_empty()).then_some(data),
-        }
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project() {
-            ResponseBodyProj::Upstream {
-                inner,
-                lease,
-                timing,
-            } => {
-                let polled = inner.poll_frame(cx);
-                if let (Poll::Ready(Some(Ok(frame))), Some(timing)) = (&polled, timing.as_mut())
-                    && let Some(data) = frame.data_ref()
-                {
-                    timing.sent(data.len());
-                }
-                if let Poll::Ready(None) = polled {
-                    if let Some(c) = lease.take() {
-                        c.finish();
-                    }
-                    timing.take();
-                }
-                polled
-            }
-            ResponseBodyProj::Local { data } => {
-                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
-            ResponseBody::Local { data } => data.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
-            ResponseBody::Local { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }

@@ -23,8 +23,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_api::discovery::discovery_client::DiscoveryClient;
@@ -38,13 +38,13 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{debug, info, warn};
 
+pub mod subscription;
+
+use self::subscription::Command;
+pub use self::subscription::{Answer, Endpoints, EndpointsCommands, Subscription, endpoints};
 use crate::balance::load::now_nanos;
 use crate::metrics::Metrics;
 use crate::snapshot::{Registry, Snapshot};
-
-/// The endpoints a subscription holds: `(address, weight)` of those that may take new
-/// requests; `None` until the first update.
-pub type Answer = Option<Arc<[(SocketAddr, u32)]>>;
 
 /// First wait before reconnecting; doubles per failure up to [`BACKOFF_MAX`], full jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -96,94 +96,6 @@ impl ControlMetrics {
         }
     }
 }
-
-/// What a service's subscription shares with the endpoints stream.
-pub struct Subscription {
-    service: String,
-    tx: watch::Sender<Answer>,
-    /// `now_nanos()` of the last use.
-    last_used: AtomicU64,
-    /// Watched on the stream now.
-    active: AtomicBool,
-    commands: mpsc::UnboundedSender<Command>,
-}
-
-impl Subscription {
-    /// A request is being routed to the service: make sure its endpoints are followed.
-    pub fn touch(&self) {
-        self.last_used.store(now_nanos(), Ordering::Relaxed);
-        if !self.active.load(Ordering::Relaxed) && !self.active.swap(true, Ordering::AcqRel) {
-            let _ = self.commands.send(Command::Watch(self.service.clone()));
-        }
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<Answer> {
-        self.tx.subscribe()
-    }
-}
-
-enum Command {
-    Watch(String),
-}
-
-/// The subscriptions of this proxy, by service; shared by every snapshot.
-pub struct Endpoints {
-    subscriptions: Mutex<HashMap<String, Weak<Subscription>>>,
-    commands: mpsc::UnboundedSender<Command>,
-}
-
-impl Endpoints {
-    /// The subscription to `service`, made (inactive) if no snapshot holds one yet.
-    pub fn subscription(&self, service: &str) -> Arc<Subscription> {
-        let mut subs = self.subscriptions.lock().expect("subscriptions lock");
-        subs.retain(|_, s| s.strong_count() > 0);
-        if let Some(existing) = subs.get(service).and_then(Weak::upgrade) {
-            return existing;
-        }
-        let sub = Arc::new(Subscription {
-            service: service.to_owned(),
-            tx: watch::Sender::new(None),
-            last_used: AtomicU64::new(0),
-            active: AtomicBool::new(false),
-            commands: self.commands.clone(),
-        });
-        subs.insert(service.to_owned(), Arc::downgrade(&sub));
-        sub
-    }
-
-    fn get(&self, service: &str) -> Option<Arc<Subscription>> {
-        self.subscriptions
-            .lock()
-            .expect("subscriptions lock")
-            .get(service)
-            .and_then(Weak::upgrade)
-    }
-
-    fn active(&self) -> Vec<Arc<Subscription>> {
-        self.subscriptions
-            .lock()
-            .expect("subscriptions lock")
-            .values()
-            .filter_map(Weak::upgrade)
-            .filter(|s| s.active.load(Ordering::Acquire))
-            .collect()
-    }
-}
-
-/// Made by [`start`]'s caller before the first snapshot, so snapshots can hold subscriptions.
-pub fn endpoints() -> (Arc<Endpoints>, EndpointsCommands) {
-    let (commands, rx) = mpsc::unbounded_channel();
-    (
-        Arc::new(Endpoints {
-            subscriptions: Mutex::default(),
-            commands,
-        }),
-        EndpointsCommands(rx),
-    )
-}
-
-/// The receiving end of subscriptions' commands, for [`start`].
-pub struct EndpointsCommands(mpsc::UnboundedReceiver<Command>);
 
 /// Everything the connection loop needs.
 pub struct Control {

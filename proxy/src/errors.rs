@@ -3,24 +3,64 @@
 //! An operator looking at a 502 needs to know whether the app sent it or the proxy did, and
 //! why. So every failure the proxy itself answers for is a [`ProxyError`], tagged with where it
 //! came from ([`Origin`]) and what it says about the endpoint ([`ProxyError::outcome`]), and
-//! [`ProxyError::to_response`] is the only code that turns one into a response: it sets the status and a `herd-proxy-error`
-//! header naming the cause. Whether a failed request may be sent again depends also on whether
-//! any of it was written, which only the attempt knows: [`crate::retry`] decides that.
+//! [`ProxyError::respond`] is the only code that turns one into a response: it sets the status
+//! and a `herd-proxy-error` header naming the cause. Whether a failed request may be sent again
+//! depends also on whether any of it was written, which only the attempt knows: [`crate::retry`]
+//! decides that.
+//!
+//! Every stage fails with these, so this module sits below them all and knows none of them: a
+//! failure is classified by what it is, not by who met it, and the response's body type is the
+//! caller's ([`crate::response`] gives it the proxy's own).
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::balance::Outcome;
-use crate::body::ResponseBody;
+use crate::outcome::Outcome;
 
 /// Any error, boxed: what bodies fail with once they come from more than one source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The header on every response the proxy generated itself.
 pub const PROXY_ERROR_HEADER: &str = "herd-proxy-error";
+
+/// The client's request body failed as the proxy read it: malformed (a chunk size that
+/// overflows, a bad chunk extension), cut short (the client reset or closed half-way), or over
+/// its length (HTTP/2 DATA beyond `content-length`). Whatever the endpoint's connection reports
+/// when the body it was sending breaks, this is what the failure is: the client's.
+///
+/// Cloned (it is shared: the body hands one to the endpoint's connection and records another
+/// for the request's other stages), so it holds hyper's error behind an `Arc`.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{}", Chain(&**.0))]
+pub struct ClientBodyError(#[source] Arc<hyper::Error>);
+
+impl ClientBodyError {
+    pub fn new(error: hyper::Error) -> Self {
+        ClientBodyError(Arc::new(error))
+    }
+}
+
+/// An error and its causes, `: `-separated (hyper's own text only names the kind of failure:
+/// `error reading a body from connection`; its cause says what it was).
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
 
 /// Where a failure came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,8 +116,8 @@ pub enum ProxyError {
     Upstream(#[source] BoxError),
     #[error("upstream refused the stream")]
     RefusedStream,
-    #[error("cannot read the request body: {0}")]
-    ClientBody(#[source] hyper::Error),
+    #[error("the client's request body is malformed or cut short: {0}")]
+    ClientBody(#[source] ClientBodyError),
     #[error("response timeout after {0:?}")]
     ResponseTimeout(Duration),
     #[error("upstream does not support upgrades over HTTP/2")]
@@ -176,11 +216,12 @@ impl ProxyError {
         }
     }
 
-    /// The response the client sees. A downstream error closes the connection: after a request
-    /// the proxy could not make sense of, the rest of the byte stream cannot be trusted.
-    pub fn to_response(&self) -> Response<ResponseBody> {
+    /// The response the client sees, its body made by `body` from the error's text. A
+    /// downstream error closes the connection: after a request the proxy could not make sense
+    /// of, the rest of the byte stream cannot be trusted.
+    pub fn respond<B>(&self, body: impl FnOnce(Bytes) -> B) -> Response<B> {
         let text = self.to_string();
-        let mut resp = Response::new(ResponseBody::text(format!("{text}\n")));
+        let mut resp = Response::new(body(Bytes::from(format!("{text}\n"))));
         *resp.status_mut() = self.status();
         let headers = resp.headers_mut();
         headers.insert(

@@ -28,10 +28,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::balance::{Lease, Outcome};
+use crate::balance::Lease;
 use crate::drain::Drain;
 use crate::errors::ProxyError;
 use crate::metrics::TcpMetrics;
+use crate::outcome::Outcome;
 use crate::route::ServiceTarget;
 
 /// Connects to an endpoint of `service` chosen by its balancer. The returned lease counts the
@@ -44,7 +45,7 @@ pub async fn connect(
     let balancer = &service.balancer;
     let hash = balancer.hash_of(&http::HeaderMap::new(), client);
     let mut dispatch = balancer.dispatch(hash, false).await?;
-    match dispatch.endpoint.connect().await {
+    match dispatch.member.endpoint.connect().await {
         Ok(stream) => {
             balancer.record(&mut dispatch, Outcome::Status(200));
             Ok((stream, dispatch.take_lease()))

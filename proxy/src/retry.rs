@@ -28,18 +28,35 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use herd_config::{Backoff, HedgeDelay, RetryCondition, RetryPolicy};
+use herd_config::{Backoff, Hedge, HedgeDelay, RetryCondition, RetryPolicy};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::balance::{Balancer, Dispatch, Outcome};
-use crate::body::RequestBody;
-use crate::endpoint::{Endpoint, Lease, SendError, UpstreamBody};
+use crate::balance::{Balancer, Dispatch, Member, ResponseLease};
+use crate::body::{BodyProgress, RequestBody};
+use crate::endpoint::{SendError, UpstreamBody, is_idempotent};
 use crate::errors::ProxyError;
-use crate::metrics::RetryReason;
-use crate::route::{RouteTarget, ServiceTarget};
+use crate::metrics::{RetryReason, RouteMetrics};
+use crate::outcome::Outcome;
+
+/// How one request's attempts are made: what the retry stage needs of the request's service and
+/// route, which the route stage hands down (`RouteTarget::plan`). The retry stage sits below the
+/// route stage, so it takes this plain view rather than the route's own types.
+pub struct Plan<'a> {
+    /// The service's name, for logs.
+    pub service: &'a str,
+    pub balancer: &'a Balancer,
+    /// The service's retry budget, when a route of the service retries or hedges.
+    pub budget: Option<&'a RetryBudget>,
+    /// The route's response timeout across all attempts; `None` for none.
+    pub timeout: Option<Duration>,
+    pub retry: Option<&'a RetryPolicy>,
+    pub hedge: Option<&'a Hedge>,
+    /// The route's recent latency, kept only for a percentile hedge delay.
+    pub latency: Option<&'a LatencyWindow>,
+    pub metrics: &'a RouteMetrics,
+}
 
 mod budget;
 
@@ -124,13 +141,6 @@ impl Template {
     }
 }
 
-pub(crate) fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
 /// Why an attempt failed, as far as retrying is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Failure {
@@ -168,7 +178,7 @@ impl Failure {
 }
 
 /// One attempt's result.
-type Attempt = Result<(Response<UpstreamBody>, Lease), Failed>;
+type Attempt = Result<(Response<UpstreamBody>, ResponseLease), Failed>;
 
 struct Failed {
     error: ProxyError,
@@ -181,7 +191,7 @@ struct Failed {
 /// for a body held whole), across every attempt.
 struct Deadline {
     timeout: Option<Duration>,
-    body_ended: Option<oneshot::Receiver<()>>,
+    body_ended: Option<BodyProgress>,
     at: Option<Instant>,
 }
 
@@ -192,10 +202,10 @@ impl Deadline {
             return std::future::pending().await;
         };
         if self.at.is_none() {
-            if let Some(ended) = &mut self.body_ended {
-                let _ = ended.await;
-                self.body_ended = None;
+            if let Some(body) = &self.body_ended {
+                body.ended().await;
             }
+            self.body_ended = None;
             self.at = Some(Instant::now() + timeout);
         }
         tokio::time::sleep_until(self.at.expect("set above")).await;
@@ -215,41 +225,40 @@ pub struct Trace {
     pub endpoint: Option<std::net::SocketAddr>,
 }
 
-/// Sends `req` to an endpoint of `service` under `route`'s timeout, retry and hedge policies.
-/// `replayable` is false for requests that must never be sent twice (upgrades).
+/// Sends `req` to an endpoint of the plan's service under its route's timeout, retry and hedge
+/// policies. `replayable` is false for requests that must never be sent twice (upgrades).
 pub async fn send(
-    service: &ServiceTarget,
-    route: &RouteTarget,
+    plan: Plan<'_>,
     req: Request<RequestBody>,
-    body_ended: Option<oneshot::Receiver<()>>,
+    body_ended: Option<BodyProgress>,
     hash: Option<u64>,
     replayable: bool,
     trace: &mut Trace,
-) -> Result<(Response<UpstreamBody>, Lease), ProxyError> {
-    let policy = route.retry.as_ref().filter(|_| replayable);
+) -> Result<(Response<UpstreamBody>, ResponseLease), ProxyError> {
+    let plan = &plan;
+    let policy = plan.retry.filter(|_| replayable);
     let idempotent = is_idempotent(req.method()) || policy.is_some_and(|p| p.non_idempotent);
-    let hedge = route
+    let hedge = plan
         .hedge
-        .as_ref()
         .filter(|_| replayable && is_idempotent(req.method()));
     let template = if policy.is_some() || hedge.is_some() {
         Template::of(&req)
     } else {
         None
     };
-    let budget = service.budget.as_ref();
+    let budget = plan.budget;
     if let Some(budget) = budget {
         budget.deposit();
     }
     let withdraw = || budget.is_some_and(|b| b.withdraw());
 
     let mut deadline = Deadline {
-        timeout: route.timeout,
+        timeout: plan.timeout,
         body_ended,
         at: None,
     };
     let mut next = Some(req);
-    let mut last: Option<Arc<Endpoint>> = None;
+    let mut last: Option<Arc<Member>> = None;
     let mut retries = 0;
     loop {
         let Some(req) = next.take() else {
@@ -262,8 +271,7 @@ pub async fn send(
                 // future of every request) do not carry them.
                 (Some(hedge), Some(template)) => {
                     Box::pin(hedged(
-                        service,
-                        route,
+                        plan,
                         req,
                         template,
                         hedge.delay,
@@ -274,7 +282,7 @@ pub async fn send(
                     ))
                     .await
                 }
-                _ => attempt(&service.balancer, route, req, hash, last.as_ref(), per_try).await,
+                _ => attempt(plan, req, hash, last.as_ref(), per_try).await,
             }
         };
         let (result, endpoint) = tokio::select! {
@@ -316,14 +324,14 @@ pub async fn send(
             return result.map_err(|f| f.error);
         };
         if !withdraw() {
-            debug!(service = %service.name, "retry budget spent");
-            route.metrics.retries_skipped.inc();
+            debug!(service = %plan.service, "retry budget spent");
+            plan.metrics.retries_skipped.inc();
             return result.map_err(|f| f.error);
         }
         drop(result);
         retries += 1;
-        debug!(service = %service.name, ?failure, retry = retries, "retrying");
-        route.metrics.retry(match failure {
+        debug!(service = %plan.service, ?failure, retry = retries, "retrying");
+        plan.metrics.retry(match failure {
             Failure::NoConnection => RetryReason::ConnectFailure,
             Failure::RefusedStream => RetryReason::RefusedStream,
             Failure::Reset { .. } | Failure::Other => RetryReason::Reset,
@@ -352,15 +360,14 @@ fn backoff(config: &Backoff, retry: u32) -> Duration {
 
 /// One attempt: an endpoint (not `avoid` when another is available), then the exchange.
 async fn attempt(
-    balancer: &Balancer,
-    route: &RouteTarget,
+    plan: &Plan<'_>,
     req: Request<RequestBody>,
     hash: Option<u64>,
-    avoid: Option<&Arc<Endpoint>>,
+    avoid: Option<&Arc<Member>>,
     per_try: Option<Duration>,
-) -> (Attempt, Option<Arc<Endpoint>>) {
-    match balancer.dispatch_avoiding(hash, true, avoid).await {
-        Ok(dispatch) => exchange(balancer, route, dispatch, req, per_try).await,
+) -> (Attempt, Option<Arc<Member>>) {
+    match plan.balancer.dispatch_avoiding(hash, true, avoid).await {
+        Ok(dispatch) => exchange(plan, dispatch, req, per_try).await,
         Err(error) => (
             Err(Failed {
                 error,
@@ -375,15 +382,14 @@ async fn attempt(
 /// Sends `req` on the endpoint `dispatch` holds, within `per_try`, and tells the balancer how it
 /// went.
 async fn exchange(
-    balancer: &Balancer,
-    route: &RouteTarget,
+    plan: &Plan<'_>,
     mut dispatch: Dispatch,
     req: Request<RequestBody>,
     per_try: Option<Duration>,
-) -> (Attempt, Option<Arc<Endpoint>>) {
-    let endpoint = dispatch.endpoint.clone();
+) -> (Attempt, Option<Arc<Member>>) {
+    let member = dispatch.member.clone();
     let started = Instant::now();
-    let send = endpoint.send(req, dispatch.take_slot());
+    let send = member.endpoint.send(req, dispatch.take_slot());
     let sent = match per_try {
         Some(limit) => match tokio::time::timeout(limit, send).await {
             Ok(sent) => sent,
@@ -396,15 +402,16 @@ async fn exchange(
     };
     let result = match sent {
         Ok((resp, lease)) => {
-            balancer.record(&mut dispatch, Outcome::Status(resp.status().as_u16()));
-            if let Some(latency) = route.latency.as_ref() {
+            plan.balancer
+                .record(&mut dispatch, Outcome::Status(resp.status().as_u16()));
+            if let Some(latency) = plan.latency {
                 latency.record(started.elapsed());
             }
-            Ok((resp, lease.with_load(dispatch.take_lease())))
+            Ok((resp, dispatch.hold(lease)))
         }
         Err(SendError { error, unsent }) => {
             if let Some(outcome) = error.outcome() {
-                balancer.record(&mut dispatch, outcome);
+                plan.balancer.record(&mut dispatch, outcome);
             }
             let failure = match &error {
                 ProxyError::ConnectRefused(_)
@@ -425,27 +432,26 @@ async fn exchange(
             })
         }
     };
-    (result, Some(endpoint))
+    (result, Some(member))
 }
 
 /// An attempt with a hedge: if it has not answered within `delay`, a second one goes to another
 /// endpoint, and the first response wins.
 #[allow(clippy::too_many_arguments)]
 async fn hedged(
-    service: &ServiceTarget,
-    route: &RouteTarget,
+    plan: &Plan<'_>,
     req: Request<RequestBody>,
     template: &Template,
     delay: HedgeDelay,
-    avoid: Option<Arc<Endpoint>>,
+    avoid: Option<Arc<Member>>,
     hash: Option<u64>,
     per_try: Option<Duration>,
     withdraw: &impl Fn() -> bool,
-) -> (Attempt, Option<Arc<Endpoint>>) {
-    let balancer = &service.balancer;
+) -> (Attempt, Option<Arc<Member>>) {
+    let balancer = plan.balancer;
     let delay = match delay {
         HedgeDelay::After(d) => Some(d),
-        HedgeDelay::Percentile(p) => route.latency.as_ref().and_then(|l| l.percentile(p)),
+        HedgeDelay::Percentile(p) => plan.latency.and_then(|l| l.percentile(p)),
     };
     let dispatch = match balancer.dispatch_avoiding(hash, true, avoid.as_ref()).await {
         Ok(dispatch) => dispatch,
@@ -460,8 +466,8 @@ async fn hedged(
             );
         }
     };
-    let first_endpoint = dispatch.endpoint.clone();
-    let first = exchange(balancer, route, dispatch, req, per_try);
+    let first_endpoint = dispatch.member.clone();
+    let first = exchange(plan, dispatch, req, per_try);
     tokio::pin!(first);
     let Some(delay) = delay else {
         return first.await;
@@ -476,16 +482,9 @@ async fn hedged(
     if !withdraw() {
         return first.await;
     }
-    debug!(service = %service.name, ?delay, "hedging");
-    route.metrics.hedges.inc();
-    let second = attempt(
-        balancer,
-        route,
-        second_req,
-        hash,
-        Some(&first_endpoint),
-        per_try,
-    );
+    debug!(service = %plan.service, ?delay, "hedging");
+    plan.metrics.hedges.inc();
+    let second = attempt(plan, second_req, hash, Some(&first_endpoint), per_try);
     tokio::pin!(second);
     tokio::select! {
         done = &mut first => match done {
@@ -494,7 +493,7 @@ async fn hedged(
         },
         done = &mut second => match done {
             (Ok(ok), endpoint) => {
-                route.metrics.hedges_won.inc();
+                plan.metrics.hedges_won.inc();
                 (Ok(ok), endpoint)
             }
             (Err(_), _) => first.await,
@@ -592,16 +591,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_deadline_starts_when_the_body_has_been_forwarded() {
-        let (tx, rx) = oneshot::channel();
+        let body = BodyProgress::default();
         let mut deadline = Deadline {
             timeout: Some(Duration::from_secs(2)),
-            body_ended: Some(rx),
+            body_ended: Some(body.clone()),
             at: None,
         };
         let started = Instant::now();
         let forwarding = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            let _ = tx.send(());
+            body.end(Ok(()));
         });
         // Polled and dropped before the body ends: nothing is lost.
         assert!(

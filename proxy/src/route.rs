@@ -18,7 +18,7 @@ use crate::balance::Balancer;
 use crate::discover::Resolution;
 use crate::errors::ProxyError;
 use crate::metrics::{RouteMetrics, TcpMetrics};
-use crate::retry::{LatencyWindow, RetryBudget};
+use crate::retry::{LatencyWindow, Plan, RetryBudget};
 
 /// A service as the request path sees it.
 pub struct ServiceTarget {
@@ -36,7 +36,7 @@ pub struct ServiceTarget {
     /// Keeps the service's DNS resolution running while the service exists.
     pub resolution: Option<Arc<Resolution>>,
     /// Its endpoints' subscription, for a service whose endpoints come from the control plane.
-    pub subscription: Option<Arc<crate::control::Subscription>>,
+    pub subscription: Option<Arc<crate::control::subscription::Subscription>>,
 }
 
 pub struct RouteTarget {
@@ -78,6 +78,20 @@ impl RouteTarget {
             hedge: route.hedge,
             latency,
             metrics,
+        }
+    }
+
+    /// What the retry stage needs to send a request of this route of `service`.
+    pub fn plan<'a>(&'a self, service: &'a ServiceTarget) -> Plan<'a> {
+        Plan {
+            service: &service.name,
+            balancer: &service.balancer,
+            budget: service.budget.as_deref(),
+            timeout: self.timeout,
+            retry: self.retry.as_ref(),
+            hedge: self.hedge.as_ref(),
+            latency: self.latency.as_ref(),
+            metrics: &self.metrics,
         }
     }
 

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, Weak};
 use herd_config::{Config, DnsDiscovery, Protocol, Route, ServiceLimits, WeightedEndpoint};
 use tracing::debug;
 
-use crate::balance::Balancer;
-use crate::control;
+use crate::balance::{Balancer, Member};
+use crate::control::subscription as control;
 use crate::discover::{Discovery, Resolution};
 use crate::endpoint::{Endpoint, PoolKey, Wire};
 use crate::listen::Direction;
@@ -46,18 +46,18 @@ pub struct Snapshot {
     pub egress: Arc<TcpMetrics>,
 }
 
-/// Endpoint pools by their settings.
+/// Endpoint pools by their settings, each with what the balancers learnt of it.
 #[derive(Default)]
 struct Pools {
-    pools: HashMap<PoolKey, Weak<Endpoint>>,
+    pools: HashMap<PoolKey, Weak<Member>>,
 }
 
 impl Pools {
-    fn get(&mut self, key: PoolKey) -> Arc<Endpoint> {
+    fn get(&mut self, key: PoolKey) -> Arc<Member> {
         if let Some(ep) = self.pools.get(&key).and_then(Weak::upgrade) {
             return ep;
         }
-        let ep = Endpoint::new(key);
+        let ep = Member::new(Endpoint::new(key));
         self.pools.insert(key, Arc::downgrade(&ep));
         ep
     }
@@ -122,7 +122,7 @@ struct Endpoints {
 }
 
 impl Endpoints {
-    fn get(&self, addrs: impl IntoIterator<Item = (SocketAddr, u32)>) -> Vec<(Arc<Endpoint>, u32)> {
+    fn get(&self, addrs: impl IntoIterator<Item = (SocketAddr, u32)>) -> Vec<(Arc<Member>, u32)> {
         let mut pools = self.pools.lock().expect("pools lock poisoned");
         pools.pools.retain(|_, ep| ep.strong_count() > 0);
         addrs
@@ -304,6 +304,17 @@ impl Snapshot {
                 .metrics
                 .route(Direction::Outbound, "unknown", "unknown"),
             egress: registry.metrics.tcp(Direction::Outbound, "egress"),
+        }
+    }
+}
+
+impl Snapshot {
+    /// Sets the gauges read from the balancers' state (endpoints by state, pending requests,
+    /// endpoint latency) in `metrics`; called at each scrape.
+    pub fn observe_balancers(&self, metrics: &Metrics) {
+        let gauges = metrics.balancer_gauges();
+        for service in &self.services {
+            service.balancer.report(&service.name, &gauges);
         }
     }
 }

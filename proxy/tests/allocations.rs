@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use herd_config::{Algorithm, BalancerConfig, HashOn, OutlierDetection, ServiceLimits};
-use herd_proxy::balance::Balancer;
 use herd_proxy::balance::ring::hash_key;
+use herd_proxy::balance::{Balancer, Member};
 use herd_proxy::endpoint::{Endpoint, PoolKey, Wire};
 use herd_proxy::http::headers::{
     X_FORWARDED_FOR, append_forwarded_for, forwarded_for, strip_hop_by_hop,
@@ -74,7 +74,7 @@ async fn a_pick_allocates_nothing() {
                         max_connections: 100,
                         max_concurrent_streams: 100,
                     });
-                    (endpoint, 1 + u32::from(i % 3))
+                    (Member::new(endpoint), 1 + u32::from(i % 3))
                 })
                 .collect();
             let config = BalancerConfig {

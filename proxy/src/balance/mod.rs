@@ -13,6 +13,10 @@
 //! - `ring-hash`: consistent hashing of a header, a cookie or the client's address, with bounded
 //!   load (see [`ring`]).
 //!
+//! The balancer wraps endpoints, not the other way round: each [`Member`] of a service's set is
+//! an endpoint (its connection pool) with what the balancer has learnt of it, its load and its
+//! health, and the endpoint stage below knows nothing of either.
+//!
 //! Ejected endpoints (see [`outlier`]) are skipped by every algorithm. A pick reads the endpoint
 //! set through an `ArcSwap` (no lock), draws from a thread-local generator, and allocates nothing.
 //!
@@ -25,7 +29,7 @@ pub mod load;
 pub mod outlier;
 pub mod ring;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,19 +42,47 @@ use http::HeaderMap;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
-use self::load::{InFlight, now_nanos};
+use self::load::{InFlight, Load, now_nanos};
+use self::outlier::{Health, State};
 use self::ring::{Ring, hash_key};
-use crate::endpoint::{AllBusy, Endpoint};
+use crate::endpoint::{self, AllBusy, Endpoint};
 use crate::errors::ProxyError;
-use crate::metrics::ServiceMetrics;
+use crate::metrics::{BalancerGauges, ServiceMetrics};
+use crate::outcome::Outcome;
 
 /// How often a request waiting for an endpoint re-checks, besides being woken by a change:
 /// ejections end by the clock, not by an event.
 const RECHECK: Duration = Duration::from_millis(50);
 
+/// An endpoint as its balancers know it: the endpoint, its load (requests in flight, peak-EWMA
+/// latency) and its health (outlier detection).
+///
+/// Members are shared as their endpoints are: the snapshot's registry keeps one per pool, so what
+/// was learnt of an endpoint survives reloads that keep it, and services that name the same
+/// endpoint with the same settings learn together.
+pub struct Member {
+    pub endpoint: Arc<Endpoint>,
+    pub load: Arc<Load>,
+    pub health: Health,
+}
+
+impl Member {
+    pub fn new(endpoint: Arc<Endpoint>) -> Arc<Self> {
+        Arc::new(Member {
+            endpoint,
+            load: Arc::default(),
+            health: Health::default(),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.endpoint.addr()
+    }
+}
+
 /// The endpoints of a service at one moment, with what picking needs precomputed.
 pub struct EndpointSet {
-    endpoints: Vec<Arc<Endpoint>>,
+    endpoints: Vec<Arc<Member>>,
     weights: Vec<u32>,
     /// `cumulative[i]` = sum of `weights[..=i]`.
     cumulative: Vec<u64>,
@@ -59,7 +91,7 @@ pub struct EndpointSet {
 }
 
 impl EndpointSet {
-    fn new(endpoints: Vec<(Arc<Endpoint>, u32)>, ring_hash: bool) -> Self {
+    fn new(endpoints: Vec<(Arc<Member>, u32)>, ring_hash: bool) -> Self {
         let ring = if ring_hash {
             Ring::new(
                 &endpoints
@@ -96,7 +128,7 @@ impl EndpointSet {
         self.endpoints.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Arc<Endpoint>, u32)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<Member>, u32)> {
         self.endpoints.iter().zip(self.weights.iter().copied())
     }
 
@@ -112,22 +144,9 @@ impl EndpointSet {
 
 /// An endpoint chosen for one request.
 pub struct Picked {
-    pub endpoint: Arc<Endpoint>,
+    pub member: Arc<Member>,
     /// This request is the probe that decides whether an ejected endpoint returns.
     pub probe: bool,
-}
-
-/// What a request's response tells the balancer about its endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// A response with this status.
-    Status(u16),
-    /// No connection could be made.
-    ConnectFailure,
-    /// The response did not come within the route's timeout.
-    Timeout,
-    /// The connection failed after the request was sent.
-    Reset,
 }
 
 pub struct Balancer {
@@ -156,7 +175,7 @@ impl Balancer {
         config: &BalancerConfig,
         outlier: &OutlierDetection,
         limits: &ServiceLimits,
-        endpoints: Vec<(Arc<Endpoint>, u32)>,
+        endpoints: Vec<(Arc<Member>, u32)>,
     ) -> Self {
         let ring_hash = config.algorithm == Algorithm::RingHash;
         Balancer {
@@ -205,7 +224,7 @@ impl Balancer {
 
     /// Replaces the endpoint set (discovery, reload): requests in flight keep their endpoint;
     /// new ones see the new set at once, and waiting ones are woken.
-    pub fn set_endpoints(&self, endpoints: Vec<(Arc<Endpoint>, u32)>) {
+    pub fn set_endpoints(&self, endpoints: Vec<(Arc<Member>, u32)>) {
         self.set.store(Arc::new(EndpointSet::new(
             endpoints,
             self.algorithm == Algorithm::RingHash,
@@ -256,13 +275,13 @@ impl Balancer {
     fn admit(set: &EndpointSet, i: usize, now: u64) -> Option<Picked> {
         let endpoint = &set.endpoints[i];
         endpoint.health.admit(now).map(|probe| Picked {
-            endpoint: endpoint.clone(),
+            member: endpoint.clone(),
             probe,
         })
     }
 
     /// Power of two choices: of two weighted random draws, the lower cost per weight.
-    fn p2c(&self, set: &EndpointSet, now: u64, cost: impl Fn(&Endpoint) -> f64) -> Option<Picked> {
+    fn p2c(&self, set: &EndpointSet, now: u64, cost: impl Fn(&Member) -> f64) -> Option<Picked> {
         if set.len() == 1 {
             return Self::admit(set, 0, now);
         }
@@ -315,9 +334,9 @@ impl Balancer {
     /// A pick that is not `avoid` (a retry's or a hedge's previous endpoint) when the service has
     /// another available one: for ring-hash the key's next endpoint on the ring, otherwise any
     /// other, from a random start.
-    fn pick_avoiding(&self, hash: Option<u64>, avoid: Option<&Arc<Endpoint>>) -> Option<Picked> {
+    fn pick_avoiding(&self, hash: Option<u64>, avoid: Option<&Arc<Member>>) -> Option<Picked> {
         let picked = self.pick(hash)?;
-        let Some(avoid) = avoid.filter(|a| Arc::ptr_eq(&picked.endpoint, a)) else {
+        let Some(avoid) = avoid.filter(|a| Arc::ptr_eq(&picked.member, a)) else {
             return Some(picked);
         };
         let set = self.set.load();
@@ -340,7 +359,7 @@ impl Balancer {
         match instead {
             Some(instead) => {
                 if picked.probe {
-                    picked.endpoint.health.abandon_probe();
+                    picked.member.health.abandon_probe();
                 }
                 Some(instead)
             }
@@ -370,10 +389,10 @@ impl Balancer {
         &self,
         hash: Option<u64>,
         needs_slot: bool,
-        avoid: Option<&Arc<Endpoint>>,
+        avoid: Option<&Arc<Member>>,
     ) -> Result<Dispatch, ProxyError> {
         let busy = match self.pick_avoiding(hash, avoid) {
-            Some(picked) => match picked.endpoint.try_slot(needs_slot) {
+            Some(picked) => match picked.member.endpoint.try_slot(needs_slot) {
                 Ok(slot) => return Ok(self.start(picked, slot)),
                 Err(AllBusy) => Some(picked),
             },
@@ -390,7 +409,7 @@ impl Balancer {
         busy: Option<Picked>,
         hash: Option<u64>,
         needs_slot: bool,
-        avoid: Option<&Arc<Endpoint>>,
+        avoid: Option<&Arc<Member>>,
     ) -> Result<Dispatch, ProxyError> {
         let _waiting = self.wait()?;
         let deadline = Instant::now() + self.fail_fast;
@@ -402,7 +421,7 @@ impl Balancer {
             tokio::pin!(changed);
             changed.as_mut().enable();
             if let Some(picked) = self.pick_avoiding(hash, avoid) {
-                return match picked.endpoint.try_slot(needs_slot) {
+                return match picked.member.endpoint.try_slot(needs_slot) {
                     Ok(slot) => Ok(self.start(picked, slot)),
                     Err(AllBusy) => self.slot_within(picked, deadline).await,
                 };
@@ -416,11 +435,11 @@ impl Balancer {
     }
 
     async fn slot_within(&self, picked: Picked, deadline: Instant) -> Result<Dispatch, ProxyError> {
-        match tokio::time::timeout_at(deadline, picked.endpoint.slot()).await {
+        match tokio::time::timeout_at(deadline, picked.member.endpoint.slot()).await {
             Ok(slot) => Ok(self.start(picked, Some(slot))),
             Err(_) => {
                 if picked.probe {
-                    picked.endpoint.health.abandon_probe();
+                    picked.member.health.abandon_probe();
                 }
                 Err(self.not_ready())
             }
@@ -449,10 +468,10 @@ impl Balancer {
     }
 
     fn start(&self, picked: Picked, slot: Option<OwnedSemaphorePermit>) -> Dispatch {
-        let in_flight = picked.endpoint.load.start();
+        let in_flight = picked.member.load.start();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         Dispatch {
-            endpoint: picked.endpoint,
+            member: picked.member,
             probe: picked.probe,
             slot,
             in_flight: Some(Lease {
@@ -469,7 +488,7 @@ impl Balancer {
     pub fn record(&self, dispatch: &mut Dispatch, outcome: Outcome) {
         dispatch.recorded = true;
         let now = now_nanos();
-        let endpoint = &dispatch.endpoint;
+        let endpoint = &dispatch.member;
         let rtt = dispatch.started.elapsed();
         if self.is_failure(outcome) {
             // A failure is expensive however fast it came back: a refused connection must not
@@ -503,6 +522,34 @@ impl Balancer {
             (FailureCondition::Status(code), Outcome::Status(s)) => *code == s,
             _ => false,
         })
+    }
+
+    /// Sets `gauges` from this balancer's state now: its endpoints by state, its requests
+    /// waiting, and (for a small service) each endpoint's latency estimate.
+    pub fn report(&self, service: &str, gauges: &BalancerGauges<'_>) {
+        let now = now_nanos();
+        let set = self.endpoints();
+        let mut counts = [0i64; 3];
+        for (member, _) in set.iter() {
+            let state = member.health.state(now);
+            counts[match state {
+                State::Ready => 0,
+                State::Ejected => 1,
+                State::Probing => 2,
+            }] += 1;
+            if gauges.per_endpoint(set.len())
+                && let Some(rtt) = member.load.rtt_ns(now, self.decay)
+            {
+                gauges.endpoint_rtt(service, member.addr(), rtt / 1e9);
+            }
+        }
+        for (state, count) in [State::Ready, State::Ejected, State::Probing]
+            .iter()
+            .zip(counts)
+        {
+            gauges.endpoints(service, state.as_str(), count);
+        }
+        gauges.pending(service, self.pending());
     }
 
     /// Whether one more endpoint may be ejected under `maxEjectedPercent`.
@@ -540,9 +587,24 @@ impl Drop for Lease {
     }
 }
 
+/// What a response holds of its endpoint until its body ends (or an upgraded tunnel closes): the
+/// connection (see [`endpoint::Lease`]) and the request's count in the endpoint's and the
+/// service's load.
+pub struct ResponseLease {
+    conn: endpoint::Lease,
+    _load: Option<Lease>,
+}
+
+impl ResponseLease {
+    /// The body ended cleanly: the connection goes back to its pool.
+    pub fn finish(self) {
+        self.conn.finish();
+    }
+}
+
 /// One request's hold on an endpoint.
 pub struct Dispatch {
-    pub endpoint: Arc<Endpoint>,
+    pub member: Arc<Member>,
     probe: bool,
     slot: Option<OwnedSemaphorePermit>,
     in_flight: Option<Lease>,
@@ -560,12 +622,21 @@ impl Dispatch {
     pub fn take_lease(&mut self) -> Option<Lease> {
         self.in_flight.take()
     }
+
+    /// What the response to this request holds until it ends: `conn`, the connection it came
+    /// on, and the in-flight count.
+    pub fn hold(&mut self, conn: endpoint::Lease) -> ResponseLease {
+        ResponseLease {
+            conn,
+            _load: self.in_flight.take(),
+        }
+    }
 }
 
 impl Drop for Dispatch {
     fn drop(&mut self) {
         if self.probe && !self.recorded {
-            self.endpoint.health.abandon_probe();
+            self.member.health.abandon_probe();
         }
     }
 }

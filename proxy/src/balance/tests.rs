@@ -6,15 +6,15 @@ use herd_config::{Algorithm, BalancerConfig, HashOn, OutlierDetection, ServiceLi
 use super::*;
 use crate::endpoint::{PoolKey, Wire};
 
-fn endpoint(port: u16) -> Arc<Endpoint> {
-    Endpoint::new(PoolKey {
+fn endpoint(port: u16) -> Arc<Member> {
+    Member::new(Endpoint::new(PoolKey {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         wire: Wire::Http1,
         connect_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(10),
         max_connections: 1,
         max_concurrent_streams: 100,
-    })
+    }))
 }
 
 fn balancer(algorithm: Algorithm, endpoints: &[(u16, u32)]) -> Balancer {
@@ -43,7 +43,7 @@ fn shares(b: &Balancer, n: usize, hash: impl Fn(usize) -> Option<u64>) -> HashMa
     let mut counts = HashMap::new();
     for i in 0..n {
         let p = b.pick(hash(i)).expect("an endpoint");
-        *counts.entry(p.endpoint.addr().port()).or_default() += 1;
+        *counts.entry(p.member.addr().port()).or_default() += 1;
     }
     counts
 }
@@ -74,7 +74,7 @@ fn p2c_spreads_evenly_over_idle_equal_endpoints_and_by_weight() {
         let mut counts: HashMap<u16, usize> = HashMap::new();
         for _ in 0..4000 {
             let p = b.pick(None).unwrap();
-            *counts.entry(p.endpoint.addr().port()).or_default() += 1;
+            *counts.entry(p.member.addr().port()).or_default() += 1;
             in_flight.push_back(b.start(p, None));
             if in_flight.len() > 16 {
                 in_flight.pop_front();
@@ -132,13 +132,13 @@ fn ring_hash_is_sticky_and_falls_back_without_a_key() {
         let first = b
             .pick(Some(hash_key(&key.to_be_bytes())))
             .unwrap()
-            .endpoint
+            .member
             .addr();
         for _ in 0..3 {
             assert_eq!(
                 b.pick(Some(hash_key(&key.to_be_bytes())))
                     .unwrap()
-                    .endpoint
+                    .member
                     .addr(),
                 first
             );
@@ -201,7 +201,7 @@ fn ring_hash_bounds_the_load_of_a_hot_key() {
     let mut counts: HashMap<u16, usize> = HashMap::new();
     for _ in 0..40 {
         let p = b.pick(key).unwrap();
-        *counts.entry(p.endpoint.addr().port()).or_default() += 1;
+        *counts.entry(p.member.addr().port()).or_default() += 1;
         held.push(b.start(p, None));
     }
     // 40 in flight over 4 endpoints: none may hold more than 1.25 × the average, plus one.
@@ -308,7 +308,7 @@ async fn a_request_waits_for_endpoints_to_appear() {
         async move {
             b.dispatch(None, false)
                 .await
-                .map(|d| d.endpoint.addr().port())
+                .map(|d| d.member.addr().port())
         }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -337,14 +337,14 @@ fn a_pick_avoiding_an_endpoint_takes_another_when_there_is_one() {
         );
         for key in 0..100u64 {
             let hash = Some(hash_key(&key.to_be_bytes()));
-            let first = b.pick(hash).unwrap().endpoint;
-            let again = b.pick_avoiding(hash, Some(&first)).unwrap().endpoint;
+            let first = b.pick(hash).unwrap().member;
+            let again = b.pick_avoiding(hash, Some(&first)).unwrap().member;
             assert!(!Arc::ptr_eq(&first, &again), "{algorithm:?} key {key}");
         }
         let single = balancer(algorithm, &[(9, 1)]);
-        let only = single.pick(None).unwrap().endpoint;
+        let only = single.pick(None).unwrap().member;
         assert!(Arc::ptr_eq(
-            &single.pick_avoiding(None, Some(&only)).unwrap().endpoint,
+            &single.pick_avoiding(None, Some(&only)).unwrap().member,
             &only
         ));
     }

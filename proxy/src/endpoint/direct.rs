@@ -21,6 +21,9 @@
 //! - Reuse: an HTTP/1.1 response without `Connection: close` (or HTTP/1.0 with `keep-alive`), not
 //!   framed by the close or by both headers, whose body ended with no byte beyond it.
 //!
+//! This module knows sockets, not the pool: a response body hands its connection back through
+//! the [`Pool`] it was given, so the pool's module uses this one and not the other way round.
+//!
 //! Limits keep a misbehaving upstream from growing memory: a head over 64 KiB or 100 headers, a
 //! chunk-size line over 4 KiB and trailers over 16 KiB are refused (a 502 if no response went
 //! out yet; the connection is closed).
@@ -36,7 +39,6 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Checkin;
 use crate::body::RequestBody;
 use crate::wire::{self, MAX_HEADERS, Span};
 
@@ -393,18 +395,23 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
     }))
 }
 
-/// A response body read straight off its connection, which goes back to its pool once the body
-/// has ended cleanly. Dropped before then, it closes the connection.
-pub struct Body {
+/// Where a connection goes back once its response body has ended cleanly: its endpoint's pool.
+pub trait Pool {
+    fn checkin(self, conn: Conn);
+}
+
+/// A response body read straight off its connection, which goes back to its pool `P` once the
+/// body has ended cleanly. Dropped before then, it closes the connection.
+pub struct Body<P> {
     conn: Option<Conn>,
     framing: Framing,
     keep_alive: bool,
     done: bool,
-    checkin: Option<Checkin>,
+    checkin: Option<P>,
 }
 
-impl Body {
-    pub fn new(conn: Conn, head: &Head, checkin: Checkin) -> Self {
+impl<P: Pool> Body<P> {
+    pub fn new(conn: Conn, head: &Head, checkin: P) -> Self {
         let mut body = Body {
             conn: Some(conn),
             framing: head.framing,
@@ -427,7 +434,7 @@ impl Body {
         if self.keep_alive && conn.buf.is_empty() {
             // Give back what the last read left over, so an idle connection holds no buffer.
             conn.buf = BytesMut::new();
-            checkin.checkin_direct(conn);
+            checkin.checkin(conn);
         }
     }
 
@@ -598,7 +605,7 @@ impl Body {
     }
 }
 
-impl http_body::Body for Body {
+impl<P: Pool + Unpin> http_body::Body for Body<P> {
     type Data = Bytes;
     type Error = Error;
 

@@ -21,8 +21,9 @@
 //! request's own task, on plain sockets pooled here; the rest go through hyper's client, whose
 //! connections are pooled beside them. Both kinds share the endpoint's slots and idle timeout.
 //!
-//! The endpoint also carries what the balancer knows of it: its load and its health. Both live
-//! here, with the pool, so they survive reloads that keep the endpoint.
+//! An endpoint knows nothing of the balancer: the balancer wraps it (with its load and health,
+//! see [`crate::balance::Member`]), and the lease of a response here is only the connection.
+//! Nothing here imports the stages above, so the endpoint can be read, and tested, alone.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -30,7 +31,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -40,9 +41,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
-use crate::balance::load::Load;
-use crate::balance::outlier::Health;
-use crate::body::RequestBody;
+use crate::body::{BodyProgress, RequestBody};
 use crate::errors::{BoxError, ProxyError};
 
 pub mod direct;
@@ -78,8 +77,6 @@ pub struct Endpoint {
     h2_connect: tokio::sync::Mutex<()>,
     /// HTTP/1 connection slots.
     slots: Arc<Semaphore>,
-    pub load: Arc<Load>,
-    pub health: Health,
 }
 
 #[derive(Default)]
@@ -119,11 +116,9 @@ impl SendError {
 pub struct AllBusy;
 
 /// What a response body holds of the endpoint until it ends: hyper's HTTP/1 connection (to hand
-/// back) or its HTTP/2 stream (to count), and its share of the endpoint's load. (A direct
-/// exchange's body holds its connection itself.)
+/// back) or its HTTP/2 stream (to count). (A direct exchange's body holds its connection itself.)
 pub struct Lease {
     conn: Conn,
-    _load: Option<crate::balance::Lease>,
 }
 
 enum Conn {
@@ -134,7 +129,7 @@ enum Conn {
 
 impl Lease {
     fn of(conn: Conn) -> Self {
-        Lease { conn, _load: None }
+        Lease { conn }
     }
 
     /// The body ended cleanly: hyper's HTTP/1 connection goes back to its pool.
@@ -142,11 +137,6 @@ impl Lease {
         if let Conn::Http1(checkin, tx) = self.conn {
             checkin.checkin_hyper(tx);
         }
-    }
-
-    pub fn with_load(mut self, load: Option<crate::balance::Lease>) -> Self {
-        self._load = load;
-        self
     }
 }
 
@@ -168,15 +158,10 @@ impl Checkin {
         if tx.is_closed() {
             return;
         }
-        self.checkin(|state| &mut state.idle, tx);
+        self.put_back(|state| &mut state.idle, tx);
     }
 
-    /// Returns a direct connection to its pool (and the slot to the endpoint).
-    fn checkin_direct(self, conn: direct::Conn) {
-        self.checkin(|state| &mut state.direct, conn);
-    }
-
-    fn checkin<C>(self, list: impl FnOnce(&mut State) -> &mut VecDeque<Idle<C>>, conn: C) {
+    fn put_back<C>(self, list: impl FnOnce(&mut State) -> &mut VecDeque<Idle<C>>, conn: C) {
         let endpoint = &self.endpoint;
         let spawn_reaper = {
             let mut state = endpoint.state.lock().expect("pool lock poisoned");
@@ -189,6 +174,13 @@ impl Checkin {
         if spawn_reaper {
             tokio::spawn(reap(Arc::downgrade(endpoint), endpoint.key.idle_timeout));
         }
+    }
+}
+
+impl direct::Pool for Checkin {
+    /// Returns a direct connection to its pool (and the slot to the endpoint).
+    fn checkin(self, conn: direct::Conn) {
+        self.put_back(|state| &mut state.direct, conn);
     }
 }
 
@@ -236,7 +228,7 @@ async fn reap(endpoint: Weak<Endpoint>, idle_timeout: Duration) {
 /// A response body from an endpoint: read by hyper's client, or straight off the connection.
 pub enum UpstreamBody {
     Hyper(Incoming),
-    Direct(direct::Body),
+    Direct(direct::Body<Checkin>),
 }
 
 impl http_body::Body for UpstreamBody {
@@ -278,8 +270,6 @@ impl Endpoint {
             state: Mutex::default(),
             h2_connect: tokio::sync::Mutex::new(()),
             slots,
-            load: Arc::default(),
-            health: Health::default(),
         })
     }
 
@@ -334,6 +324,7 @@ impl Endpoint {
         match self.key.wire {
             Wire::Http1 if direct::eligible(&req) => self.send_direct(req, slot).await,
             Wire::Http1 => {
+                let body = req.body().progress().cloned();
                 // An idle connection the app closed just as it was reused hands the request back
                 // unsent: that is the pool's race, not a failure, so try once on a new connection.
                 let mut fresh = false;
@@ -361,7 +352,7 @@ impl Endpoint {
                             }
                             unsent => {
                                 return Err(SendError {
-                                    error: ProxyError::upstream(e.into_error()),
+                                    error: failed(e.into_error(), body.as_ref()),
                                     unsent,
                                 });
                             }
@@ -370,6 +361,7 @@ impl Endpoint {
                 }
             }
             Wire::Http2 => {
+                let body = req.body().progress().cloned();
                 let (mut tx, stream) = match self.checkout_h2().await {
                     Ok(conn) => conn,
                     Err(error) => return Err(SendError::unsent(error, req)),
@@ -382,7 +374,7 @@ impl Endpoint {
                     Err(mut e) => {
                         let unsent = e.take_message();
                         Err(SendError {
-                            error: ProxyError::upstream(e.into_error()),
+                            error: failed(e.into_error(), body.as_ref()),
                             unsent,
                         })
                     }
@@ -422,7 +414,7 @@ impl Endpoint {
                     if reused
                         && !fresh
                         && !failed.received
-                        && (!failed.written || crate::retry::is_idempotent(req.method())) =>
+                        && (!failed.written || is_idempotent(req.method())) =>
                 {
                     debug!(addr = %self.key.addr, error = %failed.error, "pooled connection closed; retrying on a new one");
                     fresh = true;
@@ -541,6 +533,27 @@ impl Endpoint {
             .h2
             .iter()
             .find_map(|c| c.streams.open(max).map(|stream| (c.tx.clone(), stream)))
+    }
+}
+
+/// Whether `method` is idempotent (RFC 9110 §9.2.2): sending it twice has the effect of sending
+/// it once, so a request the app may have seen can be sent again. Used here for the pool's race,
+/// and by [`crate::retry`].
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// What an exchange through hyper's client that failed with `error` was. When the request's
+/// streamed `body` broke on the client's side, the exchange failed because of it, whatever the
+/// connection reports (over HTTP/1 it fails as a whole, over HTTP/2 the app's stream is reset):
+/// that is the client's failure, which says nothing about the endpoint.
+fn failed(error: hyper::Error, body: Option<&BodyProgress>) -> ProxyError {
+    match body.and_then(BodyProgress::broken) {
+        Some(broken) => ProxyError::ClientBody(broken.clone()),
+        None => ProxyError::upstream(error),
     }
 }
 

@@ -23,10 +23,10 @@ use tracing::debug;
 
 use super::ConnCtx;
 use super::own::{self, Listeners};
-use crate::body::ResponseBody;
 use crate::endpoint;
 use crate::errors::ProxyError;
 use crate::opaque;
+use crate::response::ResponseBody;
 use crate::snapshot::Snapshot;
 
 /// How long a `CONNECT` to a host outside the mesh may take to connect: such hosts are remote

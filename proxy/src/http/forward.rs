@@ -22,11 +22,12 @@ use super::headers::{append_forwarded_for, is_upgrade, strip_hop_by_hop};
 use super::own::Listeners;
 use super::{authority, connect};
 use crate::access_log::{AccessLog, Entry};
-use crate::body::{RequestBody, ResponseBody, Timing};
+use crate::body::RequestBody;
 use crate::endpoint::Wire;
 use crate::errors::ProxyError;
 use crate::listen::Direction;
 use crate::metrics::RouteMetrics;
+use crate::response::{ResponseBody, Timing};
 use crate::retry::Trace;
 use crate::route::ServiceTarget;
 use crate::snapshot::Snapshot;
@@ -218,8 +219,15 @@ async fn proxy<'s>(
 
     // retry, balance, endpoint: attempts (each to an endpoint the balancer picks) until one
     // answers or the route's policy says stop.
-    let (mut resp, lease) =
-        retry::send(service, route, req, body_ended, hash, replayable, trace).await?;
+    let (mut resp, lease) = retry::send(
+        route.plan(service),
+        req,
+        body_ended,
+        hash,
+        replayable,
+        trace,
+    )
+    .await?;
     route.metrics.response(resp.status().as_u16());
     route
         .metrics

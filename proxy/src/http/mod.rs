@@ -35,10 +35,10 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use crate::access_log::AccessLog;
-use crate::body::ResponseBody;
 use crate::drain::Drain;
 use crate::errors::ProxyError;
 use crate::listen::Direction;
+use crate::response::ResponseBody;
 use crate::snapshot::Snapshot;
 use framing::{Conflict, FramingGuard};
 

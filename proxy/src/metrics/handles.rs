@@ -7,8 +7,8 @@ use std::sync::{Arc, OnceLock};
 
 use prometheus::{Histogram, IntCounter, IntGauge};
 
-use super::Families;
-use crate::errors::ProxyError;
+use super::families::Families;
+use crate::errors::{Origin, ProxyError};
 use crate::listen::Direction;
 
 /// Why the proxy answered a request itself: the `error` label.
@@ -123,7 +123,8 @@ pub struct RouteMetrics {
     pub latency: Histogram,
     pub duration: Histogram,
     statuses: Box<[OnceLock<IntCounter>]>,
-    errors: [OnceLock<(IntCounter, u16)>; ErrorKind::ALL.len()],
+    /// Each kind's series: the counter, its status and its classification.
+    errors: [OnceLock<(IntCounter, u16, &'static str)>; ErrorKind::ALL.len()],
     retries: [IntCounter; RetryReason::ALL.len()],
     pub retries_skipped: IntCounter,
     pub hedges: IntCounter,
@@ -191,34 +192,40 @@ impl RouteMetrics {
         .inc();
     }
 
-    /// Counts a response the proxy generated for `error`.
+    /// Counts a response the proxy generated for `error`. It is the service's failure unless
+    /// the client caused it (a malformed request, a body the client broke): like the app's own
+    /// 4xx, that one is classified `success`, so it does not lower the service's success rate.
     pub fn error(&self, error: &ProxyError) {
         let kind = ErrorKind::of(error);
         let status = error.status().as_u16();
+        let classification = match error.origin() {
+            Origin::Downstream => "success",
+            Origin::Upstream | Origin::Proxy => "failure",
+        };
         let index = ErrorKind::ALL
             .iter()
             .position(|k| *k == kind)
             .expect("every kind is listed");
-        let (counter, first_status) = self.errors[index].get_or_init(|| {
+        let (counter, first_status, first_classification) = self.errors[index].get_or_init(|| {
             let counter = self
                 .families
                 .responses
                 .with_label_values(&self.response_labels(
                     &status.to_string(),
-                    "failure",
+                    classification,
                     kind.as_str(),
                 ));
-            (counter, status)
+            (counter, status, classification)
         });
-        if *first_status == status {
+        if (*first_status, *first_classification) == (status, classification) {
             counter.inc();
         } else {
-            // One kind maps to one status but for `bad-request`'s 400s: resolve the odd one.
+            // One kind maps to one status and classification: resolve an odd one.
             self.families
                 .responses
                 .with_label_values(&self.response_labels(
                     &status.to_string(),
-                    "failure",
+                    classification,
                     kind.as_str(),
                 ))
                 .inc();
@@ -261,10 +268,10 @@ impl Drop for RouteMetrics {
             }
         }
         for (kind, slot) in ErrorKind::ALL.iter().zip(&self.errors) {
-            if let Some((_, status)) = slot.get() {
+            if let Some((_, status, classification)) = slot.get() {
                 let _ = f.responses.remove_label_values(&self.response_labels(
                     &status.to_string(),
-                    "failure",
+                    classification,
                     kind.as_str(),
                 ));
             }

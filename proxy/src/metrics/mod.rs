@@ -11,58 +11,31 @@
 //! between snapshots that keep the same route or service, and when the last one goes (the route
 //! was removed and its requests are done) its series are removed from the exposition.
 
+//!
+//! Metrics sit below the stages that record them and know none of them: the balancers' gauges,
+//! for one, are set by the balancers through [`BalancerGauges`].
+
+mod families;
 mod handles;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 
 use prometheus::core::Collector;
-use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
-};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Registry, TextEncoder};
 
+pub use self::families::BUCKETS;
+use self::families::{Families, counter};
 pub use self::handles::{ErrorKind, RetryReason, RouteMetrics, ServiceMetrics, TcpMetrics};
-use crate::balance::load::now_nanos;
-use crate::balance::outlier::State;
 use crate::listen::Direction;
-use crate::snapshot::Snapshot;
-
-/// Latency buckets, seconds: 1 ms to 60 s.
-pub const BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
 
 /// Per-endpoint latency gauges are exported only for services this small: beyond, one series per
 /// pod is a cardinality an operator did not ask for.
 const MAX_ENDPOINT_SERIES: usize = 32;
-
-/// The metric families, shared by every handle.
-pub struct Families {
-    pub(crate) requests: IntCounterVec,
-    pub(crate) responses: IntCounterVec,
-    pub(crate) latency: HistogramVec,
-    pub(crate) duration: HistogramVec,
-    pub(crate) retries: IntCounterVec,
-    pub(crate) retries_skipped: IntCounterVec,
-    pub(crate) hedges: IntCounterVec,
-    pub(crate) hedges_won: IntCounterVec,
-    pub(crate) ejections: IntCounterVec,
-    pub(crate) overload_rejections: IntCounterVec,
-    pub(crate) tcp_opened: IntCounterVec,
-    pub(crate) tcp_closed: IntCounterVec,
-    pub(crate) tcp_open: IntGaugeVec,
-    pub(crate) tcp_sent: IntCounterVec,
-    pub(crate) tcp_received: IntCounterVec,
-    endpoints: IntGaugeVec,
-    pending: IntGaugeVec,
-    endpoint_rtt: GaugeVec,
-    listener_accepted: IntCounterVec,
-    listener_open: IntGaugeVec,
-}
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -106,24 +79,6 @@ pub struct ListenerMetrics {
     pub open: IntGauge,
 }
 
-fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
-}
-
-fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
-}
-
-fn histogram(name: &str, help: &str) -> HistogramVec {
-    HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
-        &["direction", "service", "route"],
-    )
-    .expect("valid metric")
-}
-
-const ROUTE: &[&str] = &["direction", "service", "route"];
-
 impl Metrics {
     /// Adds a series owned elsewhere (the control-plane client's) to what `/metrics` serves.
     pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
@@ -133,112 +88,7 @@ impl Metrics {
     }
 
     pub fn new() -> Self {
-        let families = Families {
-            requests: counter(
-                "herd_http_requests_total",
-                "Client requests routed, one per request (not per attempt).",
-                ROUTE,
-            ),
-            responses: counter(
-                "herd_http_responses_total",
-                "Responses sent to clients, by status code, classification (success: the app's non-5xx; failure: 5xx or proxy-generated) and proxy error kind (empty for the app's own responses).",
-                &[
-                    "direction",
-                    "service",
-                    "route",
-                    "status_code",
-                    "classification",
-                    "error",
-                ],
-            ),
-            latency: histogram(
-                "herd_http_response_latency_seconds",
-                "Time from the request's arrival to the response headers.",
-            ),
-            duration: histogram(
-                "herd_http_response_duration_seconds",
-                "Time from the request's arrival to the end of the response body.",
-            ),
-            retries: counter(
-                "herd_http_retries_total",
-                "Retries sent, by reason (connect-failure, refused-stream, reset, status, per-try-timeout).",
-                &["direction", "service", "route", "reason"],
-            ),
-            retries_skipped: counter(
-                "herd_http_retries_skipped_total",
-                "Retries not sent because the service's retry budget was spent.",
-                ROUTE,
-            ),
-            hedges: counter("herd_http_hedges_total", "Hedged attempts sent.", ROUTE),
-            hedges_won: counter(
-                "herd_http_hedges_won_total",
-                "Hedged attempts whose response was the one returned.",
-                ROUTE,
-            ),
-            ejections: counter(
-                "herd_balancer_ejections_total",
-                "Endpoints ejected by outlier detection.",
-                &["service"],
-            ),
-            overload_rejections: counter(
-                "herd_balancer_overload_rejections_total",
-                "Requests refused with 503 because maxPendingRequests were already waiting.",
-                &["service"],
-            ),
-            tcp_opened: counter(
-                "herd_tcp_connections_opened_total",
-                "Opaque TCP connections (tunnels) opened to an endpoint.",
-                &["direction", "service"],
-            ),
-            tcp_closed: counter(
-                "herd_tcp_connections_closed_total",
-                "Opaque TCP connections closed, by outcome (ok, error, idle).",
-                &["direction", "service", "outcome"],
-            ),
-            tcp_open: gauge(
-                "herd_tcp_connections_open",
-                "Opaque TCP connections open now.",
-                &["direction", "service"],
-            ),
-            tcp_sent: counter(
-                "herd_tcp_sent_bytes_total",
-                "Bytes sent toward the endpoint over opaque connections.",
-                &["direction", "service"],
-            ),
-            tcp_received: counter(
-                "herd_tcp_received_bytes_total",
-                "Bytes received from the endpoint over opaque connections.",
-                &["direction", "service"],
-            ),
-            endpoints: gauge(
-                "herd_balancer_endpoints",
-                "Endpoints of a service by state (ready, ejected, probing).",
-                &["service", "state"],
-            ),
-            pending: gauge(
-                "herd_balancer_pending_requests",
-                "Requests waiting for an endpoint or a connection.",
-                &["service"],
-            ),
-            endpoint_rtt: GaugeVec::new(
-                Opts::new(
-                    "herd_balancer_endpoint_rtt_seconds",
-                    "An endpoint's peak-EWMA latency estimate (services of at most 32 endpoints).",
-                ),
-                &["service", "endpoint"],
-            )
-            .expect("valid metric"),
-            listener_accepted: counter(
-                "herd_listener_connections_accepted_total",
-                "Client connections accepted, by listener (inbound, outbound, or an opaque service's name).",
-                &["direction", "listener"],
-            ),
-            listener_open: gauge(
-                "herd_listener_connections_open",
-                "Client connections open now, by listener.",
-                &["direction", "listener"],
-            ),
-        };
+        let families = Families::new();
         let registry = Registry::new();
         let config_version = IntGauge::new(
             "herd_config_version",
@@ -342,45 +192,14 @@ impl Metrics {
         let _ = self.families.listener_open.remove_label_values(&labels);
     }
 
-    /// Sets the gauges read from the balancers' state (endpoints by state, pending requests,
-    /// endpoint latency) from `snapshot`; called at each scrape.
-    pub fn observe_balancers(&self, snapshot: &Snapshot) {
+    /// The gauges read from the balancers' state (endpoints by state, pending requests,
+    /// endpoint latency), cleared, for the balancers to set now: at each scrape.
+    pub fn balancer_gauges(&self) -> BalancerGauges<'_> {
         let f = &self.families;
         f.endpoints.reset();
         f.pending.reset();
         f.endpoint_rtt.reset();
-        let now = now_nanos();
-        for service in &snapshot.services {
-            let set = service.balancer.endpoints();
-            let mut counts = [0i64; 3];
-            for (endpoint, _) in set.iter() {
-                let state = endpoint.health.state(now);
-                counts[match state {
-                    State::Ready => 0,
-                    State::Ejected => 1,
-                    State::Probing => 2,
-                }] += 1;
-                if set.len() <= MAX_ENDPOINT_SERIES
-                    && let Some(rtt) = endpoint.load.rtt_ns(now, service.balancer.decay())
-                {
-                    let gauge: Gauge = f
-                        .endpoint_rtt
-                        .with_label_values(&[&*service.name, &endpoint.addr().to_string()]);
-                    gauge.set(rtt / 1e9);
-                }
-            }
-            for (state, count) in [State::Ready, State::Ejected, State::Probing]
-                .iter()
-                .zip(counts)
-            {
-                f.endpoints
-                    .with_label_values(&[&*service.name, state.as_str()])
-                    .set(count);
-            }
-            f.pending
-                .with_label_values(&[&*service.name])
-                .set(service.balancer.pending() as i64);
-        }
+        BalancerGauges(f)
     }
 
     /// The Prometheus text exposition.
@@ -388,6 +207,42 @@ impl Metrics {
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()
+    }
+}
+
+/// The gauges of the balancers' state, which the balancers set at each scrape (see
+/// [`Metrics::balancer_gauges`]): metrics only names the series.
+pub struct BalancerGauges<'a>(&'a Families);
+
+impl BalancerGauges<'_> {
+    /// `count` endpoints of `service` are in `state` (`ready`, `ejected` or `probing`).
+    pub fn endpoints(&self, service: &str, state: &str, count: i64) {
+        self.0
+            .endpoints
+            .with_label_values(&[service, state])
+            .set(count);
+    }
+
+    /// `pending` requests of `service` wait for an endpoint.
+    pub fn pending(&self, service: &str, pending: usize) {
+        self.0
+            .pending
+            .with_label_values(&[service])
+            .set(pending as i64);
+    }
+
+    /// Whether a service of `endpoints` endpoints gets a latency series per endpoint.
+    pub fn per_endpoint(&self, endpoints: usize) -> bool {
+        endpoints <= MAX_ENDPOINT_SERIES
+    }
+
+    /// `endpoint`'s latency estimate in `service` (set only where [`Self::per_endpoint`]).
+    pub fn endpoint_rtt(&self, service: &str, endpoint: SocketAddr, seconds: f64) {
+        let gauge: Gauge = self
+            .0
+            .endpoint_rtt
+            .with_label_values(&[service, &endpoint.to_string()]);
+        gauge.set(seconds);
     }
 }
 

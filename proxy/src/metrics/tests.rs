@@ -19,6 +19,7 @@ fn a_route_counts_requests_statuses_errors_and_latency() {
     route.response(200);
     route.response(503);
     route.error(&ProxyError::ResponseTimeout(Duration::from_secs(1)));
+    route.error(&ProxyError::Smuggling);
     route.latency.observe(0.2);
     route.retry(RetryReason::Status);
     let text = m.encode();
@@ -47,6 +48,14 @@ fn a_route_counts_requests_statuses_errors_and_latency() {
         sample(
             &text,
             r#"herd_http_responses_total{classification="failure",direction="outbound",error="timeout",route="api",service="web",status_code="504"}"#
+        ),
+        Some(1.0)
+    );
+    // The client's own fault is not the service's failure.
+    assert_eq!(
+        sample(
+            &text,
+            r#"herd_http_responses_total{classification="success",direction="outbound",error="bad-request",route="api",service="web",status_code="400"}"#
         ),
         Some(1.0)
     );
@@ -84,6 +93,8 @@ fn handles_are_shared_and_their_series_go_with_the_last_one() {
     assert!(Arc::ptr_eq(&a, &b));
     a.requests.inc();
     a.response(200);
+    a.error(&ProxyError::Smuggling);
+    a.error(&ProxyError::ResponseTimeout(Duration::from_secs(1)));
     let tcp = m.tcp(Direction::Outbound, "redis");
     tcp.opened.inc();
     let service = m.service("web");

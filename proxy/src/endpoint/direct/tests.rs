@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-use crate::endpoint::{Endpoint, PoolKey, Wire};
+use crate::endpoint::{Checkin, Endpoint, PoolKey, Wire};
 
 fn head_of(bytes: &[u8], head_request: bool) -> Result<Head, Error> {
     let mut buf = BytesMut::from(bytes);
