@@ -251,7 +251,29 @@ async fn run(args: Args) -> Result<bool> {
         max_rss: args.max_server_rss << 20,
     };
 
+    let machine0 = procfs::machine_cpu();
+    let server0 = bench.server.total_cpu();
+    let load0 = procfs::cpu("self").unwrap_or_default();
+    let started = std::time::Instant::now();
     let outcome = phases(&mut bench, &args, &mut results).await;
+    if let (Some((busy0, steal0)), Some((busy1, steal1))) = (machine0, procfs::machine_cpu()) {
+        let server = bench
+            .server
+            .total_cpu()
+            .saturating_sub(server0)
+            .as_secs_f64();
+        let load = procfs::cpu("self")
+            .unwrap_or_default()
+            .saturating_sub(load0)
+            .as_secs_f64();
+        results.machine_use = Some(report::MachineUse {
+            seconds: started.elapsed().as_secs_f64(),
+            server_cpu: server,
+            load_cpu: load,
+            others_cpu: ((busy1 - busy0).as_secs_f64() - server - load).max(0.0),
+            steal: (steal1 - steal0).as_secs_f64(),
+        });
+    }
     if let Err(e) = &outcome {
         eprintln!("herd-control-load: {e:#}");
         results.failure = Some(format!("{e:#}"));

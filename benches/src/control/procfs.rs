@@ -30,6 +30,26 @@ fn cpu_of_stat(stat: &str) -> Option<Duration> {
     ))
 }
 
+/// CPU time the whole machine spent busy, and the time its virtual CPUs waited for the host
+/// (steal), since boot, from the `cpu` line of `/proc/stat`.
+pub fn machine_cpu() -> Option<(Duration, Duration)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    machine_cpu_of(&stat)
+}
+
+fn machine_cpu_of(stat: &str) -> Option<(Duration, Duration)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let t: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...
+    let busy = t.first()? + t.get(1)? + t.get(2)? + t.get(5)? + t.get(6)?;
+    let ticks = |n: u64| Duration::from_millis(n * 1000 / TICKS_PER_SECOND);
+    Some((ticks(busy), ticks(*t.get(7)?)))
+}
+
 /// Resident memory now and at its peak, bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Memory {

@@ -36,6 +36,7 @@ pub struct Results {
     pub restart: Option<Restart>,
     pub end: Option<End>,
     pub routing_change: Option<RoutingChange>,
+    pub machine_use: Option<MachineUse>,
     /// The phase that failed, and why.
     pub failure: Option<String>,
 }
@@ -141,6 +142,17 @@ pub struct End {
     pub nacks: u64,
     pub server_memory: Memory,
     pub load_memory: Memory,
+}
+
+/// Where the machine's CPU went during the run: other work on the cores skews every figure.
+#[derive(Debug, Serialize)]
+pub struct MachineUse {
+    pub seconds: f64,
+    pub server_cpu: f64,
+    pub load_cpu: f64,
+    /// Busy time of the machine that was neither herd-control nor the load tool.
+    pub others_cpu: f64,
+    pub steal: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -257,6 +269,13 @@ pub fn render(r: &Results) -> String {
         r.watches,
         r.watches.saturating_sub(1),
     );
+    if let Some(m) = &r.machine_use {
+        let _ = writeln!(
+            o,
+            "- **CPU during the run** ({:.0} s): herd-control {:.1} s, the load tool {:.1} s, other processes {:.1} s; steal (the host keeping the virtual CPUs waiting) {:.1} s.",
+            m.seconds, m.server_cpu, m.load_cpu, m.others_cpu, m.steal
+        );
+    }
     let _ = writeln!(o, "- **Command:** `{}`", r.command);
     if let Some(f) = &r.failure {
         let _ = writeln!(o, "- **Failed:** {f}");

@@ -22,6 +22,8 @@ pub struct Server {
     child: Child,
     /// How many times it was started.
     pub starts: usize,
+    /// CPU time of the processes killed before this one.
+    spent: Duration,
 }
 
 impl Server {
@@ -41,6 +43,7 @@ impl Server {
             log: log.to_owned(),
             child,
             starts: 1,
+            spent: Duration::ZERO,
         };
         server.write_pid()?;
         Ok(server)
@@ -60,6 +63,7 @@ impl Server {
 
     /// `kill -9`, and reaped.
     pub fn kill(&mut self) -> Result<()> {
+        self.spent += self.cpu();
         self.child.kill().context("cannot kill herd-control")?;
         self.child.wait().context("cannot reap herd-control")?;
         Ok(())
@@ -96,6 +100,11 @@ impl Server {
 
     pub fn cpu(&self) -> Duration {
         procfs::cpu(&self.pid()).unwrap_or_default()
+    }
+
+    /// CPU time of every process started so far.
+    pub fn total_cpu(&self) -> Duration {
+        self.spent + self.cpu()
     }
 
     pub fn memory(&self) -> Memory {

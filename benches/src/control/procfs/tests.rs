@@ -37,3 +37,13 @@ fn counts_established_connections_to_a_port() {
 fn reads_the_open_files_limit() {
     assert!(open_files_limit().is_some_and(|n| n > 0));
 }
+
+#[test]
+fn machine_cpu_is_busy_time_and_steal() {
+    let stat = "cpu  100 5 50 1000 7 3 2 40 0 0\ncpu0 50 2 25 500 3 1 1 20 0 0\n";
+    assert_eq!(
+        machine_cpu_of(stat),
+        Some((Duration::from_millis(1600), Duration::from_millis(400)))
+    );
+    assert!(machine_cpu().is_some());
+}
