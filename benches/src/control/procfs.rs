@@ -50,6 +50,25 @@ fn machine_cpu_of(stat: &str) -> Option<(Duration, Duration)> {
     Some((ticks(busy), ticks(*t.get(7)?)))
 }
 
+/// The kernel's count of connections refused at a full accept queue (a listener's backlog):
+/// `ListenOverflows` in `/proc/net/netstat`, machine-wide since boot. The client's SYN is
+/// dropped and sent again after 1 s, then 3 s, so each one is a connection delayed.
+pub fn listen_overflows() -> Option<u64> {
+    let netstat = fs::read_to_string("/proc/net/netstat").ok()?;
+    listen_overflows_of(&netstat)
+}
+
+fn listen_overflows_of(netstat: &str) -> Option<u64> {
+    let lines: Vec<&str> = netstat.lines().collect();
+    lines.chunks(2).find_map(|pair| {
+        let (names, values) = (pair.first()?, pair.get(1)?);
+        let i = names
+            .split_whitespace()
+            .position(|n| n == "ListenOverflows")?;
+        values.split_whitespace().nth(i)?.parse().ok()
+    })
+}
+
 /// Resident memory now and at its peak, bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Memory {

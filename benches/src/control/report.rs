@@ -65,6 +65,8 @@ pub struct Sync {
     pub sampled_peak_rss: u64,
     pub connect_failures: u64,
     pub load_memory: Memory,
+    /// Connections refused at a full accept queue meanwhile (machine-wide).
+    pub listen_overflows: Option<u64>,
     /// Why the sync stopped before every proxy had synced, if it did.
     pub stopped: Option<String>,
 }
@@ -123,6 +125,8 @@ pub struct Restart {
     pub watches_expected: usize,
     pub received: Count,
     pub held_changed: usize,
+    /// Connections refused at a full accept queue meanwhile (machine-wide).
+    pub listen_overflows: Option<u64>,
     pub server_cpu: f64,
     pub memory: Memory,
     pub load_cpu: f64,
@@ -402,10 +406,12 @@ pub fn render(r: &Results) -> String {
     if let Some(x) = &r.restart {
         let _ = writeln!(
             o,
-            "| `kill -9` and restart on the same port: until all {n} have both streams open again (per proxy p50 / p99 / max) | **{}** ({}); {} of {n} | < 30 s | 4.0–5.7 s |",
+            "| `kill -9` and restart on the same port: until all {n} have both streams open again (per proxy p50 / p99 / max) | **{}** ({}); {} of {n}; {} connections refused at the full accept queue (their SYNs sent again after 1 s, 3 s) | < 30 s | 4.0–5.7 s |",
             opt_s(x.all_reopened_seconds),
             q(x.reopen),
             thousands(x.reopened),
+            x.listen_overflows
+                .map_or_else(|| "?".into(), |o| thousands(o as usize)),
         );
         let _ = writeln!(
             o,

@@ -97,6 +97,7 @@ impl Bench {
         let cpu0 = self.server.cpu();
         let load0 = self_cpu();
         let m0 = self.server.metrics().await?;
+        let overflows0 = procfs::listen_overflows();
         let t0 = self.fleet.now();
         self.fleet.start();
         let deadline = Instant::now() + self.limits.sync;
@@ -147,6 +148,7 @@ impl Bench {
             sampled_peak_rss: peak_rss,
             connect_failures: count.connect_failures,
             load_memory: procfs::memory("self").unwrap_or_default(),
+            listen_overflows: overflows(overflows0),
             stopped,
         })
     }
@@ -354,6 +356,7 @@ impl Bench {
         let counts0 = self.fleet.count();
         let load0 = self_cpu();
         let memory_before = self.server.memory();
+        let overflows0 = procfs::listen_overflows();
         let t_kill = self.fleet.now();
         self.server.kill()?;
         self.server.restart()?;
@@ -411,6 +414,7 @@ impl Bench {
             watches_expected,
             received: self.fleet.count().since(counts0),
             held_changed: changed,
+            listen_overflows: overflows(overflows0),
             server_cpu: self.server.cpu().as_secs_f64(),
             memory: Memory {
                 rss: self.server.memory().rss,
@@ -530,6 +534,11 @@ impl Bench {
             load_cpu: self_cpu().saturating_sub(load0).as_secs_f64(),
         })
     }
+}
+
+/// Accept-queue overflows since `before` (machine-wide: other listeners count too).
+fn overflows(before: Option<u64>) -> Option<u64> {
+    Some(procfs::listen_overflows()?.saturating_sub(before?))
 }
 
 /// For each proxy, its first logged update of `service` whose version differs from the one it

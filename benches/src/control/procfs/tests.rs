@@ -47,3 +47,11 @@ fn machine_cpu_is_busy_time_and_steal() {
     );
     assert!(machine_cpu().is_some());
 }
+
+#[test]
+fn reads_listen_overflows() {
+    let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 3 2472 2473\nIpExt: InNoRoutes\nIpExt: 0\n";
+    assert_eq!(listen_overflows_of(netstat), Some(2472));
+    assert_eq!(listen_overflows_of("IpExt: A\nIpExt: 1\n"), None);
+    assert!(listen_overflows().is_some());
+}
