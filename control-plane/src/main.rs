@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::Parser;
 use herd_api::discovery::admin_server::AdminServer;
-use herd_api::encoded_server::discovery_server::DiscoveryServer;
+use herd_api::fanout::DiscoveryServer;
 use herd_control::admin::Admin;
 use herd_control::index::{Index, Sources};
 use herd_control::metrics::Metrics;
