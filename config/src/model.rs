@@ -51,6 +51,27 @@ pub struct ProxySettings {
     /// the upstream never closes is held forever.
     #[serde(with = "crate::duration")]
     pub tunnel_idle_timeout: Duration,
+    /// Where this proxy gets the certificate naming its identity, for mutual TLS. Absent (the
+    /// default): no identity, no TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentitySettings>,
+}
+
+/// `proxy.identity`: the identity service (herd-control's, port 8080) and what proves this
+/// workload to it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySettings {
+    /// The identity service's addresses, tried in random order, or a DNS name resolved at every
+    /// attempt (`dns: NAME:PORT`).
+    #[serde(flatten)]
+    pub target: ControlTarget,
+    /// The SPIFFE ID this proxy asks for, `spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT`; the
+    /// token must prove it.
+    pub id: String,
+    /// A file holding the token: a projected ServiceAccount token in Kubernetes, a bootstrap
+    /// token outside. Read again at every renewal, since the kubelet rotates projected tokens.
+    pub token_file: String,
 }
 
 impl ProxySettings {
@@ -122,6 +143,7 @@ impl Default for ProxySettings {
             drain_timeout: Duration::from_secs(30),
             control: None,
             tunnel_idle_timeout: Self::DEFAULT_TUNNEL_IDLE_TIMEOUT,
+            identity: None,
         }
     }
 }
@@ -200,6 +222,35 @@ pub struct InboundListener {
     /// Response timeout for requests to the app. Default 30s; `0s` means none.
     #[serde(with = "crate::duration")]
     pub timeout: Duration,
+    /// Whether plaintext clients are served beside mutual-TLS ones. Default `permissive`.
+    pub mtls: Mtls,
+    /// The request header that tells the app the client's verified SPIFFE ID (set on requests
+    /// that came over mutual TLS, removed from every other). Absent (the default): none is sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_identity_header: Option<String>,
+}
+
+/// `proxy.inbound.mtls`: what the inbound listener does with a client that does not speak
+/// mutual TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mtls {
+    /// Mutual TLS from meshed proxies and plaintext from everyone else: a pod can join the mesh
+    /// before all of its clients have.
+    #[default]
+    Permissive,
+    /// Mutual TLS only: a plaintext connection is refused.
+    Strict,
+}
+
+impl Mtls {
+    /// The name as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mtls::Permissive => "permissive",
+            Mtls::Strict => "strict",
+        }
+    }
 }
 
 impl InboundListener {

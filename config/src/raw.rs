@@ -48,6 +48,17 @@ pub struct Proxy {
     pub drain_timeout: Option<Spanned<Dur>>,
     pub tunnel_idle_timeout: Option<Spanned<Dur>>,
     pub control: Option<Spanned<Control>>,
+    pub identity: Option<Spanned<Identity>>,
+}
+
+/// `proxy.identity`: where this proxy gets its certificate and what it proves itself with.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Identity {
+    pub addresses: Option<Spanned<Vec<Spanned<Addr>>>>,
+    pub dns: Option<Spanned<String>>,
+    pub id: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
 }
 
 /// `proxy.control`: where the control plane is and who this proxy is.
@@ -68,6 +79,8 @@ pub struct Inbound {
     pub listen: Spanned<Addr>,
     pub app: Spanned<Addr>,
     pub protocol: Option<Spanned<Protocol>>,
+    pub mtls: Option<Spanned<Mtls>>,
+    pub client_identity_header: Option<Spanned<String>>,
     // Downstream.
     pub max_connections: Option<Spanned<Count>>,
     pub header_timeout: Option<Spanned<Dur>>,
@@ -280,6 +293,33 @@ impl<'de> Deserialize<'de> for Protocol {
                 )))
             }
         }
+    }
+}
+
+/// `proxy.inbound.mtls`; read by hand so the message can list what is accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct Mtls(pub crate::model::Mtls);
+
+impl<'de> Deserialize<'de> for Mtls {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::model::Mtls::*;
+        let text = String::deserialize(d)?;
+        if let Some(m) = [Permissive, Strict]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+        {
+            return Ok(Mtls(m));
+        }
+        let hint = match text.to_ascii_lowercase().as_str() {
+            "true" | "on" | "required" | "require" | "enforce" | "enforced" => {
+                " (did you mean `strict`?)"
+            }
+            "false" | "off" | "optional" | "both" | "disabled" => " (did you mean `permissive`?)",
+            _ => "",
+        };
+        Err(D::Error::custom(format!(
+            "unknown mtls mode `{text}`{hint}; expected one of: permissive, strict"
+        )))
     }
 }
 

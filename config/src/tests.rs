@@ -157,6 +157,8 @@ const EVERY_FIELD: &str = r#"proxy:
     timeout: 0s
     connectTimeout: 2s
     idleTimeout: 5s
+    mtls: strict
+    clientIdentityHeader: X-Client-Identity
   outbound:
     listen: 127.0.0.1:4140
     egress: mesh-only
@@ -170,6 +172,10 @@ const EVERY_FIELD: &str = r#"proxy:
     nameservers: [127.0.0.1:5353, "[::1]:53"]
   drainTimeout: 1m 30s
   tunnelIdleTimeout: 2m
+  identity:
+    dns: herd-identity.herd:8080
+    id: spiffe://cluster.local/ns/mastodon/sa/web
+    tokenFile: /var/run/secrets/herd/token
 services:
   - name: api-2
     authorities: [API.Local., "[::1]:8080"]
@@ -234,6 +240,19 @@ fn every_field_is_read() {
                 idle_timeout: secs(5)
             },
             timeout: Duration::ZERO,
+            mtls: Mtls::Strict,
+            client_identity_header: Some("x-client-identity".into()),
+        }
+    );
+    assert_eq!(
+        config.proxy.identity.unwrap(),
+        IdentitySettings {
+            target: ControlTarget::Dns {
+                name: "herd-identity.herd".into(),
+                port: 8080
+            },
+            id: "spiffe://cluster.local/ns/mastodon/sa/web".into(),
+            token_file: "/var/run/secrets/herd/token".into(),
         }
     );
     assert_eq!(
@@ -364,6 +383,8 @@ fn the_contract_file_parses_to_what_it_says() {
                 downstream: Downstream::default(),
                 upstream: Upstream::default(),
                 timeout: secs(30),
+                mtls: Mtls::Permissive,
+                client_identity_header: None,
             }),
             outbound: Some(OutboundListener {
                 listen: addr("127.0.0.1:4140"),
@@ -377,6 +398,7 @@ fn the_contract_file_parses_to_what_it_says() {
             drain_timeout: secs(30),
             control: None,
             tunnel_idle_timeout: secs(3600),
+            identity: None,
         },
         services: vec![
             Service {

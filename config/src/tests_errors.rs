@@ -38,7 +38,7 @@ fn an_unknown_key_is_named_with_what_is_allowed() {
     fails(
         "proxy:\n  inbound:\n    max_connections: 5\n",
         "mesh.yaml:3:5: proxy.inbound.max_connections: unknown key `max_connections` (did you mean \
-         `maxConnections`?); allowed: listen, app, protocol, maxConnections, headerTimeout, \
+         `maxConnections`?); allowed: listen, app, protocol, mtls, clientIdentityHeader, maxConnections, headerTimeout, \
          maxHeaderBytes, detectTimeout, accessLog, requestId, timeout, connectTimeout, idleTimeout",
     );
     fails(
@@ -233,4 +233,43 @@ fn errors_are_one_line() {
          authorities, protocol, endpoints, dns, listen, balancer, outlierDetection, limits, retryBudget, routes",
     );
     assert_eq!(err.message().lines().count(), 1);
+}
+
+#[test]
+fn identity_settings_are_checked() {
+    const INBOUND: &str =
+        "proxy:\n  inbound: {listen: 127.0.0.1:4143, app: 127.0.0.1:3000, mtls: strict}\n";
+    fails(
+        INBOUND,
+        "mesh.yaml:2:64: proxy.inbound.mtls: `strict` needs `proxy.identity`: without a \
+         certificate the proxy can serve no mutual-TLS client, and strict refuses every other",
+    );
+    let identity = |body: &str| format!("{INBOUND}  identity:\n{body}");
+    fails(
+        &identity(
+            "    addresses: [127.0.0.1:8080]\n    id: spiffe://cluster.local/ns/web\n    tokenFile: /t\n",
+        ),
+        "mesh.yaml:5:9: proxy.identity.id: `spiffe://cluster.local/ns/web` is not a workload \
+         identity: expected spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT",
+    );
+    fails(
+        &identity(
+            "    addresses: [127.0.0.1:8080]\n    id: spiffe://cluster.local/ns/mastodon/sa/web\n",
+        ),
+        "mesh.yaml:4:5: proxy.identity: missing required key `tokenFile` (the file holding the \
+         token that proves it)",
+    );
+    fails(
+        &identity("    id: spiffe://cluster.local/ns/mastodon/sa/web\n    tokenFile: /t\n"),
+        "mesh.yaml:4:5: proxy.identity: missing required key `addresses` (or `dns: NAME:PORT`)",
+    );
+    fails(
+        "proxy:\n  inbound: {listen: 127.0.0.1:4143, app: 127.0.0.1:3000, mtls: required}\n",
+        "mesh.yaml:2:64: proxy.inbound.mtls: unknown mtls mode `required` (did you mean \
+         `strict`?); expected one of: permissive, strict",
+    );
+    fails(
+        "proxy:\n  inbound: {listen: 127.0.0.1:4143, app: 127.0.0.1:3000, clientIdentityHeader: \"x client\"}\n",
+        "mesh.yaml:2:80: proxy.inbound.clientIdentityHeader: `x client` is not an HTTP header name",
+    );
 }

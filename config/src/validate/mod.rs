@@ -19,7 +19,8 @@ use serde_saphyr::{Location, Spanned};
 use crate::authority::Authority;
 use crate::model::{
     AccessLog, AdminListener, Config, ControlSettings, ControlTarget, Downstream, Egress,
-    InboundListener, OutboundListener, Protocol, ProxySettings, ResolverConfig, Service, Upstream,
+    IdentitySettings, InboundListener, Mtls, OutboundListener, Protocol, ProxySettings,
+    ResolverConfig, Service, Upstream,
 };
 use crate::raw;
 
@@ -143,6 +144,18 @@ fn proxy(raw: Option<raw::Proxy>, listeners: &mut Listeners) -> Result<ProxySett
         listeners.add("proxy.admin.listen", defaults.admin.listen, None)?;
         return Ok(defaults);
     };
+    // `strict` refuses every client without a certificate, so it needs one of its own to offer.
+    if raw.identity.is_none()
+        && let Some(mtls) = raw.inbound.as_ref().and_then(|i| i.mtls.as_ref())
+        && mtls.value.0 == Mtls::Strict
+    {
+        return Err(problem(
+            mtls,
+            "proxy.inbound.mtls",
+            "`strict` needs `proxy.identity`: without a certificate the proxy can serve no \
+             mutual-TLS client, and strict refuses every other",
+        ));
+    }
     let inbound = raw.inbound.map(|raw| inbound(raw, listeners)).transpose()?;
     let outbound = raw
         .outbound
@@ -171,6 +184,7 @@ fn proxy(raw: Option<raw::Proxy>, listeners: &mut Listeners) -> Result<ProxySett
     let drain_timeout = duration(raw.drain_timeout, defaults.drain_timeout);
     let control = raw.control.map(control).transpose()?;
     let tunnel_idle_timeout = duration(raw.tunnel_idle_timeout, defaults.tunnel_idle_timeout);
+    let identity = raw.identity.map(identity).transpose()?;
     Ok(ProxySettings {
         inbound,
         outbound,
@@ -179,59 +193,14 @@ fn proxy(raw: Option<raw::Proxy>, listeners: &mut Listeners) -> Result<ProxySett
         drain_timeout,
         control,
         tunnel_idle_timeout,
+        identity,
     })
 }
 
 fn control(node: Spanned<raw::Control>) -> Result<ControlSettings> {
     const PATH: &str = "proxy.control";
     let raw = node.value;
-    let target = match (raw.addresses, raw.dns) {
-        (Some(list), None) => {
-            if list.value.is_empty() {
-                return Err(problem(
-                    &list,
-                    "proxy.control.addresses",
-                    "must list at least one address",
-                ));
-            }
-            let mut addrs: Vec<SocketAddr> = Vec::new();
-            for (i, node) in list.value.iter().enumerate() {
-                let path = format!("{PATH}.addresses[{i}]");
-                let addr = endpoint(node, &path)?;
-                if let Some(first) = addrs.iter().position(|a| *a == addr) {
-                    return Err(problem(
-                        node,
-                        path,
-                        format!("{addr} is already listed as {PATH}.addresses[{first}]"),
-                    ));
-                }
-                addrs.push(addr);
-            }
-            ControlTarget::Addresses(addrs)
-        }
-        (None, Some(dns)) => {
-            let (name, port) = service::dns_target(&dns.value)
-                .map_err(|m| problem(&dns, format!("{PATH}.dns"), m))?;
-            ControlTarget::Dns { name, port }
-        }
-        (Some(list), Some(dns)) => {
-            return Err(problem(
-                &dns,
-                format!("{PATH}.dns"),
-                format!(
-                    "`dns` and `addresses` (line {}) cannot both be given",
-                    list.referenced.line()
-                ),
-            ));
-        }
-        (None, None) => {
-            return Err(Problem {
-                at: Some(node.referenced),
-                path: PATH.to_owned(),
-                message: "missing required key `addresses` (or `dns: NAME:PORT`)".to_owned(),
-            });
-        }
-    };
+    let target = target(PATH, node.referenced, raw.addresses, raw.dns)?;
     let id = match raw.id {
         Some(id) => {
             let valid = !id.value.is_empty()
@@ -275,6 +244,106 @@ fn control(node: Spanned<raw::Control>) -> Result<ControlSettings> {
             &format!("{PATH}.unwatchAfter"),
             ControlSettings::DEFAULT_UNWATCH_AFTER,
         )?,
+    })
+}
+
+/// `addresses: [ip:port, ...]` or `dns: NAME:PORT`, exactly one, under `path`.
+fn target(
+    path: &str,
+    at: serde_saphyr::Location,
+    addresses: Field<Vec<Spanned<raw::Addr>>>,
+    dns: Field<String>,
+) -> Result<ControlTarget> {
+    match (addresses, dns) {
+        (Some(list), None) => {
+            if list.value.is_empty() {
+                return Err(problem(
+                    &list,
+                    format!("{path}.addresses"),
+                    "must list at least one address",
+                ));
+            }
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            for (i, node) in list.value.iter().enumerate() {
+                let at = format!("{path}.addresses[{i}]");
+                let addr = endpoint(node, &at)?;
+                if let Some(first) = addrs.iter().position(|a| *a == addr) {
+                    return Err(problem(
+                        node,
+                        at,
+                        format!("{addr} is already listed as {path}.addresses[{first}]"),
+                    ));
+                }
+                addrs.push(addr);
+            }
+            Ok(ControlTarget::Addresses(addrs))
+        }
+        (None, Some(dns)) => {
+            let (name, port) = service::dns_target(&dns.value)
+                .map_err(|m| problem(&dns, format!("{path}.dns"), m))?;
+            Ok(ControlTarget::Dns { name, port })
+        }
+        (Some(list), Some(dns)) => Err(problem(
+            &dns,
+            format!("{path}.dns"),
+            format!(
+                "`dns` and `addresses` (line {}) cannot both be given",
+                list.referenced.line()
+            ),
+        )),
+        (None, None) => Err(Problem {
+            at: Some(at),
+            path: path.to_owned(),
+            message: "missing required key `addresses` (or `dns: NAME:PORT`)".to_owned(),
+        }),
+    }
+}
+
+fn identity(node: Spanned<raw::Identity>) -> Result<IdentitySettings> {
+    const PATH: &str = "proxy.identity";
+    let raw = node.value;
+    let target = target(PATH, node.referenced, raw.addresses, raw.dns)?;
+    let missing = |key: &str, what: &str| Problem {
+        at: Some(node.referenced),
+        path: PATH.to_owned(),
+        message: format!("missing required key `{key}` ({what})"),
+    };
+    let id = raw.id.ok_or_else(|| {
+        missing(
+            "id",
+            "the SPIFFE ID to ask for, spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT",
+        )
+    })?;
+    match herd_identity::SpiffeId::parse(&id.value) {
+        Err(e) => return Err(problem(&id, format!("{PATH}.id"), e.to_string())),
+        // The identity service certifies workloads only, named by namespace and account.
+        Ok(spiffe) if spiffe.namespace().is_none() || spiffe.service_account().is_none() => {
+            return Err(problem(
+                &id,
+                format!("{PATH}.id"),
+                format!(
+                    "`{}` is not a workload identity: expected \
+                     spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT",
+                    id.value
+                ),
+            ));
+        }
+        Ok(_) => {}
+    }
+    let token_file = raw
+        .token_file
+        .ok_or_else(|| missing("tokenFile", "the file holding the token that proves it"))?;
+    if token_file.value.is_empty() {
+        return Err(problem(
+            &token_file,
+            format!("{PATH}.tokenFile"),
+            "must not be empty",
+        ));
+    }
+    Ok(IdentitySettings {
+        target,
+        id: id.value,
+        token_file: token_file.value,
     })
 }
 
@@ -323,6 +392,19 @@ fn inbound(raw: raw::Inbound, listeners: &mut Listeners) -> Result<InboundListen
         raw.request_id,
     )?;
     let upstream = upstream(PATH, raw.connect_timeout, raw.idle_timeout)?;
+    let client_identity_header = match raw.client_identity_header {
+        Some(name) => match http_header_name(&name.value) {
+            Some(lower) => Some(lower),
+            None => {
+                return Err(problem(
+                    &name,
+                    format!("{PATH}.clientIdentityHeader"),
+                    format!("`{}` is not an HTTP header name", name.value),
+                ));
+            }
+        },
+        None => None,
+    };
     Ok(InboundListener {
         listen: raw.listen.value.0,
         app,
@@ -330,6 +412,8 @@ fn inbound(raw: raw::Inbound, listeners: &mut Listeners) -> Result<InboundListen
         downstream,
         upstream,
         timeout: duration(raw.timeout, InboundListener::DEFAULT_TIMEOUT),
+        mtls: raw.mtls.map_or(Mtls::default(), |m| m.value.0),
+        client_identity_header,
     })
 }
 
@@ -356,6 +440,13 @@ fn outbound(raw: raw::Outbound, listeners: &mut Listeners) -> Result<OutboundLis
 }
 
 type Field<T> = Option<Spanned<T>>;
+
+/// `name` lower-cased when it is a valid HTTP header name (RFC 9110 token characters).
+fn http_header_name(name: &str) -> Option<String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    (!name.is_empty() && name.len() <= 64 && name.bytes().all(token))
+        .then(|| name.to_ascii_lowercase())
+}
 
 fn downstream(
     path: &str,
