@@ -3,11 +3,16 @@
 
 use std::path::PathBuf;
 
-const PROTO: &str = "proto/herd/discovery/v1/discovery.proto";
+const PROTOS: [&str; 2] = [
+    "proto/herd/discovery/v1/discovery.proto",
+    "proto/herd/identity/v1/identity.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed={PROTO}");
-    let fds = protox::compile([PROTO], ["proto"])?;
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(PROTOS, ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
