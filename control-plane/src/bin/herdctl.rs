@@ -379,7 +379,10 @@ async fn certify(identity: String, token: String, id: SpiffeId) -> Result<bool, 
         humantime::format_rfc3339_seconds(leaf.not_after()),
         humantime::format_duration(Duration::from_secs(left.as_secs()))
     );
-    println!("chain      {} certificates", response.certificate_chain.len());
+    println!(
+        "chain      {} certificates",
+        response.certificate_chain.len()
+    );
     println!(
         "bundle     {} roots; the certificate verifies against it",
         bundle.len()
