@@ -3,13 +3,14 @@
 //! document every message and field.
 //!
 //! [`discovery`] holds the messages, the clients and the Admin server. The Discovery server is
-//! [`encoded_server`]: the same service, whose responses are [`encoded::Encoded`] bytes, so the
-//! control plane encodes an update once and hands the same bytes to every stream that needs it.
+//! [`fanout`]'s, written by hand: its responses are [`encoded::Encoded`] bytes, so the control
+//! plane encodes an update once and hands the same bytes to every stream that needs it.
 //! [`identity`] holds the identity service (plain generated client and server: its messages
 //! are small and answered one at a time).
 #![forbid(unsafe_code)]
 
 pub mod encoded;
+pub mod fanout;
 
 /// The messages, client and server of `herd.identity.v1`: the CA's `Certify` call.
 pub mod identity {
@@ -19,12 +20,4 @@ pub mod identity {
 /// The messages, clients and servers of `herd.discovery.v1`.
 pub mod discovery {
     tonic::include_proto!("herd.discovery.v1");
-}
-
-/// The Discovery server whose responses are pre-encoded (see [`encoded`]).
-pub mod encoded_server {
-    include!(concat!(
-        env!("OUT_DIR"),
-        "/encoded/herd.discovery.v1.Discovery.rs"
-    ));
 }

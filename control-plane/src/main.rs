@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use herd_api::discovery::admin_server::AdminServer;
-use herd_api::encoded_server::discovery_server::DiscoveryServer;
+use herd_api::fanout::DiscoveryServer;
 use herd_api::identity::identity_server::IdentityServer;
 use herd_control::admin::Admin;
 use herd_control::identity::authority::{Ca, CaFiles};

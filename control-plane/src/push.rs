@@ -16,11 +16,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::Stream;
 use herd_api::discovery::admin_server::Admin;
 use herd_api::discovery::{
     EndpointsRequest, HealthRequest, HealthResponse, Node, ProxiesRequest, ProxiesResponse,
@@ -28,7 +26,7 @@ use herd_api::discovery::{
     endpoints_request, routing_request,
 };
 use herd_api::encoded::Encoded;
-use herd_api::encoded_server::discovery_server::Discovery;
+use herd_api::fanout::{Discovery, Updates};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, WatchStream};
@@ -46,8 +44,6 @@ pub const MAX_WATCHES: usize = 10_000;
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 /// Longest proxy id and service name accepted.
 const MAX_NAME: usize = 253;
-
-type Updates = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
 /// What the sources report about themselves, for `/ready` and `herdctl check`.
 #[derive(Clone, Debug, Default)]
@@ -203,9 +199,6 @@ fn peer<T>(request: &Request<T>) -> String {
 
 #[tonic::async_trait]
 impl Discovery for Push {
-    type RoutingStream = Updates;
-    type EndpointsStream = Updates;
-
     async fn routing(
         &self,
         request: Request<Streaming<RoutingRequest>>,

@@ -381,3 +381,31 @@ fn an_authority_claimed_twice_goes_to_the_mesh_file_or_to_no_discovered_service(
         "a Service gone is unknown to its watchers"
     );
 }
+
+#[test]
+fn routing_leaves_out_settings_at_their_defaults_and_means_the_same() {
+    let services = mesh(
+        "services:\n  - name: web\n    authorities: [web]\n    endpoints: [10.0.0.1:3000]\n    limits:\n      connectTimeout: 2s\n    routes:\n      - match: {pathPrefix: /api}\n        timeout: 5s\n  - name: api\n    authorities: [api]\n    protocol: http2\n  - name: db\n    protocol: opaque\n    listen: 127.0.0.1:5432\n    endpoints: [10.0.0.2:5432]\n",
+    );
+    let mut index = Index::new();
+    index.apply_mesh(&services);
+    let document = index.current_routing().mesh.clone();
+    let value: serde_json::Value = serde_json::from_str(&document).unwrap();
+    let api = &value["services"][1];
+    assert_eq!(
+        api.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["authorities", "name", "protocol"],
+        "{document}"
+    );
+    assert_eq!(value["services"][0]["limits"]["connectTimeout"], "2s");
+    assert!(!document.contains('\n'), "compact: {document}");
+    let back = herd_config::parse_mesh(&document, "control", None).unwrap();
+    let without_endpoints: Vec<Service> = services
+        .iter()
+        .map(|s| Service {
+            endpoints: Vec::new(),
+            ..s.clone()
+        })
+        .collect();
+    assert_eq!(back, without_endpoints);
+}

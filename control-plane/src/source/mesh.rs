@@ -49,6 +49,10 @@ pub struct MeshState {
 pub struct MeshDir {
     dir: PathBuf,
     accepted: BTreeMap<PathBuf, Vec<Service>>,
+    /// Each file's text when last parsed, and what parsing it gave: a file whose text has not
+    /// changed is not parsed again (a change to one file of many costs that file's parse).
+    parsed: HashMap<PathBuf, (String, Result<Vec<Service>, String>)>,
+    parses: u64,
 }
 
 impl MeshDir {
@@ -56,7 +60,14 @@ impl MeshDir {
         MeshDir {
             dir: dir.into(),
             accepted: BTreeMap::new(),
+            parsed: HashMap::new(),
+            parses: 0,
         }
+    }
+
+    /// File texts parsed so far.
+    pub fn parses(&self) -> u64 {
+        self.parses
     }
 
     pub fn dir(&self) -> &Path {
@@ -74,12 +85,22 @@ impl MeshDir {
     /// directory are gone from the mesh.
     pub fn apply(&mut self, texts: BTreeMap<PathBuf, std::io::Result<String>>) -> MeshState {
         self.accepted.retain(|file, _| texts.contains_key(file));
+        self.parsed.retain(|file, _| texts.contains_key(file));
         let mut problems = Vec::new();
         let mut merged = Merge::default();
         for (file, text) in texts {
             let shown = file.display().to_string();
             let parsed = match text {
-                Ok(text) => herd_config::parse_mesh(&text, &shown, None).map_err(|e| e.to_string()),
+                Ok(text) => match self.parsed.get(&file) {
+                    Some((last, parsed)) if *last == text => parsed.clone(),
+                    _ => {
+                        self.parses += 1;
+                        let parsed =
+                            herd_config::parse_mesh(&text, &shown, None).map_err(|e| e.to_string());
+                        self.parsed.insert(file.clone(), (text, parsed.clone()));
+                        parsed
+                    }
+                },
                 Err(e) => Err(format!("{shown}: cannot read: {e}")),
             };
             let candidate = match parsed {

@@ -106,3 +106,36 @@ fn the_example_mesh_directory_merges_cleanly() {
     let names: Vec<&str> = state.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["pgbouncer", "redis", "web", "streaming"]);
 }
+
+#[test]
+fn only_files_whose_text_changed_are_parsed_again() {
+    let mut mesh = MeshDir::new("d");
+    let first = mesh.apply(texts(&[("a.yaml", API), ("b.yaml", WEB)]));
+    assert_eq!(mesh.parses(), 2);
+    assert_eq!(
+        mesh.apply(texts(&[("a.yaml", API), ("b.yaml", WEB)])),
+        first
+    );
+    assert_eq!(mesh.parses(), 2, "nothing changed, nothing parsed");
+    let web2 = WEB.replace("10.0.0.1", "10.0.0.2");
+    let state = mesh.apply(texts(&[("a.yaml", API), ("b.yaml", &web2)]));
+    assert_eq!(mesh.parses(), 3, "b.yaml alone");
+    assert_eq!(names(&state), ["api", "web"]);
+    assert_eq!(
+        state.services[1].endpoints[0].address.to_string(),
+        "10.0.0.2:3000"
+    );
+
+    // A refused text stays refused without a parse, and still names its problem.
+    let bad = "services:\n  - name: Web\n";
+    let once = mesh.apply(texts(&[("a.yaml", API), ("b.yaml", bad)]));
+    let twice = mesh.apply(texts(&[("a.yaml", API), ("b.yaml", bad)]));
+    assert_eq!(mesh.parses(), 4);
+    assert_eq!(once, twice);
+    assert_eq!(twice.problems.len(), 1);
+
+    // A file that leaves and comes back with the same text is parsed again.
+    mesh.apply(texts(&[("a.yaml", API)]));
+    mesh.apply(texts(&[("a.yaml", API), ("b.yaml", WEB)]));
+    assert_eq!(mesh.parses(), 5);
+}
