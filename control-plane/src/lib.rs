@@ -4,10 +4,14 @@
 //! [`source`] (what the mesh is: mesh files, and Kubernetes next) -> [`index`] (pure state: what
 //! each proxy needs, computed once per change) -> [`push`] (gRPC streams to the proxies).
 //!
+//! Beside them, [`identity`] is the mesh's certificate authority: it signs each proxy's
+//! short-lived certificate for the identity its token proves.
+//!
 //! [`admin`] serves `/live`, `/ready` and `/metrics`; [`metrics`] holds the series.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod identity;
 pub mod index;
 pub mod metrics;
 pub mod push;

@@ -1,8 +1,11 @@
 //! `herd-control [--mesh DIR] [--kubeconfig FILE | --kubernetes] [--namespaces NS,...]
-//! [--discovery-listen ADDR] [--admin-listen ADDR]`: at least one source.
+//! [--discovery-listen ADDR] [--admin-listen ADDR] [--ca-cert FILE --ca-key FILE
+//! [--trust-bundle FILE] [--bootstrap-tokens FILE] [--identity-listen ADDR] ...]`: at least one
+//! source; the identity service runs when a CA is given.
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT; 64 with one line for a bad flag, no source, an unreadable
-//! mesh directory or kubeconfig; 1 when a port cannot be bound.
+//! mesh directory or kubeconfig, unusable CA, bundle or tokens files; 1 when a port cannot be
+//! bound.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -10,22 +13,34 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use herd_api::discovery::admin_server::AdminServer;
 use herd_api::fanout::DiscoveryServer;
+use herd_api::identity::identity_server::IdentityServer;
 use herd_control::admin::Admin;
+use herd_control::identity::authority::{Ca, CaFiles};
+use herd_control::identity::bootstrap::{Bootstrap, BootstrapTokens};
+use herd_control::identity::review::TokenReviewer;
+use herd_control::identity::token::Chain;
+use herd_control::identity::{IdentityService, watch_bootstrap, watch_ca};
 use herd_control::index::{Index, Sources};
 use herd_control::metrics::Metrics;
 use herd_control::push::{MAX_STREAMS_PER_CONNECTION, Push, SourceStatus};
 use herd_control::source::kubernetes;
 use herd_control::source::mesh::{MeshDir, MeshState};
+use herd_identity::SpiffeId;
 use tokio::sync::mpsc;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 const EX_USAGE: u8 = 64;
+
+/// The largest `Certify` request read: a CSR of up to 16 KiB (herd-identity's limit) and a token
+/// of up to 8 KiB, with room for framing. Anything larger is refused before it is buffered.
+const IDENTITY_MAX_MESSAGE: usize = 32 * 1024;
 
 /// herd's control plane: tells every herd-proxy what to route and where.
 #[derive(Parser)]
@@ -77,6 +92,77 @@ struct Cli {
         env = "HERD_CONTROL_ADMIN_LISTEN"
     )]
     admin_listen: SocketAddr,
+    /// Where proxies get their certificates (gRPC `herd.identity.v1.Identity`); served only when
+    /// a CA is given (`--ca-cert`, `--ca-key`).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8080",
+        env = "HERD_CONTROL_IDENTITY_LISTEN"
+    )]
+    identity_listen: SocketAddr,
+    /// The SPIFFE trust domain identities are issued in: `spiffe://DOMAIN/ns/NS/sa/SA`.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "cluster.local",
+        env = "HERD_CONTROL_TRUST_DOMAIN"
+    )]
+    trust_domain: String,
+    /// The CA certificate (PEM; an intermediate followed by its chain is allowed). Re-read when
+    /// it changes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "HERD_CONTROL_CA_CERT",
+        requires = "ca_key"
+    )]
+    ca_cert: Option<PathBuf>,
+    /// The CA's private key (PKCS#8 PEM). Re-read when it changes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "HERD_CONTROL_CA_KEY",
+        requires = "ca_cert"
+    )]
+    ca_key: Option<PathBuf>,
+    /// The roots proxies trust (PEM, one or more certificates); must trust the CA certificate.
+    /// Default: the CA certificate alone. Re-read when it changes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "HERD_CONTROL_TRUST_BUNDLE",
+        requires = "ca_cert"
+    )]
+    trust_bundle: Option<PathBuf>,
+    /// Tokens for workloads outside a cluster (YAML, `tokens: [{token, namespace,
+    /// serviceAccount}]`). Re-read when it changes.
+    #[arg(long, value_name = "FILE", env = "HERD_CONTROL_BOOTSTRAP_TOKENS")]
+    bootstrap_tokens: Option<PathBuf>,
+    /// The audience a ServiceAccount token must be for (checked with TokenReview).
+    #[arg(
+        long,
+        value_name = "AUD",
+        default_value = "herd",
+        env = "HERD_CONTROL_TOKEN_AUDIENCE"
+    )]
+    token_audience: String,
+    /// How long a leaf certificate is valid (never past the CA certificate's own end).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "24h",
+        value_parser = humantime::parse_duration,
+        env = "HERD_CONTROL_IDENTITY_LIFETIME"
+    )]
+    identity_lifetime: Duration,
+}
+
+/// What the identity service starts with, read and checked before anything else starts.
+struct IdentityStart {
+    files: CaFiles,
+    ca: Ca,
+    bootstrap: Option<(PathBuf, BootstrapTokens)>,
 }
 
 fn main() -> ExitCode {
@@ -123,6 +209,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(EX_USAGE);
     }
+    let identity = match identity_start(&cli) {
+        Ok(identity) => identity,
+        Err(line) => {
+            eprintln!("herd-control: {line}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -134,7 +227,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    match runtime.block_on(run(cli, kube)) {
+    if identity.is_some() && kube.is_none() && cli.bootstrap_tokens.is_none() {
+        eprintln!(
+            "herd-control: the identity service has no way to check tokens: give --bootstrap-tokens FILE, --kubeconfig FILE or --kubernetes"
+        );
+        return ExitCode::from(EX_USAGE);
+    }
+    match runtime.block_on(run(cli, kube, identity)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herd-control: {e:#}");
@@ -167,12 +266,47 @@ async fn kube_config(cli: &Cli) -> Result<Option<kube::Config>, String> {
     Ok(None)
 }
 
+/// The CA, bundle and tokens files, loaded once to refuse a bad start; `None` without a CA.
+fn identity_start(cli: &Cli) -> Result<Option<IdentityStart>, String> {
+    SpiffeId::trust_domain_id(&cli.trust_domain)
+        .map_err(|e| format!("--trust-domain: `{}`: {e}", cli.trust_domain))?;
+    if cli.identity_lifetime.is_zero() {
+        return Err("--identity-lifetime: a leaf lifetime must be more than zero".into());
+    }
+    let (Some(cert), Some(key)) = (&cli.ca_cert, &cli.ca_key) else {
+        return Ok(None);
+    };
+    let files = CaFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        bundle: cli.trust_bundle.clone(),
+        trust_domain: cli.trust_domain.clone(),
+    };
+    let ca = files.load().map_err(|e| e.to_string())?;
+    let bootstrap = match &cli.bootstrap_tokens {
+        Some(path) => Some((
+            path.clone(),
+            BootstrapTokens::load(path, &cli.trust_domain).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    Ok(Some(IdentityStart {
+        files,
+        ca,
+        bootstrap,
+    }))
+}
+
 /// A Kubernetes namespace name: a DNS label.
 fn is_namespace(name: &str) -> bool {
     !name.contains('.') && herd_config::is_service_name(name) && name.len() <= 63
 }
 
-async fn run(cli: Cli, kube: Option<kube::Config>) -> anyhow::Result<()> {
+async fn run(
+    cli: Cli,
+    kube: Option<kube::Config>,
+    identity: Option<IdentityStart>,
+) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let index = Arc::new(Mutex::new(Index::with_sources(Sources {
         mesh: cli.mesh.is_some(),
@@ -230,8 +364,48 @@ async fn run(cli: Cli, kube: Option<kube::Config>) -> anyhow::Result<()> {
             }
         });
     }
-    if let Some(config) = kube {
-        let client = kube::Client::try_from(config).context("Kubernetes client")?;
+    let client = match kube {
+        Some(config) => Some(kube::Client::try_from(config).context("Kubernetes client")?),
+        None => None,
+    };
+    let mut _identity_watchers = Vec::new();
+    if let Some(start) = identity {
+        let (ca, watcher) = watch_ca(start.files.clone(), start.ca, metrics.clone())
+            .context("cannot watch the CA files")?;
+        _identity_watchers.push(watcher);
+        let mut tokens = Chain::new();
+        if let Some((path, first)) = start.bootstrap {
+            let (current, watcher) = watch_bootstrap(path.clone(), cli.trust_domain.clone(), first)
+                .with_context(|| format!("cannot watch {}", path.display()))?;
+            _identity_watchers.push(watcher);
+            tokens = tokens.with(Bootstrap::new(current));
+        }
+        if let Some(client) = &client {
+            tokens = tokens.with(TokenReviewer::new(
+                client.clone(),
+                &cli.token_audience,
+                &cli.trust_domain,
+            ));
+        }
+        let service =
+            IdentityService::new(ca, Arc::new(tokens), cli.identity_lifetime, metrics.clone());
+        let listener = tokio::net::TcpListener::bind(cli.identity_listen)
+            .await
+            .with_context(|| format!("cannot bind identity listener {}", cli.identity_listen))?;
+        info!(identity = %cli.identity_listen, trust_domain = %cli.trust_domain, "identity service ready");
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(
+                    IdentityServer::new(service).max_decoding_message_size(IDENTITY_MAX_MESSAGE),
+                )
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "identity server failed");
+            }
+        });
+    }
+    if let Some(client) = client {
         let options = kubernetes::Options {
             namespaces: cli.namespaces.clone(),
             cluster_domain: cli.cluster_domain.clone(),

@@ -19,6 +19,14 @@ pub struct Metrics {
     pub source_problems: IntGaugeVec,
     /// Changes to the mesh applied to the index.
     pub mesh_changes: prometheus::IntCounter,
+    /// Leaf certificates the identity service signed.
+    pub certificates_issued: prometheus::IntCounter,
+    /// `Certify` calls refused, by bounded `reason` (see `identity::CertifyError::reason`).
+    pub certify_refused: IntCounterVec,
+    /// The CA certificate in force's notAfter, Unix seconds (0 without an identity service).
+    pub issuer_not_after: IntGauge,
+    /// Roots in the trust bundle in force.
+    pub trust_bundle_roots: IntGauge,
 }
 
 impl Default for Metrics {
@@ -83,6 +91,27 @@ impl Metrics {
         registry
             .register(Box::new(mesh_changes.clone()))
             .expect("unique metric");
+        let certificates_issued = prometheus::IntCounter::new(
+            "herd_control_certificates_issued_total",
+            "Leaf certificates the identity service signed.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(certificates_issued.clone()))
+            .expect("unique metric");
+        let certify_refused = counter_vec(
+            "herd_control_certify_refused_total",
+            "Certify calls refused, by reason (csr, token, audience, not-service-account, token-review-unavailable, identity, issuer).",
+            &["reason"],
+        );
+        let issuer_not_after = gauge(
+            "herd_control_issuer_not_after_timestamp_seconds",
+            "When the CA certificate in force expires, in Unix seconds (0: no identity service).",
+        );
+        let trust_bundle_roots = gauge(
+            "herd_control_trust_bundle_roots",
+            "Root certificates in the trust bundle in force.",
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -98,6 +127,10 @@ impl Metrics {
             services,
             source_problems,
             mesh_changes,
+            certificates_issued,
+            certify_refused,
+            issuer_not_after,
+            trust_bundle_roots,
         }
     }
 

@@ -35,5 +35,6 @@ pub use spiffe::{Matcher, SpiffeId, SpiffeIdError};
 pub use svid::SvidError;
 pub use tls::{TlsConfigError, client_config, server_config};
 pub use verify::{
-    PeerIdentityError, SpiffeClientVerifier, SpiffeServerVerifier, VerifierError, peer_identity,
+    LeafVerifyError, PeerIdentityError, SpiffeClientVerifier, SpiffeServerVerifier, VerifierError,
+    peer_identity, verify_leaf,
 };

@@ -31,7 +31,10 @@ use rustls::{
     RootCertStore, SignatureScheme,
 };
 
+use std::time::SystemTime;
+
 use crate::bundle::{BundleError, TrustBundle};
+use crate::ca::Leaf;
 use crate::spiffe::SpiffeId;
 use crate::svid::{self, SvidError};
 
@@ -76,6 +79,40 @@ pub enum VerifierError {
 pub fn peer_identity(connection: &CommonState) -> Option<SpiffeId> {
     let leaf = connection.peer_certificates()?.first()?;
     svid::identity_of(leaf).ok()
+}
+
+/// Checks `leaf` as a peer would at `now`: its chain verifies against `bundle` (for the server
+/// role, which also requires serverAuth) and it names its own SPIFFE ID. What the CA's callers
+/// (herd-control at start and on reload, `herdctl certify`) use to see that what the issuer signs
+/// is trusted by the bundle it hands out.
+pub fn verify_leaf(
+    bundle: &TrustBundle,
+    leaf: &Leaf,
+    now: SystemTime,
+) -> Result<(), LeafVerifyError> {
+    let verifier = SpiffeServerVerifier::new(bundle, leaf.id().clone())?;
+    let now = UnixTime::since_unix_epoch(
+        now.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    let chain = leaf.chain();
+    verifier.verify_server_cert(
+        &chain[0],
+        &chain[1..],
+        &ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
+        &[],
+        now,
+    )?;
+    Ok(())
+}
+
+/// Why [`verify_leaf`] refused a leaf.
+#[derive(Debug, thiserror::Error)]
+pub enum LeafVerifyError {
+    #[error(transparent)]
+    Verifier(#[from] VerifierError),
+    #[error("the leaf does not verify against the trust bundle: {0}")]
+    Chain(#[from] Error),
 }
 
 /// A client's check of a mesh server: chain to the bundle, then exactly `expected`.

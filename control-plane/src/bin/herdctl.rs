@@ -5,6 +5,8 @@
 //! herdctl stat [--control ADDR]               # every proxy connected to that replica
 //! herdctl config PROXY-ID [--control ADDR]    # the routing state that proxy was last sent, as YAML
 //! herdctl check [--control ADDR]              # reachable, sources healthy, no proxy stuck on a NACK
+//! herdctl certify --identity ADDR --token-file FILE --id SPIFFE-ID
+//!                                             # get a certificate as a proxy would; print it
 //! ```
 //!
 //! Exit codes: 0 when all is well; 64 for a bad flag or an invalid mesh (validate); 1 when the
@@ -18,7 +20,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use herd_api::discovery::admin_client::AdminClient;
 use herd_api::discovery::{HealthRequest, ProxiesRequest, ProxyConfigRequest};
+use herd_api::identity::CertifyRequest;
+use herd_api::identity::identity_client::IdentityClient;
 use herd_control::source::mesh::{MeshDir, read_dir};
+use herd_identity::{Keypair, Leaf, SpiffeId, TrustBundle, build_csr, verify_leaf};
 
 const EX_USAGE: u8 = 64;
 
@@ -50,6 +55,25 @@ enum Command {
     Check {
         #[command(flatten)]
         control: ControlAddr,
+    },
+    /// Ask the identity service for a certificate, as a proxy does (a fresh key kept in memory,
+    /// a CSR for ID, the token in FILE), and print its SPIFFE ID, serial and expiry: the
+    /// operator's smoke test of the CA and of a token. Nothing is written to disk.
+    Certify {
+        /// The identity service's address (herd-control's `--identity-listen`).
+        #[arg(
+            long,
+            value_name = "ADDR",
+            default_value = "127.0.0.1:8080",
+            env = "HERD_IDENTITY"
+        )]
+        identity: String,
+        /// A file holding the token (a ServiceAccount token, or a bootstrap token).
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+        /// The SPIFFE ID to ask for, `spiffe://TRUST-DOMAIN/ns/NS/sa/SA`.
+        #[arg(long, value_name = "SPIFFE-ID")]
+        id: String,
     },
 }
 
@@ -84,6 +108,27 @@ fn main() -> ExitCode {
         Command::Stat { control } => remote(stat(control.addr)),
         Command::Config { proxy_id, control } => remote(config(control.addr, proxy_id)),
         Command::Check { control } => remote(check(control.addr)),
+        Command::Certify {
+            identity,
+            token_file,
+            id,
+        } => {
+            let id = match SpiffeId::parse(&id) {
+                Ok(id) => id,
+                Err(e) => {
+                    eprintln!("herdctl: --id: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            let token = match std::fs::read_to_string(&token_file) {
+                Ok(token) => token.trim().to_owned(),
+                Err(e) => {
+                    eprintln!("herdctl: --token-file {}: {e}", token_file.display());
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            remote(certify(identity, token, id))
+        }
     }
 }
 
@@ -281,4 +326,66 @@ async fn check(control: String) -> Result<bool, String> {
         }
     }
     Ok(ok)
+}
+
+/// A fresh key in memory, a CSR for `id`, the answer checked as a proxy would check it: the
+/// leaf names `id` and verifies against the bundle that came with it.
+async fn certify(identity: String, token: String, id: SpiffeId) -> Result<bool, String> {
+    let key = Keypair::generate().map_err(|e| format!("cannot make a key: {e}"))?;
+    let csr = build_csr(&key, &id).map_err(|e| format!("cannot make the CSR: {e}"))?;
+    let uri = if identity.contains("://") {
+        identity.clone()
+    } else {
+        format!("http://{identity}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(uri)
+        .map_err(|e| format!("invalid --identity {identity}: {e}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the identity service at {identity}: {e}"))?;
+    let response = IdentityClient::new(channel)
+        .certify(CertifyRequest { csr, token })
+        .await
+        .map_err(|s| format!("refused ({:?}): {}", s.code(), s.message()))?
+        .into_inner();
+    let chain: Vec<_> = response
+        .certificate_chain
+        .iter()
+        .map(|der| pem::Pem::new("CERTIFICATE", der.clone()))
+        .collect();
+    let roots: Vec<_> = response
+        .trust_bundle
+        .iter()
+        .map(|der| pem::Pem::new("CERTIFICATE", der.clone()))
+        .collect();
+    let leaf = Leaf::from_pem(&pem::encode_many(&chain))
+        .map_err(|e| format!("the answer is not a usable certificate: {e}"))?;
+    let bundle = TrustBundle::from_pem(&pem::encode_many(&roots))
+        .map_err(|e| format!("the answer's trust bundle: {e}"))?;
+    if leaf.id() != &id {
+        return Err(format!("the certificate names {}, not {id}", leaf.id()));
+    }
+    verify_leaf(&bundle, &leaf, std::time::SystemTime::now()).map_err(|e| e.to_string())?;
+    let left = leaf
+        .not_after()
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    println!("identity   {}", leaf.id());
+    println!("serial     {}", leaf.serial_hex());
+    println!(
+        "not after  {} (in {})",
+        humantime::format_rfc3339_seconds(leaf.not_after()),
+        humantime::format_duration(Duration::from_secs(left.as_secs()))
+    );
+    println!(
+        "chain      {} certificates",
+        response.certificate_chain.len()
+    );
+    println!(
+        "bundle     {} roots; the certificate verifies against it",
+        bundle.len()
+    );
+    Ok(true)
 }

@@ -94,6 +94,20 @@ impl Leaf {
         certificates_to_pem(&self.chain())
     }
 
+    /// The leaf's serial number as upper-case hex, two digits per byte of its DER integer (what
+    /// `openssl x509 -noout -serial` prints after `serial=`), for logs and `herdctl certify`.
+    pub fn serial_hex(&self) -> String {
+        match svid::parse(&self.certificate) {
+            Ok(parsed) => parsed
+                .raw_serial()
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect(),
+            // A leaf is only made from a certificate that parsed.
+            Err(_) => String::new(),
+        }
+    }
+
     pub fn not_before(&self) -> SystemTime {
         self.not_before
     }

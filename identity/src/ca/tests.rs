@@ -289,3 +289,23 @@ fn what_herd_control_and_the_proxy_share_across_tasks_is_send_and_sync() {
     shared::<SpiffeId>();
     shared::<crate::Matcher>();
 }
+
+#[test]
+fn a_leaf_names_its_serial_as_openssl_prints_it() {
+    let (leaf, _key) = workload(&ca(), &web());
+    let serial = leaf.serial_hex();
+    let parsed = svid::parse(leaf.certificate()).unwrap();
+    assert_eq!(
+        serial,
+        parsed
+            .raw_serial_as_string()
+            .replace(':', "")
+            .to_uppercase()
+    );
+    assert!(serial.len() <= 32 && serial.len() >= 2, "{serial}");
+    assert!(
+        serial
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+    );
+}

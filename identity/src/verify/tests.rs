@@ -206,3 +206,22 @@ fn an_empty_bundle_builds_no_verifier() {
         Err(VerifierError::Bundle(BundleError::Empty))
     ));
 }
+
+#[test]
+fn verify_leaf_says_whether_a_bundle_trusts_what_an_issuer_signs() {
+    let (root, other) = (ca(), ca());
+    let (leaf, _key) = workload(&root, &web());
+    let now = SystemTime::now();
+    verify_leaf(&bundle_of(&[&root]), &leaf, now).unwrap();
+    verify_leaf(&bundle_of(&[&other, &root]), &leaf, now).unwrap();
+    let refused = verify_leaf(&bundle_of(&[&other]), &leaf, now).unwrap_err();
+    assert!(refused.to_string().contains("does not verify"), "{refused}");
+    let expired = verify_leaf(&bundle_of(&[&root]), &leaf, now + 2 * DAY).unwrap_err();
+    assert!(expired.to_string().contains("expired"), "{expired}");
+
+    // An intermediate issuer: its leaves chain through it to the root the bundle holds.
+    let (cert, key) = intermediate_of(&root);
+    let intermediate = Issuer::from_pem(&cert, &key).unwrap();
+    let (leaf, _key) = workload(&intermediate, &web());
+    verify_leaf(&bundle_of(&[&root]), &leaf, now).unwrap();
+}
