@@ -221,7 +221,7 @@ async fn connection_loop(
 }
 
 /// The replicas to try, in random order.
-async fn resolve(target: &ControlTarget) -> std::io::Result<Vec<SocketAddr>> {
+pub(crate) async fn resolve(target: &ControlTarget) -> std::io::Result<Vec<SocketAddr>> {
     let mut addrs: Vec<SocketAddr> = match target {
         ControlTarget::Addresses(addrs) => addrs.clone(),
         ControlTarget::Dns { name, port } => tokio::net::lookup_host((name.as_str(), *port))

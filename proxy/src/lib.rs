@@ -46,6 +46,7 @@ pub mod drain;
 pub mod endpoint;
 pub mod errors;
 pub mod http;
+pub mod identity;
 pub mod listen;
 pub mod metrics;
 pub mod opaque;

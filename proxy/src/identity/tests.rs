@@ -1,0 +1,127 @@
+use std::time::{Duration, SystemTime};
+
+use herd_api::identity::CertifyResponse;
+use herd_identity::{CsrLimits, Issuer, Keypair, SpiffeId, build_csr, inspect_csr};
+
+use super::*;
+
+const WEB: &str = "spiffe://cluster.local/ns/mastodon/sa/web";
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+/// What the identity service would answer for `key` claiming `who`, signed by `issuer`.
+fn answer(issuer: &Issuer, key: &Keypair, who: &str, lifetime: Duration) -> CertifyResponse {
+    let csr = inspect_csr(&build_csr(key, &id(who)).unwrap(), &CsrLimits::default()).unwrap();
+    let leaf = issuer.issue(&csr, &id(who), lifetime).unwrap();
+    CertifyResponse {
+        certificate_chain: leaf.chain().iter().map(|c| c.to_vec()).collect(),
+        trust_bundle: vec![issuer.certificate().to_vec()],
+        not_after: 0,
+    }
+}
+
+#[test]
+fn a_good_answer_becomes_credentials_with_configs_per_server_identity() {
+    let issuer = Issuer::generate("cluster.local", Duration::from_secs(3600 * 24 * 365)).unwrap();
+    let key = Keypair::generate().unwrap();
+    let reply = answer(&issuer, &key, WEB, Duration::from_secs(3600));
+    let credentials = accept(reply, &id(WEB), key).unwrap();
+    assert_eq!(credentials.id, id(WEB));
+    assert_eq!(
+        credentials.server.alpn_protocols,
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
+    let db = id("spiffe://cluster.local/ns/mastodon/sa/db");
+    let a = credentials.client_for(&db).unwrap();
+    let b = credentials.client_for(&db).unwrap();
+    assert!(
+        Arc::ptr_eq(&a, &b),
+        "one configuration per server identity, kept"
+    );
+    let other = credentials.client_for(&id(WEB)).unwrap();
+    assert!(!Arc::ptr_eq(&a, &other));
+}
+
+#[test]
+fn an_answer_for_another_identity_or_from_outside_its_bundle_is_refused() {
+    let issuer = Issuer::generate("cluster.local", Duration::from_secs(3600 * 24 * 365)).unwrap();
+    let key = Keypair::generate().unwrap();
+    let sidekiq = "spiffe://cluster.local/ns/mastodon/sa/sidekiq";
+    let reply = answer(&issuer, &key, sidekiq, Duration::from_secs(3600));
+    let error = accept(reply, &id(WEB), key).err().unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("names {sidekiq} instead of {WEB}")),
+        "{error}"
+    );
+
+    let key = Keypair::generate().unwrap();
+    let mut reply = answer(&issuer, &key, WEB, Duration::from_secs(3600));
+    let stranger = Issuer::generate("cluster.local", Duration::from_secs(3600)).unwrap();
+    reply.trust_bundle = vec![stranger.certificate().to_vec()];
+    let error = accept(reply, &id(WEB), key).err().unwrap();
+    assert!(error.to_string().contains("does not verify"), "{error}");
+
+    let key = Keypair::generate().unwrap();
+    let mut reply = answer(&issuer, &key, WEB, Duration::from_secs(3600));
+    reply.certificate_chain.clear();
+    assert!(accept(reply, &id(WEB), key).is_err());
+}
+
+#[test]
+fn a_leaf_signed_for_another_key_is_refused() {
+    let issuer = Issuer::generate("cluster.local", Duration::from_secs(3600 * 24 * 365)).unwrap();
+    let signed = Keypair::generate().unwrap();
+    let reply = answer(&issuer, &signed, WEB, Duration::from_secs(3600));
+    let error = accept(reply, &id(WEB), Keypair::generate().unwrap())
+        .err()
+        .unwrap();
+    assert!(matches!(error, CertifyError::Tls(_)), "{error}");
+}
+
+#[test]
+fn renewal_falls_between_sixty_and_seventy_percent_of_the_lifetime() {
+    let issuer = Issuer::generate("cluster.local", Duration::from_secs(3600 * 24 * 365)).unwrap();
+    let key = Keypair::generate().unwrap();
+    let reply = answer(&issuer, &key, WEB, Duration::from_secs(1000));
+    let credentials = accept(reply, &id(WEB), key).unwrap();
+    let leaf = &credentials.leaf;
+    let at = |draw| {
+        jittered_renewal(leaf, draw)
+            .duration_since(leaf.not_before())
+            .unwrap()
+    };
+    // The issuer backdates notBefore a little for clocks behind its own: the lifetime is the
+    // leaf's whole validity.
+    let lifetime = leaf.not_after().duration_since(leaf.not_before()).unwrap();
+    assert!(lifetime >= Duration::from_secs(1000), "{lifetime:?}");
+    assert_eq!(at(0.0), lifetime * 7 / 10);
+    assert_eq!(at(1.0), lifetime * 6 / 10);
+    assert_eq!(at(0.5), lifetime * 65 / 100);
+    assert!(!credentials.expired(SystemTime::now()));
+    assert!(credentials.expired(leaf.not_after()));
+}
+
+#[tokio::test]
+async fn expired_credentials_are_withdrawn_and_say_why() {
+    let issuer = Issuer::generate("cluster.local", Duration::from_secs(3600 * 24 * 365)).unwrap();
+    let key = Keypair::generate().unwrap();
+    let csr = inspect_csr(&build_csr(&key, &id(WEB)).unwrap(), &CsrLimits::default()).unwrap();
+    let long_ago = SystemTime::now() - Duration::from_secs(7200);
+    let leaf = issuer
+        .issue_at(&csr, &id(WEB), Duration::from_secs(3600), long_ago)
+        .unwrap();
+    let bundle = TrustBundle::from_pem(&issuer.certificate_pem()).unwrap();
+    let expired = Credentials::new(id(WEB), leaf, key, bundle).unwrap();
+    let identity = Identity::fixed(Some(Arc::new(expired)));
+    assert!(identity.current().is_none());
+    assert_eq!(
+        identity.missing_reason(),
+        "its certificate expired and could not be renewed"
+    );
+    let none = Identity::fixed(None);
+    assert_eq!(none.missing_reason(), "it has no certificate yet");
+}
