@@ -83,6 +83,9 @@ fn rule(data: &[u8]) -> Detected {
         // The stream ended inside the preface.
         return Detected::Opaque;
     }
+    if data.starts_with(&[0x16, 3]) {
+        return Detected::Tls;
+    }
     let method = data.iter().take_while(|b| b.is_ascii_uppercase()).count();
     if (1..=MAX_METHOD).contains(&method) && data.get(method) == Some(&b' ') {
         return Detected::Http1;

@@ -35,6 +35,8 @@ pub struct Entry {
     pub user_agent: Option<HeaderValue>,
     pub referer: Option<HeaderValue>,
     pub client: SocketAddr,
+    /// The client's SPIFFE ID, verified by mutual TLS; `None` for a plaintext client.
+    pub client_identity: Option<Arc<str>>,
     pub request_id: Option<HeaderValue>,
     pub service: Arc<str>,
     pub route: Arc<str>,
@@ -106,6 +108,7 @@ pub fn format(e: &Entry, out: &mut String) {
                 "endpoint": e.endpoint.map(|a| a.to_string()),
                 "attempts": e.attempts,
                 "client": e.client.to_string(),
+                "clientIdentity": e.client_identity.as_deref(),
                 "error": e.error,
                 "requestId": text(&e.request_id),
                 "service": &*e.service,
@@ -118,8 +121,9 @@ pub fn format(e: &Entry, out: &mut String) {
                 |v: Option<&str>| v.map_or_else(|| "-".to_owned(), |s| s.replace('"', "\\\""));
             let _ = write!(
                 out,
-                "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {:.6} {} {} \"{}\"",
+                "{} - {} [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {:.6} {} {} \"{}\"",
                 e.client.ip(),
+                e.client_identity.as_deref().unwrap_or("-"),
                 apache_time(e.time),
                 e.method,
                 e.path,
@@ -176,6 +180,7 @@ mod tests {
             user_agent: Some(HeaderValue::from_static("curl/7.88")),
             referer: None,
             client: "127.0.0.1:5555".parse().unwrap(),
+            client_identity: None,
             request_id: Some(HeaderValue::from_static("abc")),
             service: "web".into(),
             route: "api".into(),

@@ -34,6 +34,8 @@ use crate::snapshot::Snapshot;
 #[derive(Clone)]
 pub struct Admin {
     pub ready: Arc<AtomicBool>,
+    /// False until the first certificate is in, with `proxy.identity`; else true.
+    pub certified: Arc<AtomicBool>,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub drain: Drain,
     pub metrics: Metrics,
@@ -72,7 +74,10 @@ impl Admin {
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/live") => text(StatusCode::OK, "live\n"),
             (&Method::GET | &Method::HEAD, "/ready") => {
-                if self.ready.load(Ordering::Acquire) && !self.drain.is_draining() {
+                if self.ready.load(Ordering::Acquire)
+                    && self.certified.load(Ordering::Acquire)
+                    && !self.drain.is_draining()
+                {
                     text(StatusCode::OK, "ready\n")
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -6,6 +6,10 @@
 //! a space. Anything else, or silence until the timeout, is opaque: a protocol in which the
 //! server speaks first never sends the client bytes detection waits for, which is why such ports
 //! must be declared `protocol: opaque` (then this stage is skipped entirely and costs nothing).
+//!
+//! A TLS client opens with a handshake record: content type 22 and a 3.x record version. Only a
+//! proxy with an identity terminates it (mutual TLS from another proxy); elsewhere it is opaque
+//! bytes like any other protocol the proxy does not speak.
 
 use std::io;
 use std::pin::Pin;
@@ -17,6 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The record type a TLS client's first bytes carry (RFC 8446 §5.1), followed by version 3.x.
+const TLS_HANDSHAKE: u8 = 0x16;
 /// Longest method token accepted before the connection is judged not HTTP/1.
 const MAX_METHOD: usize = 24;
 /// Most bytes read before deciding.
@@ -26,6 +32,8 @@ pub const MAX_PEEK: usize = 64;
 pub enum Detected {
     Http1,
     Http2,
+    /// A TLS handshake record.
+    Tls,
     Opaque,
     /// The client closed without sending anything.
     Closed,
@@ -33,6 +41,11 @@ pub enum Detected {
 
 /// What the bytes so far say; `None` means read more.
 fn classify(buf: &[u8]) -> Option<Detected> {
+    match buf {
+        [TLS_HANDSHAKE] => return None,
+        [TLS_HANDSHAKE, 3, ..] => return Some(Detected::Tls),
+        _ => {}
+    }
     if buf.len() >= H2_PREFACE.len() && buf.starts_with(H2_PREFACE) {
         return Some(Detected::Http2);
     }
@@ -160,7 +173,9 @@ mod tests {
         assert_eq!(classify(b"PRI * HTTP/2"), None);
         assert_eq!(classify(H2_PREFACE), Some(Detected::Http2));
         assert_eq!(classify(b"PRI * HTTP/1.1\r\n"), Some(Detected::Http1));
-        assert_eq!(classify(b"\x16\x03\x01\x02"), Some(Detected::Opaque));
+        assert_eq!(classify(b"\x16\x03\x01\x02"), Some(Detected::Tls));
+        assert_eq!(classify(b"\x16"), None);
+        assert_eq!(classify(b"\x16\x02"), Some(Detected::Opaque));
         assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Some(Detected::Opaque));
         assert_eq!(classify(b" GET"), Some(Detected::Opaque));
         assert_eq!(classify(&[b'A'; 30]), Some(Detected::Opaque));

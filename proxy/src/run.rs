@@ -5,19 +5,23 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
-use herd_config::{Config, Downstream, Protocol};
+use bytes::Bytes;
+use herd_config::{Config, Downstream, Mtls, Protocol};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::detect::{Detected, Rewind, detect};
 use crate::drain::Drain;
 use crate::http::{ConnCtx, ConnService};
+use crate::identity::{self, Identity};
 use crate::listen::{self, Accepted, Direction};
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::route::ServiceTarget;
@@ -43,6 +47,21 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     let access_log = AccessLog::start(metrics.access_log_dropped.clone());
     let ready = Arc::new(AtomicBool::new(false));
     let proxy = &snapshot.config.proxy;
+    // The certificate is asked for at once; `/ready` waits for the first one (a pod that cannot
+    // speak mutual TLS yet should not be sent traffic), and never turns back because a renewal
+    // failed: the mesh must not go unready together when the identity service is down.
+    let identity = proxy
+        .identity
+        .clone()
+        .map(|settings| identity::start(settings, &metrics));
+    let certified = Arc::new(AtomicBool::new(identity.is_none()));
+    if let Some(identity) = identity.clone() {
+        let certified = certified.clone();
+        tokio::spawn(async move {
+            identity.ready().await;
+            certified.store(true, Ordering::Release);
+        });
+    }
 
     let admin_listener = bind(proxy.admin.listen, "admin").await?;
     let inbound_listener = match &proxy.inbound {
@@ -65,6 +84,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     .collect();
     let admin = Admin {
         ready: ready.clone(),
+        certified,
         snapshot: rx.clone(),
         drain: drain.clone(),
         metrics: metrics.clone(),
@@ -78,6 +98,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
             access_log: access_log.clone(),
             metrics: metrics.listener(Direction::Inbound, "inbound"),
             own_listeners: own_listeners.clone(),
+            identity: identity.clone(),
         };
         tokio::spawn(listen::serve(
             "inbound",
@@ -95,6 +116,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
             access_log: access_log.clone(),
             metrics: metrics.listener(Direction::Outbound, "outbound"),
             own_listeners: own_listeners.clone(),
+            identity: identity.clone(),
         };
         tokio::spawn(listen::serve(
             "outbound",
@@ -200,6 +222,8 @@ struct Listening {
     metrics: ListenerMetrics,
     /// The inbound, outbound and admin listeners as bound.
     own_listeners: Arc<[SocketAddr]>,
+    /// This proxy's certificate, when it has `proxy.identity`.
+    identity: Option<Identity>,
 }
 
 impl Listening {
@@ -209,25 +233,120 @@ impl Listening {
         OpenGuard(self.metrics.open.clone())
     }
 
-    /// Traffic for this pod: detect, then HTTP or bytes to the app.
+    /// Traffic for this pod: detect, then HTTP or bytes to the app; with an identity, mutual
+    /// TLS from other proxies first (see [`Listening::inbound_tls`]).
     async fn inbound(self, conn: Accepted) {
         let _open = self.opened();
         // Copy what the connection needs rather than hold the snapshot for its whole life: a
         // WebSocket may outlive many reloads.
-        let (settings, app) = {
+        let (settings, app, mtls) = {
             let snapshot = self.rx.borrow();
             match (&snapshot.config.proxy.inbound, &snapshot.inbound) {
-                (Some(inbound), Some(app)) => (inbound.downstream.clone(), app.clone()),
+                (Some(inbound), Some(app)) => {
+                    (inbound.downstream.clone(), app.clone(), inbound.mtls)
+                }
                 _ => return,
             }
         };
-        if app.protocol == Protocol::Opaque {
-            return forward_opaque(conn.stream, conn.client, &app, &self.drain).await;
-        }
         let client = conn.client;
-        if let Some(io) = self.serve_http(Direction::Inbound, conn, &settings).await {
-            // Rare on an HTTP port: boxed, so HTTP connections' tasks do not carry a tunnel.
-            Box::pin(forward_opaque(io, client, &app, &self.drain)).await;
+        let Some(identity) = self.identity.clone() else {
+            if app.protocol == Protocol::Opaque {
+                return forward_opaque(conn.stream, client, &app, &self.drain).await;
+            }
+            if let Some(io) = self
+                .serve_http(Direction::Inbound, conn.stream, client, None, &settings)
+                .await
+            {
+                // Rare on an HTTP port: boxed, so HTTP connections' tasks do not carry a tunnel.
+                Box::pin(forward_opaque(io, client, &app, &self.drain)).await;
+            }
+            return;
+        };
+        let (detected, io) = match detect(conn.stream, settings.detect_timeout).await {
+            Ok(detected) => detected,
+            Err(error) => return debug!(%error, "detection failed"),
+        };
+        match (detected, mtls) {
+            (Detected::Tls, _) => {
+                let port = conn.local.port();
+                Box::pin(self.inbound_tls(io, client, port, &identity, &settings, &app)).await
+            }
+            (Detected::Closed, _) => {}
+            (_, Mtls::Strict) => {
+                self.metrics.plaintext_refused.inc();
+                refuse_plaintext(io, detected, conn.local.port(), client).await;
+            }
+            (_, Mtls::Permissive) if app.protocol == Protocol::Opaque => {
+                forward_opaque(io, client, &app, &self.drain).await
+            }
+            (_, Mtls::Permissive) => {
+                if let Some(io) = self
+                    .serve_detected(Direction::Inbound, detected, io, client, None, &settings)
+                    .await
+                {
+                    Box::pin(forward_opaque(io, client, &app, &self.drain)).await;
+                }
+            }
+        }
+    }
+
+    /// Mutual TLS from another proxy: the handshake (a client certificate from the trust
+    /// bundle required), then what the proxy negotiated (ALPN `h2`: HTTP/2 at once) or what
+    /// detection finds inside, served as plaintext would be, with the client's SPIFFE ID.
+    async fn inbound_tls(
+        &self,
+        io: Rewind<TcpStream>,
+        client: SocketAddr,
+        port: u16,
+        identity: &Identity,
+        settings: &Downstream,
+        app: &Arc<ServiceTarget>,
+    ) {
+        let Some(credentials) = identity.current() else {
+            self.metrics.handshake_failure("no-certificate");
+            warn!(%client, port, "mutual TLS refused: this proxy {}", identity.missing_reason());
+            return;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(credentials.server.clone());
+        let tls = match tokio::time::timeout(settings.detect_timeout, acceptor.accept(io)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                self.metrics.handshake_failure(handshake_reason(&error));
+                return debug!(%client, %error, "TLS handshake failed");
+            }
+            Err(_) => {
+                self.metrics.handshake_failure("timeout");
+                return debug!(%client, "TLS handshake timed out");
+            }
+        };
+        let session = tls.get_ref().1;
+        let Some(peer) = herd_identity::peer_identity(session) else {
+            self.metrics.handshake_failure("no-identity");
+            return debug!(%client, "mutual TLS client without a SPIFFE ID");
+        };
+        self.metrics.tls_accepted.inc();
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let peer: Arc<str> = peer.as_str().into();
+        debug!(%client, identity = %peer, h2, "mutual TLS accepted");
+        if app.protocol == Protocol::Opaque {
+            return forward_opaque(tls, client, app, &self.drain).await;
+        }
+        let served = if h2 {
+            self.serve_detected(
+                Direction::Inbound,
+                Detected::Http2,
+                Rewind::new(Bytes::new(), tls),
+                client,
+                Some(peer),
+                settings,
+            )
+            .await
+        } else {
+            self.serve_http(Direction::Inbound, tls, client, Some(peer), settings)
+                .await
+        };
+        if let Some(io) = served {
+            forward_opaque(io, client, app, &self.drain).await;
         }
     }
 
@@ -247,7 +366,11 @@ impl Listening {
             return;
         };
         let orig_dst = conn.orig_dst;
-        let Some(io) = self.serve_http(Direction::Outbound, conn, &settings).await else {
+        let client = conn.client;
+        let Some(io) = self
+            .serve_http(Direction::Outbound, conn.stream, client, None, &settings)
+            .await
+        else {
             return;
         };
         match orig_dst {
@@ -273,29 +396,52 @@ impl Listening {
 
     /// Detects the protocol and serves HTTP to the end of the connection; hands back a connection
     /// that turned out not to be HTTP, with the bytes read so far put back in front.
-    async fn serve_http(
+    async fn serve_http<I>(
         &self,
         direction: Direction,
-        conn: Accepted,
+        io: I,
+        client: SocketAddr,
+        client_identity: Option<Arc<str>>,
         settings: &Downstream,
-    ) -> Option<Rewind<TcpStream>> {
-        let (detected, io) = match detect(conn.stream, settings.detect_timeout).await {
+    ) -> Option<Rewind<I>>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (detected, io) = match detect(io, settings.detect_timeout).await {
             Ok(detected) => detected,
             Err(error) => {
                 debug!(%error, "detection failed");
                 return None;
             }
         };
+        self.serve_detected(direction, detected, io, client, client_identity, settings)
+            .await
+    }
+
+    /// Serves HTTP on a connection whose protocol is known; hands back one that is not HTTP.
+    async fn serve_detected<I>(
+        &self,
+        direction: Direction,
+        detected: Detected,
+        io: Rewind<I>,
+        client: SocketAddr,
+        client_identity: Option<Arc<str>>,
+        settings: &Downstream,
+    ) -> Option<Rewind<I>>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let http2 = match detected {
             Detected::Http1 => false,
             Detected::Http2 => true,
-            Detected::Opaque => return Some(io),
+            Detected::Opaque | Detected::Tls => return Some(io),
             Detected::Closed => return None,
         };
         let ctx = ConnCtx {
             direction,
-            client: conn.client,
-            forwarded_for: crate::http::headers::forwarded_for(conn.client.ip()),
+            client,
+            client_identity,
+            forwarded_for: crate::http::headers::forwarded_for(client.ip()),
             drain: self.drain.clone(),
             http2,
             request_id: settings.request_id,
@@ -325,6 +471,51 @@ struct OpenGuard(prometheus::IntGauge);
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// A plaintext client on a `strict` port: an HTTP/1 client is told why in a 403, any other is
+/// closed before a byte reaches the app.
+async fn refuse_plaintext(
+    mut io: Rewind<TcpStream>,
+    detected: Detected,
+    port: u16,
+    client: SocketAddr,
+) {
+    debug!(%client, port, "plaintext refused: mutual TLS is required");
+    if detected == Detected::Http1 {
+        let message = format!("plaintext refused: port {port} requires mutual TLS");
+        let response = format!(
+            "HTTP/1.1 403 Forbidden\r\nherd-proxy-error: {message}\r\ncontent-type: text/plain\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{message}\n",
+            message.len() + 1
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            io.write_all(response.as_bytes()).await?;
+            io.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// A bounded label for why a TLS handshake failed.
+fn handshake_reason(error: &std::io::Error) -> &'static str {
+    use rustls::{AlertDescription, CertificateError, Error};
+    let Some(error) = error.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
+        return "io";
+    };
+    match error {
+        Error::NoCertificatesPresented => "no-client-certificate",
+        Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => "expired-certificate",
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => "unknown-issuer",
+        Error::InvalidCertificate(_) => "bad-certificate",
+        Error::PeerIncompatible(_) => "incompatible",
+        Error::AlertReceived(AlertDescription::ProtocolVersion) | Error::PeerMisbehaved(_) => {
+            "protocol"
+        }
+        _ => "other",
     }
 }
 
@@ -396,6 +587,7 @@ impl OpaqueListeners {
                 access_log: self.access_log.clone(),
                 metrics: self.metrics.listener(Direction::Outbound, &service.name),
                 own_listeners: self.own_listeners.clone(),
+                identity: None,
             };
             tokio::spawn(listen::serve(
                 "opaque",

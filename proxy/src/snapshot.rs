@@ -44,6 +44,8 @@ pub struct Snapshot {
     pub unknown_route: Arc<RouteMetrics>,
     /// Where `CONNECT` tunnels to hosts outside the mesh are counted.
     pub egress: Arc<TcpMetrics>,
+    /// `proxy.inbound.clientIdentityHeader`, parsed once.
+    pub client_identity_header: Option<http::HeaderName>,
 }
 
 /// Endpoint pools by their settings, each with what the balancers learnt of it.
@@ -292,9 +294,18 @@ impl Snapshot {
             }
             services.push(target);
         }
+        let client_identity_header = config
+            .proxy
+            .inbound
+            .as_ref()
+            .and_then(|i| i.client_identity_header.as_deref())
+            .map(|name| {
+                http::HeaderName::from_bytes(name.as_bytes()).expect("validated header name")
+            });
         Snapshot {
             version,
             file,
+            client_identity_header,
             config: Arc::new(config),
             inbound,
             routes,

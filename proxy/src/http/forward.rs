@@ -118,6 +118,7 @@ fn entry(req: &Request<Incoming>, format: AccessLogFormat, ctx: &ConnCtx) -> Ent
         user_agent: headers.get(header::USER_AGENT).cloned(),
         referer: headers.get(header::REFERER).cloned(),
         client: ctx.client,
+        client_identity: ctx.client_identity.clone(),
         request_id: headers.get(X_REQUEST_ID).cloned(),
         service: "unknown".into(),
         route: "unknown".into(),
@@ -186,6 +187,17 @@ async fn proxy<'s>(
     strip_hop_by_hop(headers, upgrade);
     headers.remove(header::EXPECT);
     append_forwarded_for(headers, &ctx.forwarded_for);
+    if ctx.direction == Direction::Inbound
+        && let Some(name) = snapshot.client_identity_header.as_ref()
+    {
+        // Only what mutual TLS proved reaches the app: a client's own value is never passed on.
+        headers.remove(name);
+        if let Some(id) = &ctx.client_identity
+            && let Ok(value) = HeaderValue::from_str(id)
+        {
+            headers.insert(name.clone(), value);
+        }
+    }
 
     // The endpoints' protocol decides the request's form.
     let wire = match service.protocol {

@@ -46,6 +46,8 @@ use framing::{Conflict, FramingGuard};
 pub struct ConnCtx {
     pub direction: Direction,
     pub client: SocketAddr,
+    /// The client's SPIFFE ID when it came over mutual TLS (inbound only).
+    pub client_identity: Option<Arc<str>>,
     /// The client's address as an `X-Forwarded-For` element.
     pub forwarded_for: http::HeaderValue,
     pub drain: Drain,

@@ -32,6 +32,9 @@ pub struct Families {
     pub(super) endpoint_rtt: GaugeVec,
     pub(super) listener_accepted: IntCounterVec,
     pub(super) listener_open: IntGaugeVec,
+    pub(super) tls_accepted: IntCounterVec,
+    pub(super) tls_failures: IntCounterVec,
+    pub(super) plaintext_refused: IntCounterVec,
 }
 
 impl Families {
@@ -139,6 +142,21 @@ impl Families {
             listener_open: gauge(
                 "herd_listener_connections_open",
                 "Client connections open now, by listener.",
+                &["direction", "listener"],
+            ),
+            tls_accepted: counter(
+                "herd_tls_handshakes_total",
+                "Mutual-TLS handshakes completed with clients (other proxies), by listener.",
+                &["direction", "listener"],
+            ),
+            tls_failures: counter(
+                "herd_tls_handshake_failures_total",
+                "Mutual-TLS handshakes with clients that failed, by listener and reason.",
+                &["direction", "listener", "reason"],
+            ),
+            plaintext_refused: counter(
+                "herd_tls_plaintext_refused_total",
+                "Plaintext connections refused by a listener whose mtls is strict.",
                 &["direction", "listener"],
             ),
         }

@@ -77,6 +77,20 @@ impl<K: Eq + Hash + Clone, V> Shared<K, V> {
 pub struct ListenerMetrics {
     pub accepted: IntCounter,
     pub open: IntGauge,
+    pub tls_accepted: IntCounter,
+    pub plaintext_refused: IntCounter,
+    /// Failed handshakes by reason: the family and this listener's labels.
+    tls_failures: (IntCounterVec, [&'static str; 1], Arc<str>),
+}
+
+impl ListenerMetrics {
+    /// Counts a failed mutual-TLS handshake (`reason` is one of a few fixed words).
+    pub fn handshake_failure(&self, reason: &'static str) {
+        let (family, [direction], listener) = &self.tls_failures;
+        family
+            .with_label_values(&[direction, &**listener, reason])
+            .inc();
+    }
 }
 
 impl Metrics {
@@ -130,6 +144,9 @@ impl Metrics {
             Box::new(f.endpoint_rtt.clone()),
             Box::new(f.listener_accepted.clone()),
             Box::new(f.listener_open.clone()),
+            Box::new(f.tls_accepted.clone()),
+            Box::new(f.tls_failures.clone()),
+            Box::new(f.plaintext_refused.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -182,6 +199,13 @@ impl Metrics {
         ListenerMetrics {
             accepted: self.families.listener_accepted.with_label_values(&labels),
             open: self.families.listener_open.with_label_values(&labels),
+            tls_accepted: self.families.tls_accepted.with_label_values(&labels),
+            plaintext_refused: self.families.plaintext_refused.with_label_values(&labels),
+            tls_failures: (
+                self.families.tls_failures.clone(),
+                [direction.as_str()],
+                listener.into(),
+            ),
         }
     }
 
@@ -190,6 +214,8 @@ impl Metrics {
         let labels = [direction.as_str(), listener];
         let _ = self.families.listener_accepted.remove_label_values(&labels);
         let _ = self.families.listener_open.remove_label_values(&labels);
+        let _ = self.families.tls_accepted.remove_label_values(&labels);
+        let _ = self.families.plaintext_refused.remove_label_values(&labels);
     }
 
     /// The gauges read from the balancers' state (endpoints by state, pending requests,
