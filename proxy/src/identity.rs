@@ -6,7 +6,7 @@
 //! verifies against the trust bundle that came with it and names the identity asked for, and
 //! publishes the result as [`Credentials`]: the leaf, the key, the bundle and the rustls
 //! configurations built from them. It asks again, with a fresh key, at 70 % of the leaf's
-//! lifetime (minus up to a tenth of the lifetime at random, so a fleet certified together does
+//! remaining lifetime (minus up to a tenth of it at random, so a fleet certified together does
 //! not renew together); a failed attempt is retried with full-jitter backoff until it succeeds
 //! or the leaf expires.
 //!
@@ -208,7 +208,8 @@ async fn renew_forever(
                 metrics.renewals.with_label_values(&["ok"]).inc();
                 let not_after = credentials.leaf.not_after();
                 metrics.expiry.set(unix_seconds(not_after));
-                let renew_at = jittered_renewal(&credentials.leaf, fastrand::f64());
+                let renew_at =
+                    jittered_renewal(&credentials.leaf, SystemTime::now(), fastrand::f64());
                 info!(
                     identity = %credentials.id,
                     serial = %credentials.leaf.serial_hex(),
@@ -309,13 +310,16 @@ fn pem_many(tag: &str, ders: &[Vec<u8>]) -> String {
     pem::encode_many(&blocks)
 }
 
-/// 70 % of the lifetime, less up to a tenth of it drawn at random (`draw` in 0..1).
-fn jittered_renewal(leaf: &Leaf, draw: f64) -> SystemTime {
-    let lifetime = leaf
+/// 70 % of the way from `received` to the leaf's notAfter, less up to a tenth of that span at
+/// random (`draw` in 0..1). Counted from when the leaf arrived rather than from its notBefore:
+/// the issuer backdates notBefore for clocks behind its own (5 minutes), which for a short-lived
+/// leaf would put 70 % of its validity in the past and renew in a loop.
+fn jittered_renewal(leaf: &Leaf, received: SystemTime, draw: f64) -> SystemTime {
+    let span = leaf
         .not_after()
-        .duration_since(leaf.not_before())
+        .duration_since(received)
         .unwrap_or_default();
-    leaf.renew_at() - (lifetime / 10).mul_f64(draw.clamp(0.0, 1.0))
+    received + span * 7 / 10 - (span / 10).mul_f64(draw.clamp(0.0, 1.0))
 }
 
 async fn sleep_until(at: SystemTime) {

@@ -5,16 +5,13 @@
 //! [`Leaf::from_pem`], which checks that the certificate names exactly one SPIFFE ID, so a
 //! wrong answer fails when it arrives rather than at the first handshake.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::pki_types::CertificateDer;
 
 use crate::bundle::{BundleError, certificates_from_pem, certificates_to_pem};
 use crate::spiffe::SpiffeId;
 use crate::svid::{self, SvidError};
-
-/// The share of a leaf's lifetime after which a proxy asks for the next one (70 %).
-const RENEW_PERMILLE: u32 = 700;
 
 /// A workload's certificate and the intermediates sent after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,14 +111,5 @@ impl Leaf {
 
     pub fn not_after(&self) -> SystemTime {
         self.not_after
-    }
-
-    /// When to ask for the next leaf: 70 % of the way from notBefore to notAfter.
-    pub fn renew_at(&self) -> SystemTime {
-        let lifetime = self
-            .not_after
-            .duration_since(self.not_before)
-            .unwrap_or(Duration::ZERO);
-        self.not_before + lifetime / 1000 * RENEW_PERMILLE
     }
 }
