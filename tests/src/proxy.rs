@@ -57,6 +57,24 @@ impl Proxy {
 
     /// [`Proxy::start`] with extra environment variables (`HERD_LOG`, `HERD_LOG_FORMAT`).
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        let mut proxy = Self::spawn(yaml, env);
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    /// Starts a proxy that is not expected to be ready yet (it waits for a certificate or a
+    /// control plane): returns once its admin port answers, whatever `/ready` says.
+    pub async fn start_unready(yaml: &str) -> Proxy {
+        let proxy = Self::spawn(yaml, &[]);
+        let admin = proxy.admin();
+        crate::eventually("the admin port to answer", TIMEOUT, || async {
+            tcp::try_get(admin, "/ready").await.map(|_| ())
+        })
+        .await;
+        proxy
+    }
+
+    fn spawn(yaml: &str, env: &[(&str, &str)]) -> Proxy {
         assert!(
             yaml.contains("$ADMIN"),
             "the proxy's YAML must put its admin listener on $ADMIN"
@@ -105,7 +123,7 @@ impl Proxy {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         read_stdout(stdout_pipe, &stderr, stdout.clone());
         let pid = child.id().expect("child pid");
-        let mut proxy = Proxy {
+        Proxy {
             child,
             pid,
             dir,
@@ -114,9 +132,7 @@ impl Proxy {
             stdout,
             listeners,
             exited: None,
-        };
-        proxy.wait_ready().await;
-        proxy
+        }
     }
 
     /// A proxy whose inbound listener forwards everything to `app`, with default settings.

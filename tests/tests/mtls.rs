@@ -1,0 +1,434 @@
+//! Mutual TLS on the inbound listener (issue 14): a proxy certified by herd-control's identity
+//! service, and real TLS clients (curl, openssl s_client) holding certificates from the same CA,
+//! from another CA, expired ones, none at all, or no TLS.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use herd_tests::control::Control;
+use herd_tests::curl::{Output, curl};
+use herd_tests::identity::{self as kit, CaFiles, Root};
+use herd_tests::proxy::Proxy;
+use herd_tests::server::{self, Server, reply};
+use herd_tests::{TIMEOUT, eventually};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
+use tempfile::TempDir;
+
+const WEB: &str = "spiffe://cluster.local/ns/mastodon/sa/web";
+const SIDEKIQ: &str = "spiffe://cluster.local/ns/mastodon/sa/sidekiq";
+const WEB_TOKEN: &str = "web-token-0123456789abcdef";
+const SIDEKIQ_TOKEN: &str = "sidekiq-token-0123456789abcdef";
+
+/// A CA, herd-control serving it, and a directory for the files clients use.
+struct Mesh {
+    root: Root,
+    _files: CaFiles,
+    _control: Control,
+    identity: SocketAddr,
+    dir: TempDir,
+}
+
+async fn mesh() -> Mesh {
+    let root = Root::generate("herd test root");
+    let files = CaFiles::new(&root, &[&root]);
+    files.write_tokens(&format!(
+        "
+        tokens:
+          - {{token: {WEB_TOKEN}, namespace: mastodon, serviceAccount: web}}
+          - {{token: {SIDEKIQ_TOKEN}, namespace: mastodon, serviceAccount: sidekiq}}
+        "
+    ));
+    let (control, identity) = kit::start(&files, &[]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("web.token"), WEB_TOKEN).expect("token file");
+    Mesh {
+        root,
+        _files: files,
+        _control: control,
+        identity,
+        dir,
+    }
+}
+
+impl Mesh {
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// The web pod's proxy in front of `app`.
+    async fn proxy(&self, app: SocketAddr, mtls: &str) -> Proxy {
+        Proxy::start(&format!(
+            "
+            proxy:
+              admin: {{listen: $ADMIN}}
+              inbound:
+                listen: $INBOUND
+                app: {app}
+                mtls: {mtls}
+                clientIdentityHeader: X-Client-Identity
+                accessLog: {{format: json}}
+              identity:
+                addresses: [{identity}]
+                id: {WEB}
+                tokenFile: {token}
+            ",
+            identity = self.identity,
+            token = self.path("web.token"),
+        ))
+        .await
+    }
+
+    /// A client certificate for `who`, certified by the identity service like any workload's:
+    /// writes `NAME.crt`, `NAME.key` and `NAME.bundle` and returns NAME.
+    async fn client(&self, name: &str, who: &str, token: &str) -> String {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::URI(who.try_into().expect("URI"))];
+        let csr = params.serialize_request(&key).expect("CSR").der().to_vec();
+        let answer = kit::certify(self.identity, csr, token)
+            .await
+            .expect("certified");
+        std::fs::write(
+            self.path(&format!("{name}.crt")),
+            kit::pem(&answer.certificate_chain),
+        )
+        .expect("cert");
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).expect("key");
+        std::fs::write(
+            self.path(&format!("{name}.bundle")),
+            kit::pem(&answer.trust_bundle),
+        )
+        .expect("bundle");
+        name.to_owned()
+    }
+
+    /// A leaf for `who` signed by `issuer` directly (another CA, or a validity of our choosing).
+    fn signed_by(&self, name: &str, issuer: &Root, who: &str, days: (i64, i64)) -> String {
+        let ca_key = KeyPair::from_pem(&issuer.key_pem).expect("CA key");
+        let ca = rcgen::Issuer::from_ca_cert_pem(&issuer.cert_pem, ca_key).expect("CA");
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::URI(who.try_into().expect("URI"))];
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(days.0);
+        params.not_after = now + time::Duration::days(days.1);
+        let cert = params.signed_by(&key, &ca).expect("signed");
+        std::fs::write(self.path(&format!("{name}.crt")), cert.pem()).expect("cert");
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).expect("key");
+        name.to_owned()
+    }
+
+    /// curl over TLS with `client`'s certificate (`None`: without one). `-k`: a mesh server's
+    /// certificate names a SPIFFE ID, not a host name, so curl cannot check it; the proxy's
+    /// own outbound side checks it exactly (its own tests).
+    async fn curl_tls(&self, proxy: &Proxy, client: Option<&str>, extra: &[&str]) -> Output {
+        let mut c = curl().arg("-k");
+        if let Some(name) = client {
+            c = c
+                .arg("--cert")
+                .arg(self.path(&format!("{name}.crt")))
+                .arg("--key")
+                .arg(self.path(&format!("{name}.key")));
+        }
+        c.args(extra.iter().copied())
+            .get(format!("https://{}/whoami", proxy.inbound()))
+            .await
+    }
+
+    /// `openssl s_client` with `client`'s certificate and these extra flags, sending one request.
+    async fn s_client(
+        &self,
+        proxy: &Proxy,
+        client: Option<&str>,
+        extra: &[&str],
+    ) -> (bool, String) {
+        let mut args = vec![
+            "s_client".to_owned(),
+            "-connect".to_owned(),
+            proxy.inbound().to_string(),
+            "-quiet".to_owned(),
+            "-no_ign_eof".to_owned(),
+        ];
+        if let Some(name) = client {
+            args.extend([
+                "-cert".into(),
+                self.path(&format!("{name}.crt")),
+                "-key".into(),
+                self.path(&format!("{name}.key")),
+            ]);
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut command = tokio::process::Command::new("openssl");
+        command
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("openssl");
+        let mut stdin = child.stdin.take().expect("stdin");
+        use tokio::io::AsyncWriteExt;
+        let _ = stdin
+            .write_all(b"GET /whoami HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+            .await;
+        let output = herd_tests::within("openssl s_client", TIMEOUT, child.wait_with_output())
+            .await
+            .expect("openssl ran");
+        drop(stdin);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (text.contains("HTTP/1.1 200"), text)
+    }
+}
+
+/// The app: answers with the identity header it was given, if any.
+async fn whoami() -> Server {
+    server::http1(|req| async move {
+        let id = req
+            .headers()
+            .get("x-client-identity")
+            .map_or("none".to_owned(), |v| v.to_str().unwrap_or("?").to_owned());
+        reply::text_owned(id)
+    })
+    .await
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_strict_port_serves_mutual_tls_with_the_clients_identity_and_refuses_plaintext() {
+    let mesh = mesh().await;
+    let app = whoami().await;
+    let proxy = mesh.proxy(app.addr(), "strict").await;
+    let sidekiq = mesh.client("sidekiq", SIDEKIQ, SIDEKIQ_TOKEN).await;
+
+    // HTTP/1.1 over mutual TLS: the app learns who called, and a client cannot claim otherwise.
+    let out = mesh
+        .curl_tls(
+            &proxy,
+            Some(&sidekiq),
+            &[
+                "--http1.1",
+                "-H",
+                "X-Client-Identity: spiffe://evil/ns/x/sa/y",
+            ],
+        )
+        .await;
+    assert_eq!((out.exit, out.status()), (Some(0), 200), "{}", out.stderr);
+    assert_eq!(out.text(), SIDEKIQ);
+    assert_eq!(out.head().version, "HTTP/1.1");
+
+    // HTTP/2, negotiated by ALPN.
+    let out = mesh.curl_tls(&proxy, Some(&sidekiq), &["--http2"]).await;
+    assert_eq!((out.status(), out.head().version.as_str()), (200, "HTTP/2"));
+    assert_eq!(out.text(), SIDEKIQ);
+
+    // TLS without a client certificate: refused in the handshake.
+    let out = mesh.curl_tls(&proxy, None, &[]).await;
+    assert_ne!(out.exit, Some(0), "no client certificate must fail");
+    assert!(out.heads.is_empty());
+
+    // Plaintext: a 403 that says why, and nothing reaches the app.
+    let before = app.requests();
+    let out = curl()
+        .get(format!("http://{}/whoami", proxy.inbound()))
+        .await;
+    assert_eq!(out.status(), 403);
+    let port = proxy.inbound().port();
+    assert_eq!(
+        out.header("herd-proxy-error"),
+        Some(format!("plaintext refused: port {port} requires mutual TLS").as_str())
+    );
+    // Not even bytes that are not HTTP.
+    let mut raw = tokio::net::TcpStream::connect(proxy.inbound())
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let read = herd_tests::within("the proxy to close", TIMEOUT, raw.read_to_end(&mut buf)).await;
+    assert!(read.is_err() || buf.is_empty(), "{buf:?}");
+    assert_eq!(app.requests(), before);
+
+    // Metrics and the access log say what happened.
+    let text = proxy.admin_get("/metrics").await.text();
+    let labels = r#"{direction="inbound",listener="inbound""#;
+    assert!(
+        metric(&text, &format!("herd_tls_handshakes_total{labels}}}")) >= 2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("herd_tls_plaintext_refused_total{labels}}}")
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!(
+                "herd_tls_handshake_failures_total{labels},reason=\"no-client-certificate\"}}"
+            )
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "herd_identity_renewals_total{result=\"ok\"}"),
+        1.0
+    );
+    let expiry = metric(&text, "herd_identity_certificate_expiry_timestamp_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (expiry - now - 86_400.0).abs() < 120.0,
+        "expiry {expiry}, now {now}"
+    );
+    let lines = proxy.wait_for_stdout_lines(2).await;
+    let entry: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(entry["clientIdentity"], SIDEKIQ);
+}
+
+#[tokio::test]
+async fn foreign_peers_are_refused_and_others_are_unaffected() {
+    let mesh = mesh().await;
+    let app = whoami().await;
+    let proxy = mesh.proxy(app.addr(), "strict").await;
+    let sidekiq = mesh.client("sidekiq", SIDEKIQ, SIDEKIQ_TOKEN).await;
+    let (ok, text) = mesh.s_client(&proxy, Some(&sidekiq), &[]).await;
+    assert!(ok, "a good peer, through openssl: {text}");
+    assert!(text.contains(SIDEKIQ), "{text}");
+
+    let stranger = Root::generate("another mesh");
+    let cases = [
+        (
+            "another CA",
+            mesh.signed_by("stranger", &stranger, SIDEKIQ, (-1, 1)),
+            vec![],
+        ),
+        (
+            "an expired certificate",
+            mesh.signed_by("expired", &mesh.root, SIDEKIQ, (-3, -1)),
+            vec![],
+        ),
+        (
+            "not yet valid",
+            mesh.signed_by("future", &mesh.root, SIDEKIQ, (1, 3)),
+            vec![],
+        ),
+        ("TLS 1.2 only", sidekiq.clone(), vec!["-tls1_2"]),
+    ];
+    for (what, client, extra) in cases {
+        let (ok, text) = mesh.s_client(&proxy, Some(&client), &extra).await;
+        assert!(!ok, "{what} must be refused: {text}");
+        assert!(!text.contains(SIDEKIQ), "{what}: {text}");
+        // A good client right after is served.
+        let out = mesh.curl_tls(&proxy, Some(&sidekiq), &[]).await;
+        assert_eq!(out.status(), 200, "after {what}: {}", out.stderr);
+    }
+    // A certificate without a SPIFFE ID (a DNS name only), from the mesh's own CA.
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["web.example".to_owned()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let ca = rcgen::Issuer::from_ca_cert_pem(
+        &mesh.root.cert_pem,
+        KeyPair::from_pem(&mesh.root.key_pem).unwrap(),
+    )
+    .unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    std::fs::write(mesh.path("dns.crt"), cert.pem()).unwrap();
+    std::fs::write(mesh.path("dns.key"), key.serialize_pem()).unwrap();
+    let (ok, text) = mesh.s_client(&proxy, Some("dns"), &[]).await;
+    assert!(!ok, "a certificate without a SPIFFE ID: {text}");
+
+    let text = proxy.admin_get("/metrics").await.text();
+    let failures: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("herd_tls_handshake_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(failures >= 5.0, "{text}");
+    assert!(
+        text.contains(r#"reason="expired-certificate"} 1"#)
+            && text.contains(r#"reason="unknown-issuer"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_permissive_port_serves_both_and_only_mutual_tls_carries_an_identity() {
+    let mesh = mesh().await;
+    let app = whoami().await;
+    let proxy = mesh.proxy(app.addr(), "permissive").await;
+    let sidekiq = mesh.client("sidekiq", SIDEKIQ, SIDEKIQ_TOKEN).await;
+
+    let out = curl()
+        .header("X-Client-Identity: spiffe://cluster.local/ns/mastodon/sa/admin")
+        .get(format!("http://{}/whoami", proxy.inbound()))
+        .await;
+    assert_eq!(
+        (out.status(), out.text().as_str()),
+        (200, "none"),
+        "a claim in plaintext is dropped"
+    );
+    let out = mesh.curl_tls(&proxy, Some(&sidekiq), &[]).await;
+    assert_eq!((out.status(), out.text().as_str()), (200, SIDEKIQ));
+}
+
+#[tokio::test]
+async fn ready_waits_for_the_first_certificate() {
+    let mesh = mesh().await;
+    let app = whoami().await;
+    // A token the identity service does not know: no certificate, not ready.
+    std::fs::write(mesh.path("web.token"), "not-a-known-token-000000").unwrap();
+    let proxy = Proxy::start_unready(&format!(
+        "
+        proxy:
+          admin: {{listen: $ADMIN}}
+          inbound: {{listen: $INBOUND, app: {app}, mtls: strict}}
+          identity: {{addresses: [{identity}], id: {WEB}, tokenFile: {token}}}
+        ",
+        app = app.addr(),
+        identity = mesh.identity,
+        token = mesh.path("web.token"),
+    ))
+    .await;
+    eventually("a refused renewal", TIMEOUT, || async {
+        let text = proxy.admin_get("/metrics").await.text();
+        (metric(&text, "herd_identity_renewals_total{result=\"error\"}") >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(proxy.admin_get("/ready").await.status, 503);
+    let log = proxy.wait_for_log("cannot get a certificate").await;
+    assert!(log.contains("the identity service refused"), "{log}");
+    assert!(
+        !log.contains("not-a-known-token"),
+        "a token is never logged: {log}"
+    );
+
+    // The right token (a projected token is rewritten in place by the kubelet): ready, once
+    // the next attempt (full-jitter backoff, at most 2 s after two failures) is made.
+    std::fs::write(mesh.path("web.token"), WEB_TOKEN).unwrap();
+    eventually("ready", Duration::from_secs(70), || async {
+        (proxy.admin_get("/ready").await.status == 200).then_some(())
+    })
+    .await;
+}
