@@ -122,6 +122,16 @@ pub enum ProxyError {
     ResponseTimeout(Duration),
     #[error("upstream does not support upgrades over HTTP/2")]
     UpgradeToHttp2,
+    /// The TLS handshake with a meshed endpoint failed; when the endpoint's proxy presented
+    /// another identity than the one expected, the message names both.
+    #[error("mutual TLS with {addr} failed: {}", Chain(.source))]
+    MeshTls { addr: SocketAddr, source: io::Error },
+    /// A meshed endpoint, but this proxy has no valid certificate to present.
+    #[error("cannot reach meshed endpoint {addr}: this proxy {reason}")]
+    NoIdentity {
+        addr: SocketAddr,
+        reason: &'static str,
+    },
 }
 
 impl ProxyError {
@@ -140,6 +150,7 @@ impl ProxyError {
             Self::NoService(_)
             | Self::Overloaded { .. }
             | Self::NoReadyEndpoint { .. }
+            | Self::NoIdentity { .. }
             | Self::UpgradeToHttp2 => Origin::Proxy,
             Self::ConnectRefused(_)
             | Self::ConnectTimeout { .. }
@@ -148,6 +159,7 @@ impl ProxyError {
             | Self::Handshake(_)
             | Self::Upstream(_)
             | Self::RefusedStream
+            | Self::MeshTls { .. }
             | Self::ResponseTimeout(_) => Origin::Upstream,
         }
     }
@@ -158,6 +170,7 @@ impl ProxyError {
             Self::ConnectRefused(_)
             | Self::ConnectTimeout { .. }
             | Self::Connect { .. }
+            | Self::MeshTls { .. }
             | Self::Handshake(_) => Some(Outcome::ConnectFailure),
             Self::ResponseTimeout(_) => Some(Outcome::Timeout),
             Self::Upstream(_) | Self::RefusedStream => Some(Outcome::Reset),
@@ -188,6 +201,8 @@ impl ProxyError {
             | Self::Handshake(_)
             | Self::Upstream(_)
             | Self::RefusedStream
+            | Self::MeshTls { .. }
+            | Self::NoIdentity { .. }
             | Self::UpgradeToHttp2 => StatusCode::BAD_GATEWAY,
         }
     }

@@ -36,8 +36,29 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waits between failed attempts: full jitter up to this cap, doubling from one second.
 const RETRY_BASE: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
-/// ALPN offered between proxies: HTTP/2 first, so a pod pair shares multiplexed connections.
+/// ALPN a proxy's server side accepts: HTTP/2 first, so a pod pair shares multiplexed
+/// connections.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// What a client connection to another proxy will carry, said by ALPN so the server side needs
+/// no detection: HTTP/2 (every request that is not an upgrade), HTTP/1.1 (an upgrade: a
+/// WebSocket keeps a connection of its own), or bytes (an opaque service).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Alpn {
+    H2,
+    Http1,
+    Opaque,
+}
+
+impl Alpn {
+    fn protocols(self) -> &'static [&'static [u8]] {
+        match self {
+            Alpn::H2 => &[b"h2"],
+            Alpn::Http1 => &[b"http/1.1"],
+            Alpn::Opaque => &[],
+        }
+    }
+}
 
 /// What this proxy presents and trusts right now.
 pub struct Credentials {
@@ -47,8 +68,8 @@ pub struct Credentials {
     pub bundle: TrustBundle,
     /// For inbound connections: presents the leaf, requires a client certificate from the bundle.
     pub server: Arc<ServerConfig>,
-    /// For outbound connections, one per server identity (see `herd_identity::tls`).
-    clients: Mutex<HashMap<SpiffeId, Arc<ClientConfig>>>,
+    /// For outbound connections, one per server identity and ALPN (see `herd_identity::tls`).
+    clients: Mutex<HashMap<(SpiffeId, Alpn), Arc<ClientConfig>>>,
 }
 
 impl Credentials {
@@ -69,10 +90,15 @@ impl Credentials {
         })
     }
 
-    /// The client configuration that accepts only `server`.
-    pub fn client_for(&self, server: &SpiffeId) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    /// The client configuration that accepts only `server`, offering `alpn`.
+    pub fn client_for(
+        &self,
+        server: &SpiffeId,
+        alpn: Alpn,
+    ) -> Result<Arc<ClientConfig>, TlsConfigError> {
         let mut clients = self.clients.lock().expect("client configs lock");
-        if let Some(config) = clients.get(server) {
+        let key = (server.clone(), alpn);
+        if let Some(config) = clients.get(&key) {
             return Ok(config.clone());
         }
         let config = Arc::new(herd_identity::client_config(
@@ -80,9 +106,9 @@ impl Credentials {
             &self.key,
             &self.bundle,
             server,
-            &ALPN,
+            alpn.protocols(),
         )?);
-        clients.insert(server.clone(), config.clone());
+        clients.insert(key, config.clone());
         Ok(config)
     }
 

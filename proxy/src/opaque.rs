@@ -24,28 +24,30 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, copy_bidirectional};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::balance::Lease;
 use crate::drain::Drain;
+use crate::endpoint::Io;
 use crate::errors::ProxyError;
+use crate::identity::Alpn;
 use crate::metrics::TcpMetrics;
 use crate::outcome::Outcome;
 use crate::route::ServiceTarget;
 
-/// Connects to an endpoint of `service` chosen by its balancer. The returned lease counts the
+/// Connects to an endpoint of `service` chosen by its balancer (over mutual TLS when it is
+/// meshed). The returned lease counts the
 /// connection as the endpoint's load for as long as it is held (keep it for the tunnel's life:
 /// least-request then balances long-lived connections).
 pub async fn connect(
     service: &ServiceTarget,
     client: IpAddr,
-) -> Result<(TcpStream, Option<Lease>), ProxyError> {
+) -> Result<(Io, Option<Lease>), ProxyError> {
     let balancer = &service.balancer;
     let hash = balancer.hash_of(&http::HeaderMap::new(), client);
     let mut dispatch = balancer.dispatch(hash, false).await?;
-    match dispatch.member.endpoint.connect().await {
+    match dispatch.member.endpoint.connect_io(Alpn::Opaque).await {
         Ok(stream) => {
             balancer.record(&mut dispatch, Outcome::Status(200));
             Ok((stream, dispatch.take_lease()))

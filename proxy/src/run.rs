@@ -32,7 +32,15 @@ use crate::{control, endpoint, opaque, reload};
 /// drains and returns.
 pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
-    let mut registry = Registry::new(&config, metrics.clone());
+    // The certificate is asked for at once; `/ready` waits for the first one (a pod that cannot
+    // speak mutual TLS yet should not be sent traffic), and never turns back because a renewal
+    // failed: the mesh must not go unready together when the identity service is down.
+    let identity = config
+        .proxy
+        .identity
+        .clone()
+        .map(|settings| identity::start(settings, &metrics));
+    let mut registry = Registry::new(&config, metrics.clone()).with_identity(identity.clone());
     let control_settings = config.proxy.control.clone();
     let bootstrap = control_settings.as_ref().map(|_| config.clone());
     let control_endpoints = control_settings.as_ref().map(|_| control::endpoints());
@@ -47,13 +55,6 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     let access_log = AccessLog::start(metrics.access_log_dropped.clone());
     let ready = Arc::new(AtomicBool::new(false));
     let proxy = &snapshot.config.proxy;
-    // The certificate is asked for at once; `/ready` waits for the first one (a pod that cannot
-    // speak mutual TLS yet should not be sent traffic), and never turns back because a renewal
-    // failed: the mesh must not go unready together when the identity service is down.
-    let identity = proxy
-        .identity
-        .clone()
-        .map(|settings| identity::start(settings, &metrics));
     let certified = Arc::new(AtomicBool::new(identity.is_none()));
     if let Some(identity) = identity.clone() {
         let certified = certified.clone();

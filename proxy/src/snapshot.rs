@@ -22,6 +22,7 @@ use crate::balance::{Balancer, Member};
 use crate::control::subscription as control;
 use crate::discover::{Discovery, Resolution};
 use crate::endpoint::{Endpoint, PoolKey, Wire};
+use crate::identity::Identity;
 use crate::listen::Direction;
 use crate::metrics::{Metrics, RouteMetrics, TcpMetrics};
 use crate::retry::RetryBudget;
@@ -52,6 +53,8 @@ pub struct Snapshot {
 #[derive(Default)]
 struct Pools {
     pools: HashMap<PoolKey, Weak<Member>>,
+    /// This proxy's certificate, for meshed endpoints.
+    identity: Option<Identity>,
 }
 
 impl Pools {
@@ -59,7 +62,7 @@ impl Pools {
         if let Some(ep) = self.pools.get(&key).and_then(Weak::upgrade) {
             return ep;
         }
-        let ep = Member::new(Endpoint::new(key));
+        let ep = Member::new(Endpoint::with_identity(key.clone(), self.identity.clone()));
         self.pools.insert(key, Arc::downgrade(&ep));
         ep
     }
@@ -85,6 +88,12 @@ impl Registry {
             metrics,
             control: None,
         }
+    }
+
+    /// Meshed endpoints are reached with `identity`'s certificate.
+    pub fn with_identity(self, identity: Option<Identity>) -> Self {
+        self.pools.lock().expect("pools lock poisoned").identity = identity;
+        self
     }
 
     /// Services without `endpoints` or `dns` take theirs from `endpoints`' subscriptions.
@@ -137,6 +146,7 @@ impl Endpoints {
                     idle_timeout: self.limits.idle_timeout,
                     max_connections: self.limits.max_connections,
                     max_concurrent_streams: self.limits.max_concurrent_streams,
+                    peer: None,
                 };
                 (pools.get(key), weight)
             })

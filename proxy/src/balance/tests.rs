@@ -14,6 +14,7 @@ fn endpoint(port: u16) -> Arc<Member> {
         idle_timeout: Duration::from_secs(10),
         max_connections: 1,
         max_concurrent_streams: 100,
+        peer: None,
     }))
 }
 

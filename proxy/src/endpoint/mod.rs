@@ -21,17 +21,29 @@
 //! request's own task, on plain sockets pooled here; the rest go through hyper's client, whose
 //! connections are pooled beside them. Both kinds share the endpoint's slots and idle timeout.
 //!
+//! A meshed endpoint (one whose proxy must present a given SPIFFE ID) is reached over mutual
+//! TLS with this proxy's certificate ([`crate::identity`]): every request that is not an
+//! upgrade goes as an HTTP/2 stream (ALPN `h2`), whatever the service's protocol, so a pod pair
+//! shares a few multiplexed connections instead of one per request in flight; the peer's proxy
+//! turns it back into HTTP/1 for its app. An upgrade (a WebSocket) gets an HTTP/1.1 connection
+//! of its own, and an opaque service's connection carries bytes. A handshake with a server that
+//! presents another identity fails, naming both.
+//!
 //! An endpoint knows nothing of the balancer: the balancer wraps it (with its load and health,
 //! see [`crate::balance::Member`]), and the lease of a response here is only the connection.
 //! Nothing here imports the stages above, so the endpoint can be read, and tested, alone.
 
 use std::collections::VecDeque;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use herd_identity::SpiffeId;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri, Version};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -39,10 +51,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 use tracing::{debug, trace};
 
 use crate::body::{BodyProgress, RequestBody};
 use crate::errors::{BoxError, ProxyError};
+use crate::identity::{Alpn, Identity};
 
 pub mod direct;
 mod streams;
@@ -58,7 +73,7 @@ pub enum Wire {
 
 /// Settings that identify a pool: two services naming the same address with the same settings
 /// share one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     pub addr: SocketAddr,
     pub wire: Wire,
@@ -68,10 +83,18 @@ pub struct PoolKey {
     pub max_connections: usize,
     /// HTTP/2 streams per connection before another is opened.
     pub max_concurrent_streams: u32,
+    /// The SPIFFE ID the endpoint's proxy must present: the endpoint is meshed, reached over
+    /// mutual TLS. `None`: plaintext.
+    pub peer: Option<Arc<SpiffeId>>,
 }
+
+/// A connection to an endpoint: plain TCP, or mutual TLS to a meshed one.
+pub type Io = Either<TcpStream, TlsStream<TcpStream>>;
 
 pub struct Endpoint {
     key: PoolKey,
+    /// This proxy's certificate, for meshed endpoints.
+    identity: Option<Identity>,
     state: Mutex<State>,
     /// Serializes HTTP/2 connection attempts so a burst of requests opens one connection.
     h2_connect: tokio::sync::Mutex<()>,
@@ -262,11 +285,17 @@ impl http_body::Body for UpstreamBody {
 
 impl Endpoint {
     pub fn new(key: PoolKey) -> Arc<Self> {
+        Self::with_identity(key, None)
+    }
+
+    /// An endpoint that presents `identity`'s certificate when it is meshed.
+    pub fn with_identity(key: PoolKey, identity: Option<Identity>) -> Arc<Self> {
         let slots = Arc::new(Semaphore::new(
             key.max_connections.clamp(1, Semaphore::MAX_PERMITS),
         ));
         Arc::new(Endpoint {
             key,
+            identity,
             state: Mutex::default(),
             h2_connect: tokio::sync::Mutex::new(()),
             slots,
@@ -275,7 +304,8 @@ impl Endpoint {
 
     /// A free HTTP/1 connection slot, if this request needs one.
     pub fn try_slot(&self, needs_slot: bool) -> Result<Option<OwnedSemaphorePermit>, AllBusy> {
-        if !needs_slot || self.key.wire != Wire::Http1 {
+        // A meshed endpoint multiplexes its requests on HTTP/2: no connection slots.
+        if !needs_slot || self.key.wire != Wire::Http1 || self.key.peer.is_some() {
             return Ok(None);
         }
         self.slots
@@ -313,6 +343,46 @@ impl Endpoint {
         connect(self.key.addr, self.key.connect_timeout).await
     }
 
+    /// Opens a connection that will carry `alpn`: TCP, then mutual TLS when the endpoint is
+    /// meshed (the handshake bounded by `connectTimeout` as well).
+    pub async fn connect_io(&self, alpn: Alpn) -> Result<Io, ProxyError> {
+        let tcp = self.connect().await?;
+        let Some(peer) = &self.key.peer else {
+            return Ok(Either::Left(tcp));
+        };
+        let addr = self.key.addr;
+        let credentials = match &self.identity {
+            Some(identity) => identity.current().ok_or_else(|| ProxyError::NoIdentity {
+                addr,
+                reason: identity.missing_reason(),
+            })?,
+            None => {
+                return Err(ProxyError::NoIdentity {
+                    addr,
+                    reason: "has no proxy.identity",
+                });
+            }
+        };
+        let config = credentials
+            .client_for(peer, alpn)
+            .map_err(|e| ProxyError::MeshTls {
+                addr,
+                source: io::Error::other(e),
+            })?;
+        // The server's identity is checked against `peer`, not a name: the address goes as the
+        // server name, which sends no SNI.
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+        match tokio::time::timeout(self.key.connect_timeout, handshake).await {
+            Ok(Ok(tls)) => Ok(Either::Right(tls)),
+            Ok(Err(source)) => Err(ProxyError::MeshTls { addr, source }),
+            Err(_) => Err(ProxyError::MeshTls {
+                addr,
+                source: io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"),
+            }),
+        }
+    }
+
     /// Sends `req` on a pooled or new connection (HTTP/1 under `slot`). The returned [`Lease`]
     /// must travel with the response body and be finished when it ends. On failure the request
     /// comes back when none of it was sent, so it can go elsewhere as it is.
@@ -321,8 +391,24 @@ impl Endpoint {
         mut req: Request<RequestBody>,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
-        match self.key.wire {
-            Wire::Http1 if direct::eligible(&req) => self.send_direct(req, slot).await,
+        let wire = match (&self.key.peer, self.key.wire) {
+            // Upgrades keep an HTTP/1.1 connection of their own; everything else multiplexes.
+            (Some(_), Wire::Http1) if req.headers().contains_key(header::UPGRADE) => Wire::Http1,
+            (Some(_), _) => {
+                return match for_wire(req, Wire::Http2) {
+                    Ok(req) => self.send_h2(req, self.key.wire).await,
+                    Err(error) => Err(SendError {
+                        error,
+                        unsent: None,
+                    }),
+                };
+            }
+            (None, wire) => wire,
+        };
+        match wire {
+            Wire::Http1 if self.key.peer.is_none() && direct::eligible(&req) => {
+                self.send_direct(req, slot).await
+            }
             Wire::Http1 => {
                 let body = req.body().progress().cloned();
                 // An idle connection the app closed just as it was reused hands the request back
@@ -360,25 +446,39 @@ impl Endpoint {
                     }
                 }
             }
-            Wire::Http2 => {
-                let body = req.body().progress().cloned();
-                let (mut tx, stream) = match self.checkout_h2().await {
-                    Ok(conn) => conn,
-                    Err(error) => return Err(SendError::unsent(error, req)),
-                };
-                match tx.try_send_request(req).await {
-                    Ok(resp) => Ok((
-                        resp.map(UpstreamBody::Hyper),
-                        Lease::of(Conn::Http2(stream)),
-                    )),
-                    Err(mut e) => {
-                        let unsent = e.take_message();
-                        Err(SendError {
-                            error: failed(e.into_error(), body.as_ref()),
-                            unsent,
-                        })
-                    }
-                }
+            Wire::Http2 => self.send_h2(req, Wire::Http2).await,
+        }
+    }
+
+    /// Sends `req` (in HTTP/2 form) on a shared HTTP/2 connection. A request handed back unsent
+    /// is put in `unsent_form` again, for whichever endpoint it goes to next.
+    async fn send_h2(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+        unsent_form: Wire,
+    ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
+        let body = req.body().progress().cloned();
+        let back = |req: Request<RequestBody>| for_wire(req, unsent_form).ok();
+        let (mut tx, stream) = match self.checkout_h2().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    unsent: back(req),
+                });
+            }
+        };
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok((
+                resp.map(UpstreamBody::Hyper),
+                Lease::of(Conn::Http2(stream)),
+            )),
+            Err(mut e) => {
+                let unsent = e.take_message().and_then(back);
+                Err(SendError {
+                    error: failed(e.into_error(), body.as_ref()),
+                    unsent,
+                })
             }
         }
     }
@@ -471,7 +571,7 @@ impl Endpoint {
 
     /// Opens a new HTTP/1 connection and spawns the task that drives it.
     async fn open_h1(&self) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
-        let io = TokioIo::new(self.connect().await?);
+        let io = TokioIo::new(self.connect_io(Alpn::Http1).await?);
         let (tx, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -498,7 +598,7 @@ impl Endpoint {
         if let Some(shared) = self.shared_h2() {
             return Ok(shared);
         }
-        let io = TokioIo::new(self.connect().await?);
+        let io = TokioIo::new(self.connect_io(Alpn::H2).await?);
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
@@ -534,6 +634,59 @@ impl Endpoint {
             .iter()
             .find_map(|c| c.streams.open(max).map(|stream| (c.tx.clone(), stream)))
     }
+}
+
+/// HTTP/1 endpoints get origin-form (`/path?q`) with a `Host` header; HTTP/2 endpoints get an
+/// absolute URI, whose authority becomes `:authority`. Either way the app is told one authority:
+/// the one the request was routed by (see `crate::http::authority`). A target's authority (absolute-form,
+/// `:authority`) replaces any `Host` the client sent (RFC 9112 §3.2.2), and an HTTP/2 endpoint
+/// gets no `host` beside its `:authority`.
+pub fn for_wire(
+    mut req: Request<RequestBody>,
+    wire: Wire,
+) -> Result<Request<RequestBody>, ProxyError> {
+    match wire {
+        Wire::Http1 => {
+            *req.version_mut() = Version::HTTP_11;
+            if let Some(authority) = req.uri().authority().cloned() {
+                let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+                if host != Some(authority.as_str().as_bytes()) {
+                    let host = HeaderValue::from_str(authority.as_str())
+                        .map_err(|_| ProxyError::InvalidAuthority)?;
+                    req.headers_mut().insert(header::HOST, host);
+                }
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                *req.uri_mut() = Uri::from(pq);
+            }
+        }
+        Wire::Http2 => {
+            *req.version_mut() = Version::HTTP_2;
+            if req.uri().authority().is_none() {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("localhost");
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                *req.uri_mut() = Uri::builder()
+                    .scheme(Scheme::HTTP)
+                    .authority(host)
+                    .path_and_query(pq)
+                    .build()
+                    .map_err(|_| ProxyError::InvalidAuthority)?;
+            }
+            req.headers_mut().remove(header::HOST);
+        }
+    }
+    Ok(req)
 }
 
 /// Whether `method` is idempotent (RFC 9110 §9.2.2): sending it twice has the effect of sending

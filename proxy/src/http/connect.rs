@@ -50,7 +50,7 @@ pub async fn tunnel(
             (upstream, lease, service.tcp.clone(), service.tunnel_idle)
         }
         Err(ProxyError::NoService(_)) => (
-            egress(&authority, snapshot, ctx).await?,
+            tokio_util::either::Either::Left(egress(&authority, snapshot, ctx).await?),
             None,
             snapshot.egress.clone(),
             snapshot.config.proxy.tunnel_idle(),

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use herd_config::AccessLogFormat;
 use herd_config::Protocol;
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -23,7 +22,7 @@ use super::own::Listeners;
 use super::{authority, connect};
 use crate::access_log::{AccessLog, Entry};
 use crate::body::RequestBody;
-use crate::endpoint::Wire;
+use crate::endpoint::{Wire, for_wire};
 use crate::errors::ProxyError;
 use crate::listen::Direction;
 use crate::metrics::RouteMetrics;
@@ -305,54 +304,4 @@ fn authority_of<B>(req: &Request<B>) -> Option<&str> {
     req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-}
-
-/// HTTP/1 endpoints get origin-form (`/path?q`) with a `Host` header; HTTP/2 endpoints get an
-/// absolute URI, whose authority becomes `:authority`. Either way the app is told one authority:
-/// the one the request was routed by (see [`authority`]). A target's authority (absolute-form,
-/// `:authority`) replaces any `Host` the client sent (RFC 9112 §3.2.2), and an HTTP/2 endpoint
-/// gets no `host` beside its `:authority`.
-fn for_wire(mut req: Request<RequestBody>, wire: Wire) -> Result<Request<RequestBody>, ProxyError> {
-    match wire {
-        Wire::Http1 => {
-            *req.version_mut() = Version::HTTP_11;
-            if let Some(authority) = req.uri().authority().cloned() {
-                let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
-                if host != Some(authority.as_str().as_bytes()) {
-                    let host = HeaderValue::from_str(authority.as_str())
-                        .map_err(|_| ProxyError::InvalidAuthority)?;
-                    req.headers_mut().insert(header::HOST, host);
-                }
-                let pq = req
-                    .uri()
-                    .path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
-                *req.uri_mut() = Uri::from(pq);
-            }
-        }
-        Wire::Http2 => {
-            *req.version_mut() = Version::HTTP_2;
-            if req.uri().authority().is_none() {
-                let host = req
-                    .headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or("localhost");
-                let pq = req
-                    .uri()
-                    .path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
-                *req.uri_mut() = Uri::builder()
-                    .scheme(Scheme::HTTP)
-                    .authority(host)
-                    .path_and_query(pq)
-                    .build()
-                    .map_err(|_| ProxyError::InvalidAuthority)?;
-            }
-            req.headers_mut().remove(header::HOST);
-        }
-    }
-    Ok(req)
 }

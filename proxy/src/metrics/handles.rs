@@ -24,10 +24,12 @@ pub enum ErrorKind {
     Resolve,
     OwnListener,
     EgressRefused,
+    /// Mutual TLS with a meshed endpoint failed, or this proxy had no certificate for it.
+    Tls,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 10] = [
+    const ALL: [ErrorKind; 11] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::Connect,
@@ -38,6 +40,7 @@ impl ErrorKind {
         ErrorKind::Resolve,
         ErrorKind::OwnListener,
         ErrorKind::EgressRefused,
+        ErrorKind::Tls,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +55,7 @@ impl ErrorKind {
             ErrorKind::Resolve => "resolve",
             ErrorKind::OwnListener => "own-listener",
             ErrorKind::EgressRefused => "egress-refused",
+            ErrorKind::Tls => "tls",
         }
     }
 
@@ -79,6 +83,7 @@ impl ErrorKind {
             ProxyError::Resolve { .. } => ErrorKind::Resolve,
             ProxyError::OwnListener(_) => ErrorKind::OwnListener,
             ProxyError::EgressRefused(_) => ErrorKind::EgressRefused,
+            ProxyError::MeshTls { .. } | ProxyError::NoIdentity { .. } => ErrorKind::Tls,
         }
     }
 }

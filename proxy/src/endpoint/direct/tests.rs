@@ -208,6 +208,7 @@ fn endpoint(addr: SocketAddr) -> Arc<Endpoint> {
         idle_timeout: Duration::from_secs(10),
         max_connections: 10,
         max_concurrent_streams: 100,
+        peer: None,
     })
 }
 
