@@ -34,14 +34,19 @@ fn a_good_answer_becomes_credentials_with_configs_per_server_identity() {
         [b"h2".to_vec(), b"http/1.1".to_vec()]
     );
     let db = id("spiffe://cluster.local/ns/mastodon/sa/db");
-    let a = credentials.client_for(&db).unwrap();
-    let b = credentials.client_for(&db).unwrap();
+    let a = credentials.client_for(&db, Alpn::H2).unwrap();
+    let b = credentials.client_for(&db, Alpn::H2).unwrap();
     assert!(
         Arc::ptr_eq(&a, &b),
         "one configuration per server identity, kept"
     );
-    let other = credentials.client_for(&id(WEB)).unwrap();
+    assert_eq!(a.alpn_protocols, [b"h2".to_vec()]);
+    let other = credentials.client_for(&id(WEB), Alpn::H2).unwrap();
     assert!(!Arc::ptr_eq(&a, &other));
+    let upgrade = credentials.client_for(&db, Alpn::Http1).unwrap();
+    assert_eq!(upgrade.alpn_protocols, [b"http/1.1".to_vec()]);
+    let opaque = credentials.client_for(&db, Alpn::Opaque).unwrap();
+    assert!(opaque.alpn_protocols.is_empty());
 }
 
 #[test]
