@@ -409,6 +409,7 @@ async fn run(
         let options = kubernetes::Options {
             namespaces: cli.namespaces.clone(),
             cluster_domain: cli.cluster_domain.clone(),
+            trust_domain: cli.trust_domain.clone(),
         };
         let snapshots = kubernetes::spawn(client, options);
         tokio::spawn(kubernetes::feed(snapshots, push.clone(), ready.clone()));
