@@ -220,11 +220,9 @@ impl Snapshot {
                         .iter()
                         .flat_map(|a| a.iter().map(|ep| (ep.address, ep.weight))),
                 ),
-                (None, None) => endpoints.get(
-                    svc.endpoints
-                        .iter()
-                        .map(|ep| (ep.address, ep.weight)),
-                ),
+                (None, None) => {
+                    endpoints.get(svc.endpoints.iter().map(|ep| (ep.address, ep.weight)))
+                }
             };
             let balancer = Arc::new(
                 Balancer::new(

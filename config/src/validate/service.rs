@@ -224,7 +224,8 @@ fn endpoints(
 
 /// `endpoints[].identity`: see [`WeightedEndpoint::check_identity`].
 fn workload_identity(node: &Spanned<String>, path: &str) -> Result<String> {
-    WeightedEndpoint::check_identity(&node.value).map_err(|message| problem(node, path, message))?;
+    WeightedEndpoint::check_identity(&node.value)
+        .map_err(|message| problem(node, path, message))?;
     Ok(node.value.clone())
 }
 

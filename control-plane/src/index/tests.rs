@@ -188,8 +188,10 @@ fn a_changed_identity_is_a_changed_endpoint() {
     let mut rx = index.watch_endpoints("web");
     let v1 = rx.borrow_and_update().clone();
     let full = decode(&v1.catch_up("")[0]);
-    let (meshed, plain): (Vec<_>, Vec<_>) =
-        full.endpoints.iter().partition(|e| e.address == "10.0.0.1:3000");
+    let (meshed, plain): (Vec<_>, Vec<_>) = full
+        .endpoints
+        .iter()
+        .partition(|e| e.address == "10.0.0.1:3000");
     assert!(meshed[0].meshed, "an endpoint with an identity is meshed");
     assert_eq!(meshed[0].identity, web_sa);
     assert!(

@@ -586,9 +586,9 @@ impl Cluster {
 
     fn remove_slice(&mut self, ns: &str, name: &str) {
         if let Some(owner) = self.slice_owner.remove(&(ns.to_owned(), name.to_owned())) {
-            if let Some(slice) = self
-                .slices
-                .remove(&(ns.to_owned(), owner.clone(), name.to_owned()))
+            if let Some(slice) =
+                self.slices
+                    .remove(&(ns.to_owned(), owner.clone(), name.to_owned()))
             {
                 self.refer(&slice, false);
             }

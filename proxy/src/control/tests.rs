@@ -39,7 +39,10 @@ fn a_full_set_replaces_and_only_ready_endpoints_take_requests() {
         3,
         "the set keeps every endpoint, whatever its state"
     );
-    assert_eq!(usable, [WeightedEndpoint::new("10.0.0.1:80".parse().unwrap())]);
+    assert_eq!(
+        usable,
+        [WeightedEndpoint::new("10.0.0.1:80".parse().unwrap())]
+    );
 }
 
 #[test]

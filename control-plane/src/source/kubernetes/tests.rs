@@ -480,7 +480,8 @@ async fn endpoints_of_meshed_pods_follow_their_pods_identity() {
     // A Pod seen after its slice: the Service that names it is translated again.
     api.apply(PODS, pod("mastodon", "api-0", "api", true));
     until(&mut rx, "api-0 meshed", |s| {
-        identities_of(s, "api.mastodon")["198.18.0.9:3000"] == "spiffe://home.lab/ns/mastodon/sa/api"
+        identities_of(s, "api.mastodon")["198.18.0.9:3000"]
+            == "spiffe://home.lab/ns/mastodon/sa/api"
     })
     .await;
     // The sidecar added to web-1 (a rollout would make a new Pod; an edit does as well).
@@ -495,7 +496,10 @@ async fn endpoints_of_meshed_pods_follow_their_pods_identity() {
         identities_of(s, "web.mastodon")["198.18.0.2:3000"].is_empty()
     })
     .await;
-    assert_eq!(identities_of(&after, "web.mastodon")["198.18.0.3:3000"], web);
+    assert_eq!(
+        identities_of(&after, "web.mastodon")["198.18.0.3:3000"],
+        web
+    );
 }
 
 #[tokio::test(start_paused = true)]

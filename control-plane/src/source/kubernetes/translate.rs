@@ -128,7 +128,11 @@ pub fn protocol(app_protocol: Option<&str>, port: i32) -> Protocol {
 }
 
 /// Translates `service` with its `slices` (those labelled with its name, in its namespace).
-pub fn translate(service: &KubeService, slices: &[&EndpointSlice], context: &Context) -> Translated {
+pub fn translate(
+    service: &KubeService,
+    slices: &[&EndpointSlice],
+    context: &Context,
+) -> Translated {
     let domain = context.domain;
     let mut out = Translated::default();
     let namespace = service.metadata.namespace.as_deref().unwrap_or_default();

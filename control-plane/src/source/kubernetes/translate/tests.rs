@@ -66,7 +66,12 @@ fn a_pod_is_meshed_by_the_inject_annotation_or_a_herd_proxy_container() {
     let proxy = json!({ "name": "herd-proxy", "image": "herd" });
     let cases = [
         // (spec, annotations, meshed, service account)
-        (json!({ "containers": [app, proxy], "serviceAccountName": "web" }), json!({}), true, "web"),
+        (
+            json!({ "containers": [app, proxy], "serviceAccountName": "web" }),
+            json!({}),
+            true,
+            "web",
+        ),
         (
             json!({ "containers": [app], "initContainers": [
                 { "name": "herd-proxy", "image": "herd", "restartPolicy": "Always" }] }),
@@ -74,9 +79,24 @@ fn a_pod_is_meshed_by_the_inject_annotation_or_a_herd_proxy_container() {
             true,
             "default",
         ),
-        (json!({ "containers": [app], "serviceAccount": "old" }), json!({ "herd.io/inject": "enabled" }), true, "old"),
-        (json!({ "containers": [app], "serviceAccountName": "web" }), json!({ "herd.io/inject": "disabled" }), false, "web"),
-        (json!({ "containers": [app, { "name": "proxy", "image": "herd" }] }), json!({}), false, "default"),
+        (
+            json!({ "containers": [app], "serviceAccount": "old" }),
+            json!({ "herd.io/inject": "enabled" }),
+            true,
+            "old",
+        ),
+        (
+            json!({ "containers": [app], "serviceAccountName": "web" }),
+            json!({ "herd.io/inject": "disabled" }),
+            false,
+            "web",
+        ),
+        (
+            json!({ "containers": [app, { "name": "proxy", "image": "herd" }] }),
+            json!({}),
+            false,
+            "default",
+        ),
     ];
     for (spec, annotations, meshed, account) in cases {
         let info = PodInfo::of(&pod(spec.clone(), annotations));
@@ -111,8 +131,14 @@ fn an_endpoint_of_a_meshed_pod_carries_its_service_accounts_identity() {
         service_account: sa.to_owned(),
     };
     let pods = BTreeMap::from([
-        (("mastodon".to_owned(), "web-0".to_owned()), info(true, "web")),
-        (("mastodon".to_owned(), "plain-0".to_owned()), info(false, "web")),
+        (
+            ("mastodon".to_owned(), "web-0".to_owned()),
+            info(true, "web"),
+        ),
+        (
+            ("mastodon".to_owned(), "plain-0".to_owned()),
+            info(false, "web"),
+        ),
         (("other".to_owned(), "web-0".to_owned()), info(true, "api")),
     ]);
     let out = run_with(&web, &slices, &pods);
@@ -125,7 +151,11 @@ fn an_endpoint_of_a_meshed_pod_carries_its_service_accounts_identity() {
     assert_eq!(
         identities,
         [
-            ("198.18.0.2:3000", true, "spiffe://home.lab/ns/mastodon/sa/web"),
+            (
+                "198.18.0.2:3000",
+                true,
+                "spiffe://home.lab/ns/mastodon/sa/web"
+            ),
             ("198.18.0.3:3000", false, ""),
             ("198.18.0.4:3000", false, ""),
             ("198.18.0.5:3000", false, ""),
@@ -135,7 +165,12 @@ fn an_endpoint_of_a_meshed_pod_carries_its_service_accounts_identity() {
 
     // Without the Pods, the same slices give no identity at all.
     let out = run(&web, &slices);
-    assert!(out.discovered[0].endpoints.values().all(|e| !e.meshed && e.identity.is_empty()));
+    assert!(
+        out.discovered[0]
+            .endpoints
+            .values()
+            .all(|e| !e.meshed && e.identity.is_empty())
+    );
 }
 
 #[test]
