@@ -396,14 +396,19 @@ pub struct Service {
     pub routes: Vec<Route>,
 }
 
-/// `services[].endpoints[]`: an address and its share of the traffic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// `services[].endpoints[]`: an address, its share of the traffic, and whether it is meshed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WeightedEndpoint {
     pub address: SocketAddr,
     /// Relative share of requests (connections, for opaque services) under every algorithm.
     /// Default 1; 1 to 10000.
     pub weight: u32,
+    /// The endpoint is a meshed proxy, reached over mutual TLS, and must present exactly this
+    /// SPIFFE ID (`spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT`). Default absent: the endpoint
+    /// is outside the mesh and reached in plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 impl WeightedEndpoint {
@@ -416,6 +421,30 @@ impl WeightedEndpoint {
         WeightedEndpoint {
             address,
             weight: Self::DEFAULT_WEIGHT,
+            identity: None,
+        }
+    }
+
+    /// Checks `identity` as an endpoint's: a SPIFFE ID that names a workload
+    /// (`spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT`), the only kind the identity service
+    /// certifies, so that a typo is refused where it is written rather than found as a
+    /// handshake that can never succeed. The error is one line, without the text's location.
+    pub fn check_identity(identity: &str) -> Result<(), String> {
+        match herd_identity::SpiffeId::parse(identity) {
+            Ok(id) if id.namespace().is_some() && id.service_account().is_some() => Ok(()),
+            Ok(_) => Err(format!(
+                "`{identity}` is not a workload identity: expected \
+                 spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT"
+            )),
+            Err(error) => Err(format!("invalid SPIFFE ID `{identity}`: {error}")),
+        }
+    }
+
+    /// `address` with `weight`, outside the mesh.
+    pub fn weighted(address: SocketAddr, weight: u32) -> Self {
+        WeightedEndpoint {
+            weight,
+            ..WeightedEndpoint::new(address)
         }
     }
 }

@@ -143,7 +143,7 @@ pub struct Service {
     pub routes: Option<Spanned<Vec<Route>>>,
 }
 
-/// `endpoints[]`: `ip:port`, or `{address, weight}`.
+/// `endpoints[]`: `ip:port`, or `{address, weight, identity}`.
 pub type Endpoint = Form<Addr, EndpointMap>;
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +151,8 @@ pub type Endpoint = Form<Addr, EndpointMap>;
 pub struct EndpointMap {
     pub address: Spanned<Addr>,
     pub weight: Option<Spanned<Count>>,
+    /// A SPIFFE ID, checked by validation (which knows the identity crate's parser).
+    pub identity: Option<Spanned<String>>,
 }
 
 /// `dns:`: `NAME:PORT`, or `{name: NAME:PORT, minTtl, maxTtl}`. The name is checked by

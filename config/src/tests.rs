@@ -82,10 +82,7 @@ services:
     assert!(web.authorities.is_empty());
     assert_eq!(
         web.endpoints,
-        [WeightedEndpoint {
-            address: addr("127.0.0.1:3000"),
-            weight: 1
-        }]
+        [WeightedEndpoint::weighted(addr("127.0.0.1:3000"), 1)]
     );
     assert_eq!(web.dns, None);
     assert_eq!(web.listen, None);
@@ -182,7 +179,7 @@ services:
     protocol: http2
     endpoints:
       - 10.0.0.1:80
-      - { address: "[fe80::1]:8080", weight: 3 }
+      - { address: "[fe80::1]:8080", weight: 3, identity: "spiffe://cluster.local/ns/mastodon/sa/api" }
     balancer:
       algorithm: ring-hash
       hashOn: { header: X-User-Id }
@@ -285,8 +282,8 @@ fn every_field_is_read() {
             endpoints: vec![
                 WeightedEndpoint::new(addr("10.0.0.1:80")),
                 WeightedEndpoint {
-                    address: addr("[fe80::1]:8080"),
-                    weight: 3
+                    identity: Some("spiffe://cluster.local/ns/mastodon/sa/api".into()),
+                    ..WeightedEndpoint::weighted(addr("[fe80::1]:8080"), 3)
                 }
             ],
             dns: None,
@@ -492,10 +489,7 @@ fn the_mastodon_example_says_what_its_comments_say() {
         web.endpoints,
         [
             WeightedEndpoint::new(addr("10.42.0.11:3000")),
-            WeightedEndpoint {
-                address: addr("10.42.1.12:3000"),
-                weight: 2
-            }
+            WeightedEndpoint::weighted(addr("10.42.1.12:3000"), 2)
         ]
     );
     assert_eq!(web.balancer, BalancerConfig::default());
@@ -653,6 +647,23 @@ fn services_survive_the_trip_through_json_and_parse_mesh() {
             .unwrap_or_else(|e| panic!("{example}: {e}\n{json}"));
         assert_eq!(back, config.services, "{example}");
     }
+}
+
+/// The same trip for a service with every field set, `endpoints[].identity` among them.
+#[test]
+fn every_field_survives_the_trip_through_json() {
+    let config = ok(EVERY_FIELD);
+    let json = serde_json::to_string(&serde_json::json!({ "services": config.services })).unwrap();
+    assert!(
+        json.contains(r#""identity":"spiffe://cluster.local/ns/mastodon/sa/api""#),
+        "{json}"
+    );
+    assert!(
+        !json.contains(r#""identity":null"#),
+        "an endpoint outside the mesh writes no identity: {json}"
+    );
+    let back = crate::parse_mesh(&json, "control", None).unwrap_or_else(|e| panic!("{e}\n{json}"));
+    assert_eq!(back, config.services);
 }
 
 #[test]

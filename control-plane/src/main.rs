@@ -330,9 +330,24 @@ async fn run(
         });
     }
 
+    // Every port is bound before any source starts: `/ready` turns 200 when the sources have
+    // synced, and by then the discovery and identity ports must take connections.
     let admin_listener = tokio::net::TcpListener::bind(cli.admin_listen)
         .await
         .with_context(|| format!("cannot bind admin listener {}", cli.admin_listen))?;
+    let listener = tokio::net::TcpListener::bind(cli.discovery_listen)
+        .await
+        .with_context(|| format!("cannot bind discovery listener {}", cli.discovery_listen))?;
+    let identity_listener = match identity {
+        Some(_) => Some(
+            tokio::net::TcpListener::bind(cli.identity_listen)
+                .await
+                .with_context(|| {
+                    format!("cannot bind identity listener {}", cli.identity_listen)
+                })?,
+        ),
+        None => None,
+    };
     tokio::spawn(
         Admin {
             ready: ready.clone(),
@@ -369,7 +384,7 @@ async fn run(
         None => None,
     };
     let mut _identity_watchers = Vec::new();
-    if let Some(start) = identity {
+    if let (Some(start), Some(listener)) = (identity, identity_listener) {
         let (ca, watcher) = watch_ca(start.files.clone(), start.ca, metrics.clone())
             .context("cannot watch the CA files")?;
         _identity_watchers.push(watcher);
@@ -389,9 +404,6 @@ async fn run(
         }
         let service =
             IdentityService::new(ca, Arc::new(tokens), cli.identity_lifetime, metrics.clone());
-        let listener = tokio::net::TcpListener::bind(cli.identity_listen)
-            .await
-            .with_context(|| format!("cannot bind identity listener {}", cli.identity_listen))?;
         info!(identity = %cli.identity_listen, trust_domain = %cli.trust_domain, "identity service ready");
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
@@ -409,14 +421,12 @@ async fn run(
         let options = kubernetes::Options {
             namespaces: cli.namespaces.clone(),
             cluster_domain: cli.cluster_domain.clone(),
+            trust_domain: cli.trust_domain.clone(),
         };
         let snapshots = kubernetes::spawn(client, options);
         tokio::spawn(kubernetes::feed(snapshots, push.clone(), ready.clone()));
     }
 
-    let listener = tokio::net::TcpListener::bind(cli.discovery_listen)
-        .await
-        .with_context(|| format!("cannot bind discovery listener {}", cli.discovery_listen))?;
     info!(discovery = %cli.discovery_listen, admin = %cli.admin_listen, mesh = ?cli.mesh, kubernetes = cli.kubeconfig.is_some() || cli.kubernetes, "herd-control ready");
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))

@@ -32,7 +32,7 @@ use herd_api::discovery::{
     Endpoint, EndpointsRequest, EndpointsUpdate, EndpointsVerdict, Hello, Node, RoutingRequest,
     RoutingSubscribe, RoutingUpdate, Unwatch, Verdict, Watch, endpoints_request, routing_request,
 };
-use herd_config::{Config, ControlSettings, ControlTarget};
+use herd_config::{Config, ControlSettings, ControlTarget, WeightedEndpoint};
 use prometheus::{Gauge, IntCounterVec, IntGauge, Opts};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -157,8 +157,8 @@ async fn sweep(endpoints: Arc<Endpoints>, after: Duration, tx: mpsc::UnboundedSe
 
 /// A service's endpoints by address, as the control plane sent them.
 type Set = BTreeMap<String, Endpoint>;
-/// Those of them that take new requests: `(address, weight)`.
-type Usable = Vec<(SocketAddr, u32)>;
+/// Those of them that take new requests, in the model's terms.
+type Usable = Vec<WeightedEndpoint>;
 
 /// What the proxy holds of each service's endpoints, across reconnects.
 #[derive(Default)]
@@ -408,7 +408,8 @@ impl State {
 }
 
 /// The set after `update`, given what is held of its service, and the endpoints of it that may
-/// take new requests. A delta must start from the version held; an address must parse.
+/// take new requests. A delta must start from the version held; an address must parse, and an
+/// identity must be a workload's SPIFFE ID.
 fn merge(held: Option<&(String, Set)>, update: &EndpointsUpdate) -> Result<(Set, Usable), String> {
     let mut set = if update.base_version.is_empty() {
         BTreeMap::new()
@@ -439,8 +440,20 @@ fn merge(held: Option<&(String, Set)>, update: &EndpointsUpdate) -> Result<(Set,
             .address
             .parse()
             .map_err(|e| format!("endpoint address `{}`: {e}", ep.address))?;
+        // Empty is the wire's "outside the mesh": reached in plaintext.
+        let identity = if ep.identity.is_empty() {
+            None
+        } else {
+            WeightedEndpoint::check_identity(&ep.identity)
+                .map_err(|e| format!("endpoint `{}`: identity: {e}", ep.address))?;
+            Some(ep.identity.clone())
+        };
         if ep.ready && !ep.terminating {
-            usable.push((addr, ep.weight.clamp(1, 10_000)));
+            usable.push(WeightedEndpoint {
+                address: addr,
+                weight: ep.weight.clamp(1, 10_000),
+                identity,
+            });
         }
     }
     Ok((set, usable))

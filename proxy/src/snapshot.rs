@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
-use herd_config::{Config, DnsDiscovery, Protocol, Route, ServiceLimits, WeightedEndpoint};
+use herd_config::{Config, DnsDiscovery, Protocol, Route, ServiceLimits};
 use tracing::debug;
 
 use crate::balance::{Balancer, Member};
@@ -230,13 +230,11 @@ impl Snapshot {
                     sub.subscribe()
                         .borrow()
                         .iter()
-                        .flat_map(|a| a.iter().copied()),
+                        .flat_map(|a| a.iter().map(|ep| (ep.address, ep.weight))),
                 ),
-                (None, None) => endpoints.get(
-                    svc.endpoints
-                        .iter()
-                        .map(|&WeightedEndpoint { address, weight }| (address, weight)),
-                ),
+                (None, None) => {
+                    endpoints.get(svc.endpoints.iter().map(|ep| (ep.address, ep.weight)))
+                }
             };
             let balancer = Arc::new(
                 Balancer::new(
@@ -378,10 +376,11 @@ async fn follow_control(
         let Some(balancer) = balancer.upgrade() else {
             return;
         };
+        // The identity of a meshed endpoint is carried this far; the pools do not use it yet.
         let addrs: Vec<(SocketAddr, u32)> = rx
             .borrow_and_update()
             .iter()
-            .flat_map(|a| a.iter().copied())
+            .flat_map(|a| a.iter().map(|ep| (ep.address, ep.weight)))
             .collect();
         debug!(%service, ?addrs, "endpoints follow the control plane");
         balancer.set_endpoints(endpoints.get(addrs));

@@ -435,3 +435,173 @@ async fn a_missing_source_or_a_bad_kubeconfig_exits_64_with_one_line() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+/// What herd-control sends for service `web.mastodon`, followed the way a proxy follows it:
+/// the full set, then deltas applied on top. `address -> (meshed, identity)`.
+struct Followed {
+    stream: tonic::Streaming<herd_api::discovery::EndpointsUpdate>,
+    _requests: tokio::sync::mpsc::Sender<herd_api::discovery::EndpointsRequest>,
+    set: std::collections::BTreeMap<String, (bool, String)>,
+}
+
+impl Followed {
+    async fn start(control: &Control, service: &str) -> Followed {
+        use herd_api::discovery::discovery_client::DiscoveryClient;
+        use herd_api::discovery::{EndpointsRequest, Hello, Node, Watch, endpoints_request};
+        let mut client = DiscoveryClient::connect(format!("http://{}", control.discovery()))
+            .await
+            .expect("connect to the discovery port");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        for request in [
+            endpoints_request::Request::Hello(Hello {
+                node: Some(Node {
+                    id: "follower".into(),
+                    ..Node::default()
+                }),
+            }),
+            endpoints_request::Request::Watch(Watch {
+                service: service.into(),
+                have_version: String::new(),
+            }),
+        ] {
+            tx.send(EndpointsRequest {
+                request: Some(request),
+            })
+            .await
+            .unwrap();
+        }
+        let stream = client
+            .endpoints(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("endpoints stream")
+            .into_inner();
+        Followed {
+            stream,
+            _requests: tx,
+            set: Default::default(),
+        }
+    }
+
+    /// Applies updates until the set is `expected` (bounded by the test's own bound).
+    async fn until(&mut self, expected: &[(&str, bool, &str)]) {
+        let expected: std::collections::BTreeMap<String, (bool, String)> = expected
+            .iter()
+            .map(|(a, m, i)| ((*a).to_owned(), (*m, (*i).to_owned())))
+            .collect();
+        while self.set != expected {
+            let update = self
+                .stream
+                .message()
+                .await
+                .expect("the stream stays up")
+                .expect("the stream does not end");
+            if update.base_version.is_empty() {
+                self.set.clear();
+            }
+            for gone in &update.removed {
+                self.set.remove(gone);
+            }
+            for ep in update.endpoints {
+                self.set.insert(ep.address, (ep.meshed, ep.identity));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoints_of_pods_with_the_sidecar_carry_their_service_accounts_identity() {
+    within("the test", BOUND, async {
+        let kube = KubeApi::start().await;
+        kube.namespace("mastodon").await;
+        // No kubelet runs: these Pods are objects only, which is all herd-control reads.
+        let pod = |name: &str, account: &str, sidecar: bool| {
+            let mut containers = vec![json!({ "name": "puma", "image": "mastodon" })];
+            if sidecar {
+                containers.push(json!({ "name": "herd-proxy", "image": "herd" }));
+            }
+            json!({ "apiVersion": "v1", "kind": "Pod",
+                    "metadata": { "name": name, "namespace": "mastodon" },
+                    "spec": { "serviceAccountName": account, "containers": containers } })
+            .to_string()
+        };
+        kube.apply(
+            &json!({ "apiVersion": "v1", "kind": "ServiceAccount",
+                     "metadata": { "name": "web", "namespace": "mastodon" } })
+            .to_string(),
+        )
+        .await;
+        kube.apply(&pod("web-0", "web", true)).await;
+        kube.apply(&pod("web-1", "web", false)).await;
+        kube.apply(
+            &json!({ "apiVersion": "v1", "kind": "Service",
+                     "metadata": { "name": "web", "namespace": "mastodon" },
+                     "spec": { "ports": [{ "name": "http", "port": 3000, "targetPort": 3000 }] } })
+            .to_string(),
+        )
+        .await;
+        // Addresses from 198.18.0.0/15: the API server refuses loopback ones. No traffic goes
+        // to them; only what herd-control makes of them is looked at.
+        let endpoint = |ip: &str, pod: &str| {
+            json!({ "addresses": [ip], "conditions": { "ready": true },
+                    "targetRef": { "kind": "Pod", "name": pod, "namespace": "mastodon" } })
+        };
+        kube.apply(
+            &json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": { "name": "web-1", "namespace": "mastodon",
+                              "labels": { "kubernetes.io/service-name": "web" } },
+                "addressType": "IPv4",
+                "ports": [{ "name": "http", "port": 3000, "protocol": "TCP" }],
+                "endpoints": [endpoint("198.18.7.2", "web-0"), endpoint("198.18.7.3", "web-1")],
+            })
+            .to_string(),
+        )
+        .await;
+        let kubeconfig = kube.kubeconfig_path().to_str().expect("UTF-8 path");
+        let control = Control::start_with_args(
+            &[],
+            &[
+                "--kubeconfig",
+                kubeconfig,
+                "--namespaces",
+                "mastodon",
+                "--trust-domain",
+                "home.lab",
+            ],
+        )
+        .await;
+
+        let mut web = Followed::start(&control, "web.mastodon").await;
+        let identity = "spiffe://home.lab/ns/mastodon/sa/web";
+        web.until(&[
+            ("198.18.7.2:3000", true, identity),
+            ("198.18.7.3:3000", false, ""),
+        ])
+        .await;
+
+        // The pod without the sidecar asks for it: its endpoint becomes meshed, by a delta.
+        kube.kubectl(&[
+            "annotate",
+            "pod",
+            "web-1",
+            "-n",
+            "mastodon",
+            "herd.io/inject=enabled",
+        ])
+        .await;
+        web.until(&[
+            ("198.18.7.2:3000", true, identity),
+            ("198.18.7.3:3000", true, identity),
+        ])
+        .await;
+        // A pod deleted while its slice still lists it: known no more, so not meshed.
+        kube.kubectl(&["delete", "pod", "web-0", "-n", "mastodon", "--wait=false"])
+            .await;
+        web.until(&[
+            ("198.18.7.2:3000", false, ""),
+            ("198.18.7.3:3000", true, identity),
+        ])
+        .await;
+    })
+    .await;
+}

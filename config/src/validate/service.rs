@@ -191,7 +191,19 @@ fn endpoints(
                     WeightedEndpoint::DEFAULT_WEIGHT,
                     u64::from(*range.start())..=u64::from(*range.end()),
                 )?;
-                (WeightedEndpoint { address, weight }, address_path)
+                let identity = map
+                    .identity
+                    .as_ref()
+                    .map(|id| workload_identity(id, &format!("{at}.identity")))
+                    .transpose()?;
+                (
+                    WeightedEndpoint {
+                        address,
+                        weight,
+                        identity,
+                    },
+                    address_path,
+                )
             }
         };
         if let Some(first) = endpoints.iter().position(|e| e.address == endpoint.address) {
@@ -208,6 +220,13 @@ fn endpoints(
         endpoints.push(endpoint);
     }
     Ok(endpoints)
+}
+
+/// `endpoints[].identity`: see [`WeightedEndpoint::check_identity`].
+fn workload_identity(node: &Spanned<String>, path: &str) -> Result<String> {
+    WeightedEndpoint::check_identity(&node.value)
+        .map_err(|message| problem(node, path, message))?;
+    Ok(node.value.clone())
 }
 
 /// `dns:`: a name to resolve and a port, and how often to resolve it again.

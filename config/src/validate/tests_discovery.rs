@@ -57,7 +57,7 @@ fn the_endpoint_mapping_is_checked_like_any_other() {
     fails(
         &web("    endpoints:\n      - { address: 10.0.0.2:1, weigth: 3 }\n"),
         "mesh.yaml:4:32: services[0].endpoints[0].weigth: unknown key `weigth` (did you mean \
-         `weight`?); allowed: address, weight",
+         `weight`?); allowed: address, weight, identity",
     );
     fails(
         &web("    endpoints:\n      - 10.0.0.1:1\n      - { weight: 3 }\n"),
@@ -84,6 +84,78 @@ fn the_endpoint_mapping_is_checked_like_any_other() {
     fails(
         &web("    endpoints:\n      -\n"),
         "mesh.yaml:4:8: services[0].endpoints[0]: value is empty",
+    );
+}
+
+#[test]
+fn a_meshed_endpoint_names_the_workload_identity_it_must_present() {
+    let config = ok(&web("    endpoints:
+      - 10.0.1.5:3000
+      - { address: 10.0.1.6:3000, identity: spiffe://cluster.local/ns/mastodon/sa/web }
+      - address: 10.0.1.7:3000
+        weight: 2
+        identity: spiffe://home.lab/ns/db/sa/postgres
+"));
+    let identities: Vec<Option<&str>> = config.services[0]
+        .endpoints
+        .iter()
+        .map(|e| e.identity.as_deref())
+        .collect();
+    assert_eq!(
+        identities,
+        [
+            None,
+            Some("spiffe://cluster.local/ns/mastodon/sa/web"),
+            Some("spiffe://home.lab/ns/db/sa/postgres"),
+        ]
+    );
+    assert_eq!(config.services[0].endpoints[2].weight, 2);
+}
+
+#[test]
+fn an_endpoint_identity_is_a_workload_spiffe_id() {
+    let rule = |identity: &str, column: u32, message: &str| {
+        fails(
+            &web(&format!(
+                "    endpoints:\n      - {{ address: 10.0.0.1:1, identity: \"{identity}\" }}\n"
+            )),
+            &format!("mesh.yaml:4:{column}: services[0].endpoints[0].identity: {message}"),
+        );
+    };
+    rule(
+        "spiffe://cluster.local",
+        42,
+        "`spiffe://cluster.local` is not a workload identity: expected \
+         spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT",
+    );
+    rule(
+        "spiffe://cluster.local/ns/mastodon",
+        42,
+        "`spiffe://cluster.local/ns/mastodon` is not a workload identity: expected \
+         spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT",
+    );
+    rule(
+        "https://cluster.local/ns/a/sa/b",
+        42,
+        "invalid SPIFFE ID `https://cluster.local/ns/a/sa/b`: a SPIFFE ID starts with `spiffe://`",
+    );
+    rule(
+        "spiffe://Cluster.local/ns/a/sa/b",
+        42,
+        "invalid SPIFFE ID `spiffe://Cluster.local/ns/a/sa/b`: the trust domain has 'C': only \
+         lower-case letters, digits, `.`, `-` and `_` are allowed",
+    );
+    rule(
+        "spiffe://cluster.local/ns/a/sa/b/",
+        42,
+        "invalid SPIFFE ID `spiffe://cluster.local/ns/a/sa/b/`: the path has an empty segment \
+         (`//` or a trailing `/`)",
+    );
+    // A scalar of another type is read as its text, and refused as an ID like any other.
+    fails(
+        &web("    endpoints:\n      - { address: 10.0.0.1:1, identity: 3 }\n"),
+        "mesh.yaml:4:42: services[0].endpoints[0].identity: invalid SPIFFE ID `3`: a SPIFFE ID \
+         starts with `spiffe://`",
     );
 }
 

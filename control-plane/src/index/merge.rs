@@ -150,8 +150,9 @@ pub(super) fn merge(mesh: &[Service], discovered: &[Discovered]) -> Merged {
     merged
 }
 
-/// A service's static endpoints from its mesh file: all ready, none meshed (until identity).
-/// Empty for a service whose endpoints come from a source that has not found it (yet).
+/// A service's static endpoints from its mesh file: all ready; meshed exactly when the file
+/// names the identity the endpoint presents. Empty for a service whose endpoints come from a
+/// source that has not found it (yet).
 fn static_endpoints(service: &Service) -> BTreeMap<String, Endpoint> {
     service
         .endpoints
@@ -162,6 +163,8 @@ fn static_endpoints(service: &Service) -> BTreeMap<String, Endpoint> {
                 address: address.clone(),
                 weight: ep.weight,
                 ready: true,
+                meshed: ep.identity.is_some(),
+                identity: ep.identity.clone().unwrap_or_default(),
                 ..Endpoint::default()
             };
             (address, endpoint)

@@ -174,6 +174,52 @@ fn unknown_services_are_followed_until_they_appear_and_forgotten_when_unwatched(
 }
 
 #[test]
+fn a_changed_identity_is_a_changed_endpoint() {
+    let others: Vec<String> = (10..20).map(|i| format!("10.0.0.{i}:3000")).collect();
+    let others = others.join(", ");
+    let web_sa = "spiffe://cluster.local/ns/mastodon/sa/web";
+    let with = |identity: &str| {
+        web(&format!(
+            "{{address: 10.0.0.1:3000, identity: \"{identity}\"}}, {others}"
+        ))
+    };
+    let mut index = Index::new();
+    index.apply_mesh(&with(web_sa));
+    let mut rx = index.watch_endpoints("web");
+    let v1 = rx.borrow_and_update().clone();
+    let full = decode(&v1.catch_up("")[0]);
+    let (meshed, plain): (Vec<_>, Vec<_>) = full
+        .endpoints
+        .iter()
+        .partition(|e| e.address == "10.0.0.1:3000");
+    assert!(meshed[0].meshed, "an endpoint with an identity is meshed");
+    assert_eq!(meshed[0].identity, web_sa);
+    assert!(
+        plain.iter().all(|e| !e.meshed && e.identity.is_empty()),
+        "the others are outside the mesh"
+    );
+
+    // Same address, same weight, another account: a delta carrying the entry whole.
+    let sidekiq = "spiffe://cluster.local/ns/mastodon/sa/sidekiq";
+    index.apply_mesh(&with(sidekiq));
+    assert!(rx.has_changed().unwrap());
+    let v2 = rx.borrow_and_update().clone();
+    assert_ne!(v2.version, v1.version, "the version names the identity too");
+    let delta = decode(&v2.catch_up(&v1.version)[0]);
+    assert_eq!(delta.base_version, v1.version);
+    assert!(delta.removed.is_empty());
+    assert_eq!(delta.endpoints.len(), 1);
+    assert_eq!(delta.endpoints[0].identity, sidekiq);
+
+    // Leaving the mesh is a change as well.
+    index.apply_mesh(&web(&format!("10.0.0.1:3000, {others}")));
+    let v3 = rx.borrow_and_update().clone();
+    let delta = decode(&v3.catch_up(&v2.version)[0]);
+    assert_eq!(delta.endpoints.len(), 1);
+    assert!(!delta.endpoints[0].meshed && delta.endpoints[0].identity.is_empty());
+}
+
+#[test]
 fn unchanged_endpoints_are_not_republished() {
     let mut index = Index::new();
     index.apply_mesh(&web("10.0.0.1:3000"));

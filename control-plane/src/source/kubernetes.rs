@@ -1,9 +1,12 @@
 //! The Kubernetes source: Services and EndpointSlices of the watched namespaces become herd
-//! services ([`translate`] says how).
+//! services ([`translate`] says how), and their Pods say which endpoints are meshed and with
+//! what identity.
 //!
 //! One kube-rs [`watcher`] per kind and namespace (one per kind for all namespaces) feeds one
 //! task that holds the objects ([`Cluster`]) and re-translates only the Services an event
-//! touched. What comes out is a [`Snapshot`] on a `watch` channel: the latest state wins, so a
+//! touched. Of a Pod only what identity needs is kept ([`PodInfo`]), and a Pod's change touches
+//! the Services whose slices name it, and only when that changed: Pods' status updates, by far
+//! their most frequent events, cost a comparison. What comes out is a [`Snapshot`] on a `watch` channel: the latest state wins, so a
 //! slow index skips to it rather than queueing.
 //!
 //! Failure is the normal case for a watch, and the mesh must outlive it:
@@ -28,7 +31,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Service as KubeService;
+use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::NamespaceResourceScope;
 use kube::runtime::watcher::{self, Event, watcher};
@@ -37,7 +40,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-pub use translate::{OPAQUE_PORTS, SERVICE_NAME_LABEL, Translated, protocol, translate};
+pub use translate::{
+    Context, INJECT_ANNOTATION, INJECT_ENABLED, OPAQUE_PORTS, PROXY_CONTAINER, PodInfo, PodKey,
+    SERVICE_NAME_LABEL, Translated, protocol, translate,
+};
 
 use crate::index::Discovered;
 use crate::push::Push;
@@ -54,6 +60,8 @@ pub struct Options {
     pub namespaces: Vec<String>,
     /// The cluster's DNS domain, for the `NAME.NAMESPACE.svc.DOMAIN` authorities.
     pub cluster_domain: String,
+    /// The SPIFFE trust domain of meshed pods' identities (herd-control's `--trust-domain`).
+    pub trust_domain: String,
 }
 
 /// What the source has found.
@@ -114,13 +122,18 @@ pub fn spawn(client: Client, options: Options) -> watch::Receiver<Snapshot> {
         };
         let slices = WatchKey {
             kind: Kind::Slices,
+            namespace: namespace.clone(),
+        };
+        let pods = WatchKey {
+            kind: Kind::Pods,
             namespace,
         };
         spawn_watch::<KubeService>(&client, services.clone(), events.clone());
         spawn_watch::<EndpointSlice>(&client, slices.clone(), events.clone());
-        keys.extend([services, slices]);
+        spawn_watch::<Pod>(&client, pods.clone(), events.clone());
+        keys.extend([services, slices, pods]);
     }
-    let cluster = Cluster::new(keys, options.cluster_domain);
+    let cluster = Cluster::new(keys, options.cluster_domain, options.trust_domain);
     tokio::spawn(cluster.run(events_rx, snapshots));
     rx
 }
@@ -129,6 +142,7 @@ pub fn spawn(client: Client, options: Options) -> watch::Receiver<Snapshot> {
 enum Kind {
     Services,
     Slices,
+    Pods,
 }
 
 /// One watch: a kind in a namespace, or in all of them.
@@ -149,6 +163,7 @@ impl fmt::Display for WatchKey {
         let kind = match self.kind {
             Kind::Services => "Services",
             Kind::Slices => "EndpointSlices",
+            Kind::Pods => "Pods",
         };
         match &self.namespace {
             Some(ns) => write!(f, "watch of {kind} in namespace {ns}"),
@@ -157,10 +172,12 @@ impl fmt::Display for WatchKey {
     }
 }
 
-/// What the watch tasks tell the cluster task (objects boxed: a Service is large).
+/// What the watch tasks tell the cluster task (objects boxed: a Service is large; a Pod is
+/// cut down to its [`PodInfo`] before it leaves its watch task).
 enum Message {
     Services(WatchKey, Box<Event<KubeService>>),
     Slices(WatchKey, Box<Event<EndpointSlice>>),
+    Pods(WatchKey, Event<(PodKey, PodInfo)>),
     Failed(WatchKey, String),
 }
 
@@ -184,6 +201,20 @@ impl Watched for KubeService {
 impl Watched for EndpointSlice {
     fn message(key: WatchKey, event: Event<Self>) -> Message {
         Message::Slices(key, Box::new(event))
+    }
+}
+
+impl Watched for Pod {
+    fn message(key: WatchKey, event: Event<Self>) -> Message {
+        let keep = |pod: Pod| (object_key(&pod.metadata), PodInfo::of(&pod));
+        let event = match event {
+            Event::Apply(pod) => Event::Apply(keep(pod)),
+            Event::Delete(pod) => Event::Delete(keep(pod)),
+            Event::Init => Event::Init,
+            Event::InitApply(pod) => Event::InitApply(keep(pod)),
+            Event::InitDone => Event::InitDone,
+        };
+        Message::Pods(key, event)
     }
 }
 
@@ -274,9 +305,14 @@ struct Cluster {
     slices: BTreeMap<(String, String, String), EndpointSlice>,
     /// The Service each slice (namespace, name) is filed under.
     slice_owner: HashMap<(String, String), String>,
+    trust_domain: String,
+    pods: BTreeMap<PodKey, PodInfo>,
+    /// The slices (namespace, name) whose endpoints name each Pod: whom a Pod's change touches.
+    pod_refs: HashMap<PodKey, BTreeSet<(String, String)>>,
     /// Objects of a list in progress, by watch.
     listing_services: HashMap<WatchKey, Vec<KubeService>>,
     listing_slices: HashMap<WatchKey, Vec<EndpointSlice>>,
+    listing_pods: HashMap<WatchKey, Vec<(PodKey, PodInfo)>>,
     listed: BTreeSet<WatchKey>,
     failing: BTreeMap<WatchKey, String>,
     translated: BTreeMap<ServiceKey, Translated>,
@@ -285,15 +321,19 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new(keys: Vec<WatchKey>, domain: String) -> Self {
+    fn new(keys: Vec<WatchKey>, domain: String, trust_domain: String) -> Self {
         Cluster {
             keys,
             domain,
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
             slice_owner: HashMap::new(),
+            trust_domain,
+            pods: BTreeMap::new(),
+            pod_refs: HashMap::new(),
             listing_services: HashMap::new(),
             listing_slices: HashMap::new(),
+            listing_pods: HashMap::new(),
             listed: BTreeSet::new(),
             failing: BTreeMap::new(),
             translated: BTreeMap::new(),
@@ -346,6 +386,7 @@ impl Cluster {
                 // A list cut short is dropped: the state it would have replaced stays.
                 self.listing_services.remove(&key);
                 self.listing_slices.remove(&key);
+                self.listing_pods.remove(&key);
                 let changed = self.failing.get(&key) != Some(&error);
                 self.failing.insert(key, error);
                 changed
@@ -422,6 +463,90 @@ impl Cluster {
                     false
                 }
             },
+            Message::Pods(key, event) => match event {
+                Event::Init => {
+                    self.listing_pods.insert(key, Vec::new());
+                    false
+                }
+                Event::InitApply(pod) => {
+                    self.listing_pods.entry(key).or_default().push(pod);
+                    false
+                }
+                Event::InitDone => {
+                    let listed: HashMap<PodKey, PodInfo> = self
+                        .listing_pods
+                        .remove(&key)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect();
+                    let gone: Vec<PodKey> = self
+                        .pods
+                        .keys()
+                        .filter(|(ns, name)| {
+                            key.covers(ns) && !listed.contains_key(&(ns.clone(), name.clone()))
+                        })
+                        .cloned()
+                        .collect();
+                    for pod in gone {
+                        self.remove_pod(&pod);
+                    }
+                    for (pod, info) in listed {
+                        self.put_pod(pod, info);
+                    }
+                    self.listed_once(key)
+                }
+                Event::Apply((pod, info)) => {
+                    self.put_pod(pod, info);
+                    false
+                }
+                Event::Delete((pod, _)) => {
+                    self.remove_pod(&pod);
+                    false
+                }
+            },
+        }
+    }
+
+    fn put_pod(&mut self, pod: PodKey, info: PodInfo) {
+        if self.pods.get(&pod) != Some(&info) {
+            self.touch_pod(&pod);
+            self.pods.insert(pod, info);
+        }
+    }
+
+    fn remove_pod(&mut self, pod: &PodKey) {
+        if self.pods.remove(pod).is_some() {
+            self.touch_pod(pod);
+        }
+    }
+
+    /// Marks the Services whose slices name `pod` for translation.
+    fn touch_pod(&mut self, pod: &PodKey) {
+        for slice in self.pod_refs.get(pod).into_iter().flatten() {
+            if let Some(owner) = self.slice_owner.get(slice) {
+                self.dirty.insert((slice.0.clone(), owner.clone()));
+            }
+        }
+    }
+
+    /// Records (`add`) or forgets the Pods `slice`'s endpoints name.
+    fn refer(&mut self, slice: &EndpointSlice, add: bool) {
+        let (ns, name) = object_key(&slice.metadata);
+        for endpoint in slice.endpoints.iter().flatten() {
+            let Some(pod) = translate::pod_of(endpoint, &ns) else {
+                continue;
+            };
+            if add {
+                self.pod_refs
+                    .entry(pod)
+                    .or_default()
+                    .insert((ns.clone(), name.clone()));
+            } else if let Some(refs) = self.pod_refs.get_mut(&pod) {
+                refs.remove(&(ns.clone(), name.clone()));
+                if refs.is_empty() {
+                    self.pod_refs.remove(&pod);
+                }
+            }
         }
     }
 
@@ -455,13 +580,18 @@ impl Cluster {
         self.dirty.insert((ns.clone(), owner.clone()));
         self.slice_owner
             .insert((ns.clone(), name.clone()), owner.clone());
+        self.refer(&slice, true);
         self.slices.insert((ns, owner, name), slice);
     }
 
     fn remove_slice(&mut self, ns: &str, name: &str) {
         if let Some(owner) = self.slice_owner.remove(&(ns.to_owned(), name.to_owned())) {
-            self.slices
-                .remove(&(ns.to_owned(), owner.clone(), name.to_owned()));
+            if let Some(slice) =
+                self.slices
+                    .remove(&(ns.to_owned(), owner.clone(), name.to_owned()))
+            {
+                self.refer(&slice, false);
+            }
             self.dirty.insert((ns.to_owned(), owner));
         }
     }
@@ -480,7 +610,12 @@ impl Cluster {
                 .take_while(|((n, s, _), _)| n == ns && s == name)
                 .map(|(_, slice)| slice)
                 .collect();
-            let next = translate(service, &slices, &self.domain);
+            let context = Context {
+                domain: &self.domain,
+                trust_domain: &self.trust_domain,
+                pods: &self.pods,
+            };
+            let next = translate(service, &slices, &context);
             let before = self.translated.get(&id);
             for line in &next.skipped {
                 if !before.is_some_and(|b| b.skipped.contains(line)) {

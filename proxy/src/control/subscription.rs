@@ -8,17 +8,17 @@
 //! `control::subscription`, never `control` itself.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use herd_config::WeightedEndpoint;
 use tokio::sync::{mpsc, watch};
 
 use crate::balance::load::now_nanos;
 
-/// The endpoints a subscription holds: `(address, weight)` of those that may take new
-/// requests; `None` until the first update.
-pub type Answer = Option<Arc<[(SocketAddr, u32)]>>;
+/// The endpoints a subscription holds: those that may take new requests, each with its weight
+/// and, for a meshed one, the identity it must present; `None` until the first update.
+pub type Answer = Option<Arc<[WeightedEndpoint]>>;
 
 /// What a service's subscription shares with the endpoints stream.
 pub struct Subscription {

@@ -39,7 +39,10 @@ fn a_full_set_replaces_and_only_ready_endpoints_take_requests() {
         3,
         "the set keeps every endpoint, whatever its state"
     );
-    assert_eq!(usable, [("10.0.0.1:80".parse().unwrap(), 1)]);
+    assert_eq!(
+        usable,
+        [WeightedEndpoint::new("10.0.0.1:80".parse().unwrap())]
+    );
 }
 
 #[test]
@@ -72,12 +75,12 @@ fn a_delta_applies_only_on_its_base() {
     };
     let (set, mut usable) = merge(Some(&held), &delta).unwrap();
     assert_eq!(set.keys().collect::<Vec<_>>(), ["10.0.0.2:80", "[::1]:80"]);
-    usable.sort();
+    usable.sort_by_key(|ep| ep.address);
     assert_eq!(
         usable,
         [
-            ("10.0.0.2:80".parse().unwrap(), 7),
-            ("[::1]:80".parse().unwrap(), 1)
+            WeightedEndpoint::weighted("10.0.0.2:80".parse().unwrap(), 7),
+            WeightedEndpoint::new("[::1]:80".parse().unwrap())
         ]
     );
 
@@ -104,6 +107,80 @@ fn an_unknown_service_has_no_endpoints_and_a_bad_address_is_refused() {
             .unwrap_err()
             .starts_with("endpoint address `web:80`")
     );
+}
+
+#[test]
+fn a_meshed_endpoint_keeps_its_identity_through_full_sets_and_deltas() {
+    let web = "spiffe://cluster.local/ns/mastodon/sa/web";
+    let meshed = |address: &str, identity: &str| Endpoint {
+        meshed: true,
+        identity: identity.into(),
+        ..ep(address, true, false)
+    };
+    let (set, usable) = merge(
+        None,
+        &full(
+            "v1",
+            vec![meshed("10.0.0.1:80", web), ep("10.0.0.2:80", true, false)],
+        ),
+    )
+    .unwrap();
+    let identities = |usable: &[WeightedEndpoint]| -> Vec<(String, Option<String>)> {
+        usable
+            .iter()
+            .map(|e| (e.address.to_string(), e.identity.clone()))
+            .collect()
+    };
+    assert_eq!(
+        identities(&usable),
+        [
+            ("10.0.0.1:80".to_owned(), Some(web.to_owned())),
+            ("10.0.0.2:80".to_owned(), None),
+        ]
+    );
+
+    // A delta that changes only the identity (the pod's account changed) replaces the entry.
+    let other = "spiffe://cluster.local/ns/mastodon/sa/sidekiq";
+    let delta = EndpointsUpdate {
+        service: "web".into(),
+        version: "v2".into(),
+        base_version: "v1".into(),
+        endpoints: vec![meshed("10.0.0.2:80", other), ep("10.0.0.1:80", true, false)],
+        ..EndpointsUpdate::default()
+    };
+    let (_, usable) = merge(Some(&("v1".to_owned(), set)), &delta).unwrap();
+    assert_eq!(
+        identities(&usable),
+        [
+            ("10.0.0.1:80".to_owned(), None),
+            ("10.0.0.2:80".to_owned(), Some(other.to_owned())),
+        ]
+    );
+}
+
+#[test]
+fn an_endpoint_whose_identity_is_not_a_workload_id_is_refused() {
+    for (identity, reason) in [
+        (
+            "spiffe://cluster.local",
+            "endpoint `10.0.0.1:80`: identity: `spiffe://cluster.local` is not a workload \
+             identity: expected spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT",
+        ),
+        (
+            "web",
+            "endpoint `10.0.0.1:80`: identity: invalid SPIFFE ID `web`: a SPIFFE ID starts with \
+             `spiffe://`",
+        ),
+    ] {
+        let update = full(
+            "v1",
+            vec![Endpoint {
+                identity: identity.into(),
+                ..ep("10.0.0.1:80", false, false)
+            }],
+        );
+        assert_eq!(merge(None, &update).unwrap_err(), reason);
+    }
 }
 
 #[test]

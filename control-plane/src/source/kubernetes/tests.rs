@@ -25,6 +25,7 @@ type Frames = mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>;
 
 const SERVICES: &str = "services";
 const SLICES: &str = "endpointslices";
+const PODS: &str = "pods";
 
 /// The mocked API server's state.
 #[derive(Default)]
@@ -81,6 +82,7 @@ impl FakeApi {
         let resource = match resource {
             SERVICES => SERVICES,
             SLICES => SLICES,
+            PODS => PODS,
             other => panic!("unexpected request for {other}: {uri}"),
         };
         let query = uri.query().unwrap_or_default();
@@ -184,6 +186,7 @@ impl Store {
 fn kind_of(resource: &str) -> (&'static str, &'static str, &'static str) {
     match resource {
         SERVICES => ("v1", "Service", SERVICES),
+        PODS => ("v1", "Pod", PODS),
         _ => ("discovery.k8s.io/v1", "EndpointSlice", SLICES),
     }
 }
@@ -251,6 +254,7 @@ fn all_namespaces() -> Options {
     Options {
         namespaces: Vec::new(),
         cluster_domain: "cluster.local".to_owned(),
+        trust_domain: "cluster.local".to_owned(),
     }
 }
 
@@ -394,6 +398,110 @@ async fn watch_events_move_endpoints_whatever_order_objects_arrive_in() {
     assert_eq!(snapshot.discovered.len(), 1);
 }
 
+/// A Pod `name` in `namespace` with service account `account`, meshed by a `herd-proxy`
+/// container or not.
+fn pod(namespace: &str, name: &str, account: &str, meshed: bool) -> Value {
+    let mut containers = vec![json!({ "name": "puma", "image": "mastodon" })];
+    if meshed {
+        containers.push(json!({ "name": "herd-proxy", "image": "herd" }));
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": { "serviceAccountName": account, "containers": containers },
+    })
+}
+
+/// An EndpointSlice of Service `service` with one ready endpoint per (address, Pod name).
+fn slice_of_pods(namespace: &str, service: &str, name: &str, pods: &[(&str, &str)]) -> Value {
+    let mut slice = slice(namespace, service, name, &[]);
+    slice["endpoints"] = pods
+        .iter()
+        .map(|(address, pod)| {
+            json!({ "addresses": [address], "conditions": ready(),
+                    "targetRef": { "kind": "Pod", "name": pod, "namespace": namespace } })
+        })
+        .collect();
+    slice
+}
+
+/// `address -> identity` of service `name` (empty: not meshed).
+fn identities_of(snapshot: &Snapshot, name: &str) -> BTreeMap<String, String> {
+    snapshot
+        .discovered
+        .iter()
+        .find(|d| d.service.name == name)
+        .map(|d| {
+            d.endpoints
+                .values()
+                .inspect(|e| assert_eq!(e.meshed, !e.identity.is_empty(), "{e:?}"))
+                .map(|e| (e.address.clone(), e.identity.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoints_of_meshed_pods_follow_their_pods_identity() {
+    let (api, client) = FakeApi::start();
+    api.apply(SERVICES, service("mastodon", "web"));
+    api.apply(SERVICES, service("mastodon", "api"));
+    api.apply(PODS, pod("mastodon", "web-0", "web", true));
+    api.apply(PODS, pod("mastodon", "web-1", "web", false));
+    api.apply(
+        SLICES,
+        slice_of_pods(
+            "mastodon",
+            "web",
+            "web-a",
+            &[("198.18.0.2", "web-0"), ("198.18.0.3", "web-1")],
+        ),
+    );
+    api.apply(
+        SLICES,
+        slice_of_pods("mastodon", "api", "api-a", &[("198.18.0.9", "api-0")]),
+    );
+    let options = Options {
+        trust_domain: "home.lab".to_owned(),
+        ..all_namespaces()
+    };
+    let mut rx = spawn(client, options);
+    let synced = until(&mut rx, "synced", |s| s.synced).await;
+    let web = "spiffe://home.lab/ns/mastodon/sa/web";
+    assert_eq!(
+        identities_of(&synced, "web.mastodon"),
+        BTreeMap::from([
+            ("198.18.0.2:3000".to_owned(), web.to_owned()),
+            ("198.18.0.3:3000".to_owned(), String::new()),
+        ])
+    );
+
+    // A Pod seen after its slice: the Service that names it is translated again.
+    api.apply(PODS, pod("mastodon", "api-0", "api", true));
+    until(&mut rx, "api-0 meshed", |s| {
+        identities_of(s, "api.mastodon")["198.18.0.9:3000"]
+            == "spiffe://home.lab/ns/mastodon/sa/api"
+    })
+    .await;
+    // The sidecar added to web-1 (a rollout would make a new Pod; an edit does as well).
+    api.apply(PODS, pod("mastodon", "web-1", "web", true));
+    until(&mut rx, "web-1 meshed", |s| {
+        identities_of(s, "web.mastodon")["198.18.0.3:3000"] == web
+    })
+    .await;
+    // A Pod deleted: its endpoint is no longer meshed (the slice still lists it, for now).
+    api.delete(PODS, "mastodon", "web-0");
+    let after = until(&mut rx, "web-0 gone", |s| {
+        identities_of(s, "web.mastodon")["198.18.0.2:3000"].is_empty()
+    })
+    .await;
+    assert_eq!(
+        identities_of(&after, "web.mastodon")["198.18.0.3:3000"],
+        web
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failing_api_server_keeps_the_last_state_is_reported_and_is_caught_up_with() {
     let (api, client) = FakeApi::start();
@@ -405,7 +513,7 @@ async fn a_failing_api_server_keeps_the_last_state_is_reported_and_is_caught_up_
     let before = until(&mut rx, "synced", |s| s.synced).await;
 
     api.go_down();
-    let down = until(&mut rx, "both watches failing", |s| s.problems.len() == 2).await;
+    let down = until(&mut rx, "every watch failing", |s| s.problems.len() == 3).await;
     assert!(down.synced, "synced once is synced");
     assert_eq!(
         endpoints_of(&down),
@@ -442,7 +550,7 @@ async fn nothing_is_synced_while_the_first_lists_fail() {
     api.apply(SERVICES, service("mastodon", "web"));
     api.go_down();
     let mut rx = spawn(client, all_namespaces());
-    let failing = until(&mut rx, "two problems", |s| s.problems.len() == 2).await;
+    let failing = until(&mut rx, "three problems", |s| s.problems.len() == 3).await;
     assert!(!failing.synced);
     assert!(failing.discovered.is_empty());
     let lists = api.requests().len();
@@ -568,10 +676,10 @@ async fn the_index_hears_the_cluster_once_it_is_synced_and_the_status_says_how_i
             .get()
     };
 
-    until(&mut watched, "problems", |s| s.problems.len() == 2).await;
-    settles("the gauge", || gauge() == 2).await;
+    until(&mut watched, "problems", |s| s.problems.len() == 3).await;
+    settles("the gauge", || gauge() == 3).await;
     let status = push.sources.lock().unwrap()[0].clone();
-    assert!(!status.synced && status.problems.len() == 2, "{status:?}");
+    assert!(!status.synced && status.problems.len() == 3, "{status:?}");
     assert!(!ready.load(std::sync::atomic::Ordering::Acquire));
     assert_eq!(
         index.lock().unwrap().current_routing().version,

@@ -24,6 +24,12 @@
 //!   ready), `terminating` its `terminating` one; `zone` and `pod` (`NAMESPACE/NAME` of a Pod
 //!   `targetRef`) are carried along. An address listed by two slices (a slice being replaced)
 //!   counts once, as its most usable entry.
+//! - **Identity.** An endpoint whose `targetRef` Pod is meshed ([`PodInfo::meshed`]: it asked for
+//!   the sidecar with the annotation `herd.io/inject: enabled`, or it has a container or init
+//!   container named `herd-proxy`) is `meshed`, with the identity its proxy is certified for:
+//!   `spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT` of the Pod's service account. A Pod not (or
+//!   not yet) seen is not meshed: reaching a meshed pod in plaintext works while its inbound
+//!   port is permissive, while expecting TLS of a pod without a proxy never does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -32,7 +38,8 @@ use herd_api::discovery::Endpoint;
 use herd_config::{
     Authority, BalancerConfig, OutlierDetection, Protocol, RetryBudget, Service, ServiceLimits,
 };
-use k8s_openapi::api::core::v1::{Service as KubeService, ServicePort};
+use herd_identity::SpiffeId;
+use k8s_openapi::api::core::v1::{Pod, Service as KubeService, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::index::Discovered;
@@ -43,6 +50,64 @@ pub const OPAQUE_PORTS: [i32; 7] = [25, 587, 3306, 5432, 6432, 6379, 11211];
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The annotation a Pod asks for the herd sidecar with (value [`INJECT_ENABLED`]).
+pub const INJECT_ANNOTATION: &str = "herd.io/inject";
+pub const INJECT_ENABLED: &str = "enabled";
+/// The name of the sidecar's container (or native-sidecar init container) in a meshed Pod.
+pub const PROXY_CONTAINER: &str = "herd-proxy";
+
+/// (namespace, name) of a Pod.
+pub type PodKey = (String, String);
+
+/// What the source keeps of a Pod: all an endpoint's identity needs, nothing more (a Pod object
+/// is large, and a cluster has many).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    /// It runs a herd proxy: annotated `herd.io/inject: enabled`, or with a container or init
+    /// container named `herd-proxy` (injected, or written into the manifest by hand).
+    pub meshed: bool,
+    /// `spec.serviceAccountName` (or the deprecated `serviceAccount`), `default` when unset as
+    /// the API server's admission fills it in.
+    pub service_account: String,
+}
+
+impl PodInfo {
+    pub fn of(pod: &Pod) -> Self {
+        let annotated = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(INJECT_ANNOTATION))
+            .is_some_and(|v| v == INJECT_ENABLED);
+        let spec = pod.spec.as_ref();
+        let has_proxy = spec.is_some_and(|spec| {
+            spec.containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+                .any(|c| c.name == PROXY_CONTAINER)
+        });
+        let service_account = spec
+            .and_then(|s| s.service_account_name.clone().or(s.service_account.clone()))
+            .filter(|sa| !sa.is_empty())
+            .unwrap_or_else(|| "default".to_owned());
+        PodInfo {
+            meshed: annotated || has_proxy,
+            service_account,
+        }
+    }
+}
+
+/// What a translation reads besides the Service and its slices.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// The cluster's DNS domain (`cluster.local`), for authorities.
+    pub domain: &'a str,
+    /// The SPIFFE trust domain meshed pods' identities are in (herd-control's `--trust-domain`).
+    pub trust_domain: &'a str,
+    /// The Pods of the watched namespaces.
+    pub pods: &'a BTreeMap<PodKey, PodInfo>,
+}
 
 /// What one Service became, and what of it was left out (one line each, naming the object).
 #[derive(Debug, Default, PartialEq)]
@@ -62,9 +127,13 @@ pub fn protocol(app_protocol: Option<&str>, port: i32) -> Protocol {
     }
 }
 
-/// Translates `service` with its `slices` (those labelled with its name, in its namespace);
-/// `domain` is the cluster's DNS domain (`cluster.local`).
-pub fn translate(service: &KubeService, slices: &[&EndpointSlice], domain: &str) -> Translated {
+/// Translates `service` with its `slices` (those labelled with its name, in its namespace).
+pub fn translate(
+    service: &KubeService,
+    slices: &[&EndpointSlice],
+    context: &Context,
+) -> Translated {
+    let domain = context.domain;
     let mut out = Translated::default();
     let namespace = service.metadata.namespace.as_deref().unwrap_or_default();
     let name = service.metadata.name.as_deref().unwrap_or_default();
@@ -153,7 +222,7 @@ pub fn translate(service: &KubeService, slices: &[&EndpointSlice], domain: &str)
                 }
             }
         }
-        let endpoints = endpoints(port, namespace, slices, &mut out.skipped);
+        let endpoints = endpoints(port, namespace, slices, context, &mut out.skipped);
         out.discovered.push(Discovered {
             service: Service {
                 name: service_name,
@@ -183,6 +252,7 @@ fn endpoints(
     port: &ServicePort,
     namespace: &str,
     slices: &[&EndpointSlice],
+    context: &Context,
     skipped: &mut Vec<String>,
 ) -> BTreeMap<String, Endpoint> {
     let wanted = port.name.as_deref().unwrap_or_default();
@@ -226,18 +296,28 @@ fn endpoints(
                 continue;
             };
             let conditions = endpoint.conditions.clone().unwrap_or_default();
-            let pod = endpoint
-                .target_ref
+            let pod_key = pod_of(endpoint, namespace);
+            let pod = pod_key
                 .as_ref()
-                .filter(|r| r.kind.as_deref() == Some("Pod"))
-                .and_then(|r| {
-                    let name = r.name.as_deref()?;
-                    Some(format!(
-                        "{}/{name}",
-                        r.namespace.as_deref().unwrap_or(namespace)
-                    ))
-                })
+                .map(|(ns, name)| format!("{ns}/{name}"))
                 .unwrap_or_default();
+            let identity = pod_key
+                .as_ref()
+                .and_then(|key| Some((key, context.pods.get(key)?)))
+                .filter(|(_, info)| info.meshed)
+                .and_then(|((ns, name), info)| {
+                    match SpiffeId::kubernetes(context.trust_domain, ns, &info.service_account) {
+                        Ok(id) => Some(id.as_str().to_owned()),
+                        Err(e) => {
+                            skipped.push(format!(
+                                "Pod {ns}/{name}: service account `{}` makes no identity ({e}); \
+                                 its endpoints are reached as not meshed",
+                                info.service_account
+                            ));
+                            None
+                        }
+                    }
+                });
             let address = SocketAddr::new(ip, number).to_string();
             let candidate = Endpoint {
                 address: address.clone(),
@@ -245,8 +325,8 @@ fn endpoints(
                 ready: conditions.ready.unwrap_or(true),
                 terminating: conditions.terminating.unwrap_or(false),
                 zone: endpoint.zone.clone().unwrap_or_default(),
-                meshed: false,
-                identity: String::new(),
+                meshed: identity.is_some(),
+                identity: identity.unwrap_or_default(),
                 pod,
             };
             let usable = |e: &Endpoint| e.ready && !e.terminating;
@@ -259,6 +339,20 @@ fn endpoints(
         }
     }
     found
+}
+
+/// The Pod an EndpointSlice endpoint's `targetRef` names, if it names one.
+pub fn pod_of(
+    endpoint: &k8s_openapi::api::discovery::v1::Endpoint,
+    namespace: &str,
+) -> Option<PodKey> {
+    let target = endpoint.target_ref.as_ref()?;
+    if target.kind.as_deref() != Some("Pod") {
+        return None;
+    }
+    let name = target.name.clone()?;
+    let ns = target.namespace.as_deref().unwrap_or(namespace).to_owned();
+    Some((ns, name))
 }
 
 #[cfg(test)]

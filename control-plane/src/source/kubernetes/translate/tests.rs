@@ -1,4 +1,6 @@
-use k8s_openapi::api::core::v1::Service as KubeService;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
@@ -31,8 +33,170 @@ fn slice(name: &str, ports: Value, endpoints: Value) -> EndpointSlice {
 }
 
 fn run(service: &KubeService, slices: &[EndpointSlice]) -> Translated {
+    run_with(service, slices, &BTreeMap::new())
+}
+
+fn run_with(
+    service: &KubeService,
+    slices: &[EndpointSlice],
+    pods: &BTreeMap<PodKey, PodInfo>,
+) -> Translated {
     let slices: Vec<&EndpointSlice> = slices.iter().collect();
-    translate(service, &slices, "cluster.local")
+    let context = Context {
+        domain: "cluster.local",
+        trust_domain: "home.lab",
+        pods,
+    };
+    translate(service, &slices, &context)
+}
+
+fn pod(spec: Value, annotations: Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "p", "namespace": "mastodon", "annotations": annotations },
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_pod_is_meshed_by_the_inject_annotation_or_a_herd_proxy_container() {
+    let app = json!({ "name": "puma", "image": "mastodon" });
+    let proxy = json!({ "name": "herd-proxy", "image": "herd" });
+    let cases = [
+        // (spec, annotations, meshed, service account)
+        (
+            json!({ "containers": [app, proxy], "serviceAccountName": "web" }),
+            json!({}),
+            true,
+            "web",
+        ),
+        (
+            json!({ "containers": [app], "initContainers": [
+                { "name": "herd-proxy", "image": "herd", "restartPolicy": "Always" }] }),
+            json!({}),
+            true,
+            "default",
+        ),
+        (
+            json!({ "containers": [app], "serviceAccount": "old" }),
+            json!({ "herd.io/inject": "enabled" }),
+            true,
+            "old",
+        ),
+        (
+            json!({ "containers": [app], "serviceAccountName": "web" }),
+            json!({ "herd.io/inject": "disabled" }),
+            false,
+            "web",
+        ),
+        (
+            json!({ "containers": [app, { "name": "proxy", "image": "herd" }] }),
+            json!({}),
+            false,
+            "default",
+        ),
+    ];
+    for (spec, annotations, meshed, account) in cases {
+        let info = PodInfo::of(&pod(spec.clone(), annotations));
+        assert_eq!(
+            info,
+            PodInfo {
+                meshed,
+                service_account: account.to_owned()
+            },
+            "{spec}"
+        );
+    }
+}
+
+#[test]
+fn an_endpoint_of_a_meshed_pod_carries_its_service_accounts_identity() {
+    let web = service(json!({ "ports": [{ "name": "http", "port": 3000 }] }));
+    let slices = [slice(
+        "web-1",
+        json!([{ "name": "http", "port": 3000 }]),
+        json!([
+            { "addresses": ["198.18.0.2"], "targetRef": { "kind": "Pod", "name": "web-0" } },
+            { "addresses": ["198.18.0.3"], "targetRef": { "kind": "Pod", "name": "plain-0" } },
+            { "addresses": ["198.18.0.4"], "targetRef": { "kind": "Pod", "name": "unseen-0" } },
+            { "addresses": ["198.18.0.5"] },
+            { "addresses": ["198.18.0.6"],
+              "targetRef": { "kind": "Pod", "namespace": "other", "name": "web-0" } },
+        ]),
+    )];
+    let info = |meshed: bool, sa: &str| PodInfo {
+        meshed,
+        service_account: sa.to_owned(),
+    };
+    let pods = BTreeMap::from([
+        (
+            ("mastodon".to_owned(), "web-0".to_owned()),
+            info(true, "web"),
+        ),
+        (
+            ("mastodon".to_owned(), "plain-0".to_owned()),
+            info(false, "web"),
+        ),
+        (("other".to_owned(), "web-0".to_owned()), info(true, "api")),
+    ]);
+    let out = run_with(&web, &slices, &pods);
+    assert!(out.skipped.is_empty(), "{:?}", out.skipped);
+    let identities: Vec<(&str, bool, &str)> = out.discovered[0]
+        .endpoints
+        .values()
+        .map(|e| (e.address.as_str(), e.meshed, e.identity.as_str()))
+        .collect();
+    assert_eq!(
+        identities,
+        [
+            (
+                "198.18.0.2:3000",
+                true,
+                "spiffe://home.lab/ns/mastodon/sa/web"
+            ),
+            ("198.18.0.3:3000", false, ""),
+            ("198.18.0.4:3000", false, ""),
+            ("198.18.0.5:3000", false, ""),
+            ("198.18.0.6:3000", true, "spiffe://home.lab/ns/other/sa/api"),
+        ]
+    );
+
+    // Without the Pods, the same slices give no identity at all.
+    let out = run(&web, &slices);
+    assert!(
+        out.discovered[0]
+            .endpoints
+            .values()
+            .all(|e| !e.meshed && e.identity.is_empty())
+    );
+}
+
+#[test]
+fn an_account_that_makes_no_spiffe_id_is_said_and_not_meshed() {
+    let web = service(json!({ "ports": [{ "name": "http", "port": 3000 }] }));
+    let slices = [slice(
+        "web-1",
+        json!([{ "name": "http", "port": 3000 }]),
+        json!([{ "addresses": ["198.18.0.2"], "targetRef": { "kind": "Pod", "name": "web-0" } }]),
+    )];
+    let pods = BTreeMap::from([(
+        ("mastodon".to_owned(), "web-0".to_owned()),
+        PodInfo {
+            meshed: true,
+            service_account: "a/b".to_owned(),
+        },
+    )]);
+    let out = run_with(&web, &slices, &pods);
+    let endpoint = &out.discovered[0].endpoints["198.18.0.2:3000"];
+    assert!(!endpoint.meshed && endpoint.identity.is_empty());
+    assert_eq!(out.skipped.len(), 1);
+    assert!(
+        out.skipped[0].starts_with("Pod mastodon/web-0: service account `a/b` makes no identity"),
+        "{:?}",
+        out.skipped
+    );
 }
 
 fn authorities(found: &Discovered) -> Vec<&str> {
