@@ -15,7 +15,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
-use herd_config::{Config, DnsDiscovery, Protocol, Route, ServiceLimits};
+use herd_config::{Config, DnsDiscovery, Protocol, Route, ServiceLimits, WeightedEndpoint};
+use herd_identity::SpiffeId;
 use tracing::debug;
 
 use crate::balance::{Balancer, Member};
@@ -132,13 +133,28 @@ struct Endpoints {
     limits: ServiceLimits,
 }
 
+/// An endpoint as the pools see it: address, weight, and the identity it must present when it
+/// is meshed.
+type Target = (SocketAddr, u32, Option<Arc<SpiffeId>>);
+
+/// `ep` as a [`Target`]. Its identity was checked where it was read (the file, or the control
+/// client), so it parses.
+fn target(ep: &WeightedEndpoint) -> Target {
+    let peer = ep
+        .identity
+        .as_deref()
+        .and_then(|id| SpiffeId::parse(id).ok())
+        .map(Arc::new);
+    (ep.address, ep.weight, peer)
+}
+
 impl Endpoints {
-    fn get(&self, addrs: impl IntoIterator<Item = (SocketAddr, u32)>) -> Vec<(Arc<Member>, u32)> {
+    fn get(&self, addrs: impl IntoIterator<Item = Target>) -> Vec<(Arc<Member>, u32)> {
         let mut pools = self.pools.lock().expect("pools lock poisoned");
         pools.pools.retain(|_, ep| ep.strong_count() > 0);
         addrs
             .into_iter()
-            .map(|(addr, weight)| {
+            .map(|(addr, weight, peer)| {
                 let key = PoolKey {
                     addr,
                     wire: self.wire,
@@ -146,7 +162,7 @@ impl Endpoints {
                     idle_timeout: self.limits.idle_timeout,
                     max_connections: self.limits.max_connections,
                     max_concurrent_streams: self.limits.max_concurrent_streams,
-                    peer: None,
+                    peer,
                 };
                 (pools.get(key), weight)
             })
@@ -176,7 +192,7 @@ impl Snapshot {
                 &Default::default(),
                 &Default::default(),
                 &limits,
-                endpoints.get([(inb.app, 1)]),
+                endpoints.get([(inb.app, 1, None)]),
             )
             .with_metrics(registry.metrics.service("inbound"));
             let fallback = Route {
@@ -224,17 +240,15 @@ impl Snapshot {
                     r.subscribe()
                         .borrow()
                         .iter()
-                        .flat_map(|a| a.iter().map(|&addr| (addr, 1))),
+                        .flat_map(|a| a.iter().map(|&addr| (addr, 1, None))),
                 ),
                 (None, Some(sub)) => endpoints.get(
                     sub.subscribe()
                         .borrow()
                         .iter()
-                        .flat_map(|a| a.iter().map(|ep| (ep.address, ep.weight))),
+                        .flat_map(|a| a.iter().map(target)),
                 ),
-                (None, None) => {
-                    endpoints.get(svc.endpoints.iter().map(|ep| (ep.address, ep.weight)))
-                }
+                (None, None) => endpoints.get(svc.endpoints.iter().map(target)),
             };
             let balancer = Arc::new(
                 Balancer::new(
@@ -358,7 +372,7 @@ fn follow(
                 .flat_map(|a| a.iter().copied())
                 .collect();
             debug!(name = %dns.name, ?addrs, "endpoints follow DNS");
-            balancer.set_endpoints(endpoints.get(addrs.into_iter().map(|a| (a, 1))));
+            balancer.set_endpoints(endpoints.get(addrs.into_iter().map(|a| (a, 1, None))));
         }
     }
 }
@@ -376,11 +390,10 @@ async fn follow_control(
         let Some(balancer) = balancer.upgrade() else {
             return;
         };
-        // The identity of a meshed endpoint is carried this far; the pools do not use it yet.
-        let addrs: Vec<(SocketAddr, u32)> = rx
+        let addrs: Vec<Target> = rx
             .borrow_and_update()
             .iter()
-            .flat_map(|a| a.iter().map(|ep| (ep.address, ep.weight)))
+            .flat_map(|a| a.iter().map(target))
             .collect();
         debug!(%service, ?addrs, "endpoints follow the control plane");
         balancer.set_endpoints(endpoints.get(addrs));

@@ -432,3 +432,206 @@ async fn ready_waits_for_the_first_certificate() {
     })
     .await;
 }
+
+/// A TCP relay to `to` that keeps what the client side sent, to look at the wire.
+async fn relay(to: SocketAddr) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let up = async {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        match client_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                keep.lock().unwrap().extend_from_slice(&buf[..n]);
+                                if server_write.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = server_write.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                    let _ = client_write.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+impl Mesh {
+    /// The sidekiq pod's proxy: an outbound listener and these services.
+    async fn client_proxy(&self, services: &str) -> Proxy {
+        std::fs::write(self.path("sidekiq.token"), SIDEKIQ_TOKEN).expect("token file");
+        Proxy::start(&format!(
+            "
+            proxy:
+              admin: {{listen: $ADMIN}}
+              outbound: {{listen: $OUTBOUND}}
+              identity:
+                addresses: [{identity}]
+                id: {SIDEKIQ}
+                tokenFile: {token}
+            services:
+            {services}
+            ",
+            identity = self.identity,
+            token = self.path("sidekiq.token"),
+        ))
+        .await
+    }
+}
+
+#[tokio::test]
+async fn two_proxies_carry_requests_over_mutual_tls_and_one_http2_connection() {
+    let mesh = mesh().await;
+    let app = whoami().await;
+    let web = mesh.proxy(app.addr(), "strict").await;
+    let (wire, seen) = relay(web.inbound()).await;
+    let db = "spiffe://cluster.local/ns/mastodon/sa/db";
+    let sidekiq = mesh
+        .client_proxy(&format!(
+            "
+              - name: web
+                authorities: [web]
+                endpoints: [{{address: {wire}, identity: {WEB}}}]
+              - name: impostor
+                authorities: [db]
+                endpoints: [{{address: {web_inbound}, identity: {db}}}]
+            ",
+            web_inbound = web.inbound(),
+        ))
+        .await;
+
+    let out = curl()
+        .proxy(sidekiq.outbound())
+        .get("http://web/whoami")
+        .await;
+    assert_eq!(out.status(), 200, "{}", out.stderr);
+    assert_eq!(out.text(), SIDEKIQ, "the app behind web learns who called");
+
+    // Twenty at once: one connection between the proxies, multiplexed.
+    let calls = (0..20).map(|_| curl().proxy(sidekiq.outbound()).get("http://web/whoami"));
+    for out in futures_util::future::join_all(calls).await {
+        assert_eq!((out.status(), out.text().as_str()), (200, SIDEKIQ));
+    }
+    let text = web.admin_get("/metrics").await.text();
+    let labels = r#"{direction="inbound",listener="inbound"}"#;
+    assert_eq!(
+        metric(&text, &format!("herd_tls_handshakes_total{labels}")),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("herd_listener_connections_accepted_total{labels}")
+        ),
+        1.0
+    );
+    assert_eq!(app.requests(), 21);
+
+    // On the wire between the proxies: a TLS handshake record, and no request in the clear.
+    let bytes = seen.lock().unwrap().clone();
+    assert_eq!(&bytes[..2], &[0x16, 0x03], "a TLS record first");
+    let plain = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        !plain(b"whoami") && !plain(b"PRI * HTTP/2.0"),
+        "nothing in the clear"
+    );
+
+    // A server that is not who the endpoint says: 502 naming both identities.
+    let out = curl()
+        .proxy(sidekiq.outbound())
+        .get("http://db/whoami")
+        .await;
+    assert_eq!(out.status(), 502);
+    let error = out.header("herd-proxy-error").unwrap_or_default();
+    assert!(
+        error.contains(&format!("the server is {WEB}, not the expected {db}")),
+        "{error}"
+    );
+    assert_eq!(app.requests(), 21, "nothing reached the app");
+    let text = sidekiq.admin_get("/metrics").await.text();
+    assert!(text.contains(r#"error="tls""#), "{text}");
+}
+
+#[tokio::test]
+async fn websockets_and_opaque_bytes_cross_the_mesh_over_mutual_tls() {
+    let mesh = mesh().await;
+    let echo_ws = server::websocket_echo().await;
+    let ws_pod = mesh.proxy(echo_ws.addr(), "strict").await;
+
+    // An opaque pod (Redis-like: bytes echoed), strict.
+    let echo = server::tcp_echo().await;
+    let redis = Proxy::start(&format!(
+        "
+        proxy:
+          admin: {{listen: $ADMIN}}
+          inbound: {{listen: $INBOUND, app: {app}, protocol: opaque, mtls: strict}}
+          identity: {{addresses: [{identity}], id: {WEB}, tokenFile: {token}}}
+        ",
+        app = echo.addr(),
+        identity = mesh.identity,
+        token = mesh.path("web.token"),
+    ))
+    .await;
+    let redis_listen = herd_tests::ports::addr();
+    let sidekiq = mesh
+        .client_proxy(&format!(
+            "
+              - name: stream
+                authorities: [stream]
+                endpoints: [{{address: {ws}, identity: {WEB}}}]
+              - name: redis
+                protocol: opaque
+                listen: {redis_listen}
+                endpoints: [{{address: {redis}, identity: {WEB}}}]
+            ",
+            ws = ws_pod.inbound(),
+            redis = redis.inbound(),
+        ))
+        .await;
+
+    let mut ws = herd_tests::ws::connect(sidekiq.outbound(), "stream", "/").await;
+    assert_eq!(
+        herd_tests::ws::next(&mut ws).await,
+        tokio_tungstenite::tungstenite::Message::text("welcome")
+    );
+    herd_tests::ws::round_trip(&mut ws, tokio_tungstenite::tungstenite::Message::text("hi")).await;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(redis_listen).await.unwrap();
+    conn.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+    let mut buf = [0u8; 14];
+    herd_tests::within("the echo", TIMEOUT, conn.read_exact(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(&buf, b"*1\r\n$4\r\nPING\r\n");
+
+    for pod in [&ws_pod, &redis] {
+        let text = pod.admin_get("/metrics").await.text();
+        let labels = r#"{direction="inbound",listener="inbound"}"#;
+        assert_eq!(
+            metric(&text, &format!("herd_tls_handshakes_total{labels}")),
+            1.0,
+            "{text}"
+        );
+    }
+}
