@@ -26,6 +26,7 @@ fn balancer(algorithm: Algorithm, n: u16) -> Balancer {
                 idle_timeout: Duration::from_secs(10),
                 max_connections: 10_000,
                 max_concurrent_streams: 100,
+                peer: None,
             }));
             member.load.observe(
                 Duration::from_millis(5 + u64::from(i % 20)),

@@ -73,6 +73,7 @@ async fn a_pick_allocates_nothing() {
                         idle_timeout: Duration::from_secs(10),
                         max_connections: 100,
                         max_concurrent_streams: 100,
+                        peer: None,
                     });
                     (Member::new(endpoint), 1 + u32::from(i % 3))
                 })
