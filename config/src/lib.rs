@@ -39,13 +39,13 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
 }
 
 /// Parses a mesh served by herd-control (a file of its `--mesh` directory, or the routing state
-/// it sends): `services` only, whose `endpoints` may be left to the control plane. `proxy`, for
+/// it sends): `services` and `policies`, whose services' `endpoints` may be left to the control plane. `proxy`, for
 /// the proxy that will run them, refuses services that would bind its own listeners.
 pub fn parse_mesh(
     text: &str,
     file: &str,
     proxy: Option<&ProxySettings>,
-) -> Result<Vec<Service>, ConfigError> {
+) -> Result<Mesh, ConfigError> {
     let root = raw::parse(text, file)?.unwrap_or_default();
     validate::mesh(root, proxy).map_err(|p| ConfigError::new(file, p.at, Some(p.path), &p.message))
 }

@@ -11,8 +11,10 @@ use serde::Serialize;
 
 use crate::authority::Authority;
 
+mod policy;
 mod retry;
 
+pub use policy::{Allow, DefaultPolicy, Policy};
 pub use retry::{Backoff, Hedge, HedgeDelay, RetryBudget, RetryCondition, RetryPolicy};
 
 /// A whole mesh file: the proxy's own listeners and the services it routes to.
@@ -23,6 +25,17 @@ pub use retry::{Backoff, Hedge, HedgeDelay, RetryBudget, RetryCondition, RetryPo
 pub struct Config {
     pub proxy: ProxySettings,
     pub services: Vec<Service>,
+    /// Who may connect to which inbound ports (see [`Policy`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<Policy>,
+}
+
+/// What a mesh served by herd-control holds: services and policies, no `proxy:` settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Mesh {
+    pub services: Vec<Service>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<Policy>,
 }
 
 /// `proxy:`: the listeners of this proxy and how it shuts down.
@@ -224,6 +237,8 @@ pub struct InboundListener {
     pub timeout: Duration,
     /// Whether plaintext clients are served beside mutual-TLS ones. Default `permissive`.
     pub mtls: Mtls,
+    /// Who may connect on a port no policy covers. Default `all`.
+    pub default_policy: DefaultPolicy,
     /// The request header that tells the app the client's verified SPIFFE ID (set on requests
     /// that came over mutual TLS, removed from every other). Absent (the default): none is sent.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -36,6 +36,17 @@ pub struct Root {
     pub proxy: Option<Proxy>,
     /// Spanned so that a rule about the whole service can point at it.
     pub services: Option<Vec<Spanned<Service>>>,
+    pub policies: Option<Vec<Spanned<Policy>>>,
+}
+
+/// `policies[]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policy {
+    pub name: Spanned<String>,
+    pub server: Option<Spanned<String>>,
+    pub ports: Option<Spanned<Vec<Spanned<Count>>>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +92,7 @@ pub struct Inbound {
     pub protocol: Option<Spanned<Protocol>>,
     pub mtls: Option<Spanned<Mtls>>,
     pub client_identity_header: Option<Spanned<String>>,
+    pub default_policy: Option<Spanned<DefaultPolicy>>,
     // Downstream.
     pub max_connections: Option<Spanned<Count>>,
     pub header_timeout: Option<Spanned<Dur>>,
@@ -321,6 +333,25 @@ impl<'de> Deserialize<'de> for Mtls {
         };
         Err(D::Error::custom(format!(
             "unknown mtls mode `{text}`{hint}; expected one of: permissive, strict"
+        )))
+    }
+}
+
+/// `proxy.inbound.defaultPolicy`; read by hand so the message can list what is accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct DefaultPolicy(pub crate::model::DefaultPolicy);
+
+impl<'de> Deserialize<'de> for DefaultPolicy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::model::DefaultPolicy as P;
+        let text = String::deserialize(d)?;
+        if let Some(p) = P::ALL.into_iter().find(|p| p.as_str() == text) {
+            return Ok(DefaultPolicy(p));
+        }
+        let names: Vec<&str> = P::ALL.iter().map(|p| p.as_str()).collect();
+        Err(D::Error::custom(format!(
+            "unknown default policy `{text}`; expected one of: {}",
+            names.join(", ")
         )))
     }
 }

@@ -156,6 +156,7 @@ const EVERY_FIELD: &str = r#"proxy:
     idleTimeout: 5s
     mtls: strict
     clientIdentityHeader: X-Client-Identity
+    defaultPolicy: cluster-authenticated
   outbound:
     listen: 127.0.0.1:4140
     egress: mesh-only
@@ -238,6 +239,7 @@ fn every_field_is_read() {
             },
             timeout: Duration::ZERO,
             mtls: Mtls::Strict,
+            default_policy: DefaultPolicy::ClusterAuthenticated,
             client_identity_header: Some("x-client-identity".into()),
         }
     );
@@ -381,6 +383,7 @@ fn the_contract_file_parses_to_what_it_says() {
                 upstream: Upstream::default(),
                 timeout: secs(30),
                 mtls: Mtls::Permissive,
+                default_policy: DefaultPolicy::All,
                 client_identity_header: None,
             }),
             outbound: Some(OutboundListener {
@@ -447,6 +450,7 @@ fn the_contract_file_parses_to_what_it_says() {
                 routes: vec![],
             },
         ],
+        policies: vec![],
     };
     assert_eq!(config, expected);
 }
@@ -645,7 +649,7 @@ fn services_survive_the_trip_through_json_and_parse_mesh() {
                 .unwrap();
         let back = crate::parse_mesh(&json, "control", None)
             .unwrap_or_else(|e| panic!("{example}: {e}\n{json}"));
-        assert_eq!(back, config.services, "{example}");
+        assert_eq!(back.services, config.services, "{example}");
     }
 }
 
@@ -663,13 +667,13 @@ fn every_field_survives_the_trip_through_json() {
         "an endpoint outside the mesh writes no identity: {json}"
     );
     let back = crate::parse_mesh(&json, "control", None).unwrap_or_else(|e| panic!("{e}\n{json}"));
-    assert_eq!(back, config.services);
+    assert_eq!(back.services, config.services);
 }
 
 #[test]
 fn a_mesh_may_leave_endpoints_to_the_control_plane_but_a_proxy_file_may_not() {
     let text = "services:\n  - name: web\n    authorities: [web]\n";
-    let services = crate::parse_mesh(text, "mesh.yaml", None).unwrap();
+    let services = crate::parse_mesh(text, "mesh.yaml", None).unwrap().services;
     assert!(services[0].endpoints.is_empty() && services[0].dns.is_none());
     let err = crate::parse(text, "herd.yaml").unwrap_err().to_string();
     assert!(err.contains("missing required key `endpoints`"), "{err}");

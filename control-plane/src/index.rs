@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use herd_api::discovery::{Endpoint, EndpointsUpdate, RoutingUpdate};
 use herd_api::encoded::Encoded;
-use herd_config::Service;
+use herd_config::{Policy, Service};
 use tokio::sync::watch;
 use tracing::info;
 use xxhash_rust::xxh3::xxh3_64;
@@ -61,7 +61,7 @@ impl Routing {
         }
     }
 
-    fn new(services: &[Service]) -> Self {
+    fn new(services: &[Service], policies: &[Policy]) -> Self {
         // Endpoints travel on their own streams; `dns:` stays, the proxy resolves it itself.
         // Every proxy is sent this document whole, and each stream's encoder copies it into a
         // buffer that keeps that capacity for as long as the stream lives (tonic's encode
@@ -83,8 +83,12 @@ impl Routing {
                 document
             })
             .collect();
-        let mesh = serde_json::to_string(&serde_json::json!({ "services": documents }))
-            .expect("a validated mesh serializes");
+        let mut document = serde_json::json!({ "services": documents });
+        if !policies.is_empty() {
+            document["policies"] =
+                serde_json::to_value(policies).expect("a validated policy serializes");
+        }
+        let mesh = serde_json::to_string(&document).expect("a validated mesh serializes");
         let version = version_of(mesh.as_bytes());
         let update = Encoded::new(&RoutingUpdate {
             version: version.clone(),
@@ -108,7 +112,7 @@ static SERVICE_DEFAULTS: std::sync::LazyLock<serde_json::Map<String, serde_json:
         let bare = herd_config::parse_mesh("services:\n  - name: d\n", "defaults", None)
             .expect("a service with a name alone is valid in a control plane's mesh");
         let serde_json::Value::Object(mut fields) =
-            serde_json::to_value(&bare[0]).expect("a validated service serializes")
+            serde_json::to_value(&bare.services[0]).expect("a validated service serializes")
         else {
             unreachable!("a service serializes as a mapping")
         };
@@ -240,6 +244,8 @@ pub struct Index {
     /// Each source's latest state; `None` until its first.
     mesh: Option<Vec<Service>>,
     discovered: Option<Vec<Discovered>>,
+    /// The mesh files' policies, sent to every proxy beside the services.
+    policies: Vec<Policy>,
     /// The merge's notes in force, each logged once when it appears.
     notes: Vec<String>,
 }
@@ -267,6 +273,7 @@ impl Index {
             known: HashMap::new(),
             mesh: (!sources.mesh).then(Vec::new),
             discovered: (!sources.kubernetes).then(Vec::new),
+            policies: Vec::new(),
             notes: Vec::new(),
         }
     }
@@ -284,6 +291,14 @@ impl Index {
     pub fn apply_mesh(&mut self, services: &[Service]) {
         self.mesh = Some(services.to_vec());
         self.publish();
+    }
+
+    /// Makes `policies` the mesh's authorization policies (each proxy applies those naming it).
+    pub fn apply_policies(&mut self, policies: &[Policy]) {
+        if self.policies != policies {
+            self.policies = policies.to_vec();
+            self.publish();
+        }
     }
 
     /// Makes `discovered` the Kubernetes source's part of the mesh (names unique).
@@ -310,7 +325,7 @@ impl Index {
             }
         }
         self.notes = notes;
-        let routing = Routing::new(&services);
+        let routing = Routing::new(&services, &self.policies);
         self.routing.send_if_modified(|current| {
             if current.version == routing.version {
                 return false;

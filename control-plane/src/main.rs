@@ -368,6 +368,7 @@ async fn run(
         tokio::spawn(async move {
             while let Some(state) = rx.recv().await {
                 let mut index = push.index.lock().expect("index lock");
+                index.apply_policies(&state.policies);
                 index.apply_mesh(&state.services);
                 push.metrics
                     .services

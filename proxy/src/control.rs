@@ -325,10 +325,14 @@ impl State {
     fn apply_routing(&mut self, update: RoutingUpdate) -> Verdict {
         let bootstrap = &self.control.bootstrap;
         match herd_config::parse_mesh(&update.mesh, "control", Some(&bootstrap.proxy)) {
-            Ok(services) => {
+            Ok(mesh) => {
+                // The mesh's policies, and any in the proxy's own file beside them.
+                let mut policies = mesh.policies;
+                policies.extend(bootstrap.policies.iter().cloned());
                 let config = Config {
                     proxy: bootstrap.proxy.clone(),
-                    services,
+                    services: mesh.services,
+                    policies,
                 };
                 let current = self.control.tx.borrow().clone();
                 let version = current.version + 1;

@@ -126,6 +126,10 @@ pub enum ProxyError {
     /// another identity than the one expected, the message names both.
     #[error("mutual TLS with {addr} failed: {}", Chain(.source))]
     MeshTls { addr: SocketAddr, source: io::Error },
+    /// The inbound port's authorization policy does not allow this client (`who`: its SPIFFE ID,
+    /// or its address when it has none).
+    #[error("unauthorized: {who} on port {port}")]
+    Unauthorized { who: String, port: u16 },
     /// A meshed endpoint, but this proxy has no valid certificate to present.
     #[error("cannot reach meshed endpoint {addr}: this proxy {reason}")]
     NoIdentity {
@@ -145,6 +149,7 @@ impl ProxyError {
             | Self::AuthorityMismatch
             | Self::OwnListener(_)
             | Self::EgressRefused(_)
+            | Self::Unauthorized { .. }
             | Self::Smuggling
             | Self::ClientBody(_) => Origin::Downstream,
             Self::NoService(_)
@@ -189,7 +194,9 @@ impl ProxyError {
             | Self::AuthorityMismatch
             | Self::Smuggling
             | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
-            Self::OwnListener(_) | Self::EgressRefused(_) => StatusCode::FORBIDDEN,
+            Self::OwnListener(_) | Self::EgressRefused(_) | Self::Unauthorized { .. } => {
+                StatusCode::FORBIDDEN
+            }
             Self::Overloaded { .. } | Self::NoReadyEndpoint { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -37,6 +37,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod authorize;
 pub mod balance;
 pub mod body;
 pub mod control;

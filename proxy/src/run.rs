@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use herd_config::{Config, Downstream, Mtls, Protocol};
+use herd_identity::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -100,6 +101,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
             metrics: metrics.listener(Direction::Inbound, "inbound"),
             own_listeners: own_listeners.clone(),
             identity: identity.clone(),
+            all_metrics: metrics.clone(),
         };
         tokio::spawn(listen::serve(
             "inbound",
@@ -118,6 +120,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
             metrics: metrics.listener(Direction::Outbound, "outbound"),
             own_listeners: own_listeners.clone(),
             identity: identity.clone(),
+            all_metrics: metrics.clone(),
         };
         tokio::spawn(listen::serve(
             "outbound",
@@ -225,6 +228,18 @@ struct Listening {
     own_listeners: Arc<[SocketAddr]>,
     /// This proxy's certificate, when it has `proxy.identity`.
     identity: Option<Identity>,
+    /// Every series, for those resolved per connection (authorization decisions).
+    all_metrics: Metrics,
+}
+
+/// Who is on the other end of a client connection.
+#[derive(Clone)]
+struct Peer {
+    addr: SocketAddr,
+    /// Its SPIFFE ID, verified by mutual TLS.
+    identity: Option<Arc<SpiffeId>>,
+    /// The port it connected to, as policies name it.
+    port: u16,
 }
 
 impl Listening {
@@ -249,17 +264,28 @@ impl Listening {
                 _ => return,
             }
         };
-        let client = conn.client;
+        // Policies name the port the client meant: the original destination's when the
+        // connection was redirected to this listener, else the listener's own.
+        let peer = Peer {
+            addr: conn.client,
+            identity: None,
+            port: conn.orig_dst.map_or(conn.local.port(), |d| d.port()),
+        };
         let Some(identity) = self.identity.clone() else {
             if app.protocol == Protocol::Opaque {
-                return forward_opaque(conn.stream, client, &app, &self.drain).await;
+                if self.admit_opaque(&peer) {
+                    forward_opaque(conn.stream, peer.addr, &app, &self.drain).await;
+                }
+                return;
             }
+            let client = peer.clone();
             if let Some(io) = self
-                .serve_http(Direction::Inbound, conn.stream, client, None, &settings)
+                .serve_http(Direction::Inbound, conn.stream, client, &settings)
                 .await
+                && self.admit_opaque(&peer)
             {
                 // Rare on an HTTP port: boxed, so HTTP connections' tasks do not carry a tunnel.
-                Box::pin(forward_opaque(io, client, &app, &self.drain)).await;
+                Box::pin(forward_opaque(io, peer.addr, &app, &self.drain)).await;
             }
             return;
         };
@@ -269,24 +295,47 @@ impl Listening {
         };
         match (detected, mtls) {
             (Detected::Tls, _) => {
-                let port = conn.local.port();
-                Box::pin(self.inbound_tls(io, client, port, &identity, &settings, &app)).await
+                Box::pin(self.inbound_tls(io, peer, &identity, &settings, &app)).await
             }
             (Detected::Closed, _) => {}
             (_, Mtls::Strict) => {
                 self.metrics.plaintext_refused.inc();
-                refuse_plaintext(io, detected, conn.local.port(), client).await;
+                refuse_plaintext(io, detected, peer.port, peer.addr).await;
             }
             (_, Mtls::Permissive) if app.protocol == Protocol::Opaque => {
-                forward_opaque(io, client, &app, &self.drain).await
+                if self.admit_opaque(&peer) {
+                    forward_opaque(io, peer.addr, &app, &self.drain).await
+                }
             }
             (_, Mtls::Permissive) => {
+                let client = peer.clone();
                 if let Some(io) = self
-                    .serve_detected(Direction::Inbound, detected, io, client, None, &settings)
+                    .serve_detected(Direction::Inbound, detected, io, client, &settings)
                     .await
+                    && self.admit_opaque(&peer)
                 {
-                    Box::pin(forward_opaque(io, client, &app, &self.drain)).await;
+                    Box::pin(forward_opaque(io, peer.addr, &app, &self.drain)).await;
                 }
+            }
+        }
+    }
+
+    /// Whether an inbound connection that is not HTTP may reach the app: checked once, before
+    /// a byte is forwarded; a refused one is closed.
+    fn admit_opaque(&self, peer: &Peer) -> bool {
+        let authorizer = self.rx.borrow().authorizer.clone();
+        let identity = peer.identity.as_deref();
+        let counters = std::cell::OnceCell::new();
+        match authorizer.check(peer.port, peer.addr.ip(), identity, || {
+            counters.get_or_init(|| {
+                self.all_metrics
+                    .authorizations(peer.port, crate::authorize::client_label(identity))
+            })
+        }) {
+            Ok(()) => true,
+            Err(error) => {
+                info!(client = %peer.addr, %error, "connection refused by policy");
+                false
             }
         }
     }
@@ -297,15 +346,15 @@ impl Listening {
     async fn inbound_tls(
         &self,
         io: Rewind<TcpStream>,
-        client: SocketAddr,
-        port: u16,
+        mut peer: Peer,
         identity: &Identity,
         settings: &Downstream,
         app: &Arc<ServiceTarget>,
     ) {
+        let client = peer.addr;
         let Some(credentials) = identity.current() else {
             self.metrics.handshake_failure("no-certificate");
-            warn!(%client, port, "mutual TLS refused: this proxy {}", identity.missing_reason());
+            warn!(%client, port = peer.port, "mutual TLS refused: this proxy {}", identity.missing_reason());
             return;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(credentials.server.clone());
@@ -321,32 +370,36 @@ impl Listening {
             }
         };
         let session = tls.get_ref().1;
-        let Some(peer) = herd_identity::peer_identity(session) else {
+        let Some(verified) = herd_identity::peer_identity(session) else {
             self.metrics.handshake_failure("no-identity");
             return debug!(%client, "mutual TLS client without a SPIFFE ID");
         };
         self.metrics.tls_accepted.inc();
         let h2 = session.alpn_protocol() == Some(b"h2");
-        let peer: Arc<str> = peer.as_str().into();
-        debug!(%client, identity = %peer, h2, "mutual TLS accepted");
+        debug!(%client, identity = %verified, h2, "mutual TLS accepted");
+        peer.identity = Some(Arc::new(verified));
         if app.protocol == Protocol::Opaque {
-            return forward_opaque(tls, client, app, &self.drain).await;
+            if self.admit_opaque(&peer) {
+                forward_opaque(tls, client, app, &self.drain).await;
+            }
+            return;
         }
         let served = if h2 {
             self.serve_detected(
                 Direction::Inbound,
                 Detected::Http2,
                 Rewind::new(Bytes::new(), tls),
-                client,
-                Some(peer),
+                peer.clone(),
                 settings,
             )
             .await
         } else {
-            self.serve_http(Direction::Inbound, tls, client, Some(peer), settings)
+            self.serve_http(Direction::Inbound, tls, peer.clone(), settings)
                 .await
         };
-        if let Some(io) = served {
+        if let Some(io) = served
+            && self.admit_opaque(&peer)
+        {
             forward_opaque(io, client, app, &self.drain).await;
         }
     }
@@ -367,9 +420,13 @@ impl Listening {
             return;
         };
         let orig_dst = conn.orig_dst;
-        let client = conn.client;
+        let client = Peer {
+            addr: conn.client,
+            identity: None,
+            port: conn.local.port(),
+        };
         let Some(io) = self
-            .serve_http(Direction::Outbound, conn.stream, client, None, &settings)
+            .serve_http(Direction::Outbound, conn.stream, client, &settings)
             .await
         else {
             return;
@@ -401,8 +458,7 @@ impl Listening {
         &self,
         direction: Direction,
         io: I,
-        client: SocketAddr,
-        client_identity: Option<Arc<str>>,
+        client: Peer,
         settings: &Downstream,
     ) -> Option<Rewind<I>>
     where
@@ -415,7 +471,7 @@ impl Listening {
                 return None;
             }
         };
-        self.serve_detected(direction, detected, io, client, client_identity, settings)
+        self.serve_detected(direction, detected, io, client, settings)
             .await
     }
 
@@ -425,8 +481,7 @@ impl Listening {
         direction: Direction,
         detected: Detected,
         io: Rewind<I>,
-        client: SocketAddr,
-        client_identity: Option<Arc<str>>,
+        client: Peer,
         settings: &Downstream,
     ) -> Option<Rewind<I>>
     where
@@ -440,9 +495,12 @@ impl Listening {
         };
         let ctx = ConnCtx {
             direction,
-            client,
-            client_identity,
-            forwarded_for: crate::http::headers::forwarded_for(client.ip()),
+            client: client.addr,
+            client_identity: client.identity,
+            port: client.port,
+            authorizations: std::sync::OnceLock::new(),
+            metrics: self.all_metrics.clone(),
+            forwarded_for: crate::http::headers::forwarded_for(client.addr.ip()),
             drain: self.drain.clone(),
             http2,
             request_id: settings.request_id,
@@ -589,6 +647,7 @@ impl OpaqueListeners {
                 metrics: self.metrics.listener(Direction::Outbound, &service.name),
                 own_listeners: self.own_listeners.clone(),
                 identity: None,
+                all_metrics: self.metrics.clone(),
             };
             tokio::spawn(listen::serve(
                 "opaque",

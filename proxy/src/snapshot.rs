@@ -19,6 +19,7 @@ use herd_config::{Config, DnsDiscovery, Protocol, Route, ServiceLimits, Weighted
 use herd_identity::SpiffeId;
 use tracing::debug;
 
+use crate::authorize::Authorizer;
 use crate::balance::{Balancer, Member};
 use crate::control::subscription as control;
 use crate::discover::{Discovery, Resolution};
@@ -46,6 +47,8 @@ pub struct Snapshot {
     pub unknown_route: Arc<RouteMetrics>,
     /// Where `CONNECT` tunnels to hosts outside the mesh are counted.
     pub egress: Arc<TcpMetrics>,
+    /// Who may use the inbound ports under this configuration.
+    pub authorizer: Arc<Authorizer>,
     /// `proxy.inbound.clientIdentityHeader`, parsed once.
     pub client_identity_header: Option<http::HeaderName>,
 }
@@ -324,9 +327,11 @@ impl Snapshot {
             .map(|name| {
                 http::HeaderName::from_bytes(name.as_bytes()).expect("validated header name")
             });
+        let authorizer = Arc::new(Authorizer::new(&config));
         Snapshot {
             version,
             file,
+            authorizer,
             client_identity_header,
             config: Arc::new(config),
             inbound,

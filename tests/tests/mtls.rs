@@ -18,6 +18,8 @@ const WEB: &str = "spiffe://cluster.local/ns/mastodon/sa/web";
 const SIDEKIQ: &str = "spiffe://cluster.local/ns/mastodon/sa/sidekiq";
 const WEB_TOKEN: &str = "web-token-0123456789abcdef";
 const SIDEKIQ_TOKEN: &str = "sidekiq-token-0123456789abcdef";
+const STREAMING: &str = "spiffe://cluster.local/ns/mastodon/sa/streaming";
+const STREAMING_TOKEN: &str = "streaming-token-0123456789abcdef";
 
 /// A CA, herd-control serving it, and a directory for the files clients use.
 struct Mesh {
@@ -36,6 +38,7 @@ async fn mesh() -> Mesh {
         tokens:
           - {{token: {WEB_TOKEN}, namespace: mastodon, serviceAccount: web}}
           - {{token: {SIDEKIQ_TOKEN}, namespace: mastodon, serviceAccount: sidekiq}}
+          - {{token: {STREAMING_TOKEN}, namespace: mastodon, serviceAccount: streaming}}
         "
     ));
     let (control, identity) = kit::start(&files, &[]).await;
@@ -57,25 +60,33 @@ impl Mesh {
 
     /// The web pod's proxy in front of `app`.
     async fn proxy(&self, app: SocketAddr, mtls: &str) -> Proxy {
-        Proxy::start(&format!(
-            "
-            proxy:
-              admin: {{listen: $ADMIN}}
-              inbound:
-                listen: $INBOUND
-                app: {app}
-                mtls: {mtls}
-                clientIdentityHeader: X-Client-Identity
-                accessLog: {{format: json}}
-              identity:
-                addresses: [{identity}]
-                id: {WEB}
-                tokenFile: {token}
-            ",
-            identity = self.identity,
-            token = self.path("web.token"),
-        ))
-        .await
+        Proxy::start(&self.proxy_yaml(app, mtls, "")).await
+    }
+
+    /// The web pod's proxy's file, with `more` (top-level keys) after it.
+    fn proxy_yaml(&self, app: SocketAddr, mtls: &str, more: &str) -> String {
+        format!(
+            "{}\n{}",
+            herd_tests::dedent(&format!(
+                "
+                proxy:
+                  admin: {{listen: $ADMIN}}
+                  inbound:
+                    listen: $INBOUND
+                    app: {app}
+                    mtls: {mtls}
+                    clientIdentityHeader: X-Client-Identity
+                    accessLog: {{format: json}}
+                  identity:
+                    addresses: [{identity}]
+                    id: {WEB}
+                    tokenFile: {token}
+                ",
+                identity = self.identity,
+                token = self.path("web.token"),
+            )),
+            herd_tests::dedent(more)
+        )
     }
 
     /// A client certificate for `who`, certified by the identity service like any workload's:
@@ -634,4 +645,204 @@ async fn websockets_and_opaque_bytes_cross_the_mesh_over_mutual_tls() {
             "{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_policy_locks_a_port_to_the_identities_it_names_and_changes_without_a_restart() {
+    let mesh = mesh().await;
+    let app = whoami().await;
+    let yaml = |allow: &str| {
+        mesh.proxy_yaml(
+            app.addr(),
+            "permissive",
+            &format!(
+                "
+                policies:
+                  - name: web-clients
+                    server: {WEB}
+                    allow: [{allow}]
+                "
+            ),
+        )
+    };
+    let proxy = Proxy::start(&yaml(SIDEKIQ)).await;
+    let port = proxy.inbound().port();
+    let sidekiq = mesh.client("sidekiq", SIDEKIQ, SIDEKIQ_TOKEN).await;
+    let streaming = mesh.client("streaming", STREAMING, STREAMING_TOKEN).await;
+    let plaintext = || curl().get(format!("http://{}/whoami", proxy.inbound()));
+
+    let out = mesh.curl_tls(&proxy, Some(&sidekiq), &[]).await;
+    assert_eq!((out.status(), out.text().as_str()), (200, SIDEKIQ));
+    let out = mesh.curl_tls(&proxy, Some(&streaming), &[]).await;
+    assert_eq!(out.status(), 403);
+    assert_eq!(
+        out.header("herd-proxy-error"),
+        Some(format!("unauthorized: {STREAMING} on port {port}").as_str())
+    );
+    let out = plaintext().await;
+    assert_eq!(out.status(), 403);
+    assert_eq!(
+        out.header("herd-proxy-error"),
+        Some(format!("unauthorized: 127.0.0.1 on port {port}").as_str())
+    );
+    assert_eq!(
+        app.requests(),
+        1,
+        "only the allowed request reached the app"
+    );
+
+    // A new policy applies to the next requests, without a restart.
+    proxy.reload(&yaml("unauthenticated")).await;
+    assert_eq!(plaintext().await.status(), 200);
+    assert_eq!(
+        mesh.curl_tls(&proxy, Some(&sidekiq), &[]).await.status(),
+        403
+    );
+
+    let text = proxy.admin_get("/metrics").await.text();
+    let decision = |client: &str, result: &str| {
+        metric(
+            &text,
+            &format!(
+                "herd_authorization_decisions_total{{client=\"{client}\",port=\"{port}\",result=\"{result}\"}}"
+            ),
+        )
+    };
+    assert_eq!(decision(SIDEKIQ, "allowed"), 1.0, "{text}");
+    assert_eq!(decision(SIDEKIQ, "denied"), 1.0);
+    assert_eq!(decision(STREAMING, "denied"), 1.0);
+    assert_eq!(decision("unauthenticated", "denied"), 1.0);
+    assert_eq!(decision("unauthenticated", "allowed"), 1.0);
+    assert!(text.contains(r#"error="unauthorized""#), "{text}");
+}
+
+#[tokio::test]
+async fn a_denied_opaque_connection_is_closed_before_a_byte_reaches_the_app() {
+    let mesh = mesh().await;
+    let echo = server::tcp_echo().await;
+    // Postgres-like: an opaque port that only the web account may use; everyone else denied.
+    let postgres = Proxy::start(&format!(
+        "
+        proxy:
+          admin: {{listen: $ADMIN}}
+          inbound: {{listen: $INBOUND, app: {app}, protocol: opaque, defaultPolicy: deny}}
+          identity: {{addresses: [{identity}], id: {WEB}, tokenFile: {token}}}
+        policies:
+          - name: postgres-clients
+            allow: [{WEB}]
+        ",
+        app = echo.addr(),
+        identity = mesh.identity,
+        token = mesh.path("web.token"),
+    ))
+    .await;
+    let listen = herd_tests::ports::addr();
+    let sidekiq = mesh
+        .client_proxy(&format!(
+            "
+              - name: postgres
+                protocol: opaque
+                listen: {listen}
+                endpoints: [{{address: {postgres}, identity: {WEB}}}]
+            ",
+            postgres = postgres.inbound(),
+        ))
+        .await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let _ = conn.write_all(b"SELECT 1;").await;
+    let mut buf = Vec::new();
+    let read = herd_tests::within("the tunnel to close", TIMEOUT, conn.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_err() || buf.is_empty(),
+        "nothing comes back: {buf:?}"
+    );
+    // Plaintext straight to the port: denied too.
+    let mut raw = tokio::net::TcpStream::connect(postgres.inbound())
+        .await
+        .unwrap();
+    let _ = raw.write_all(b"SELECT 1;").await;
+    let mut buf = Vec::new();
+    let read = herd_tests::within("the proxy to close", TIMEOUT, raw.read_to_end(&mut buf)).await;
+    assert!(read.is_err() || buf.is_empty(), "{buf:?}");
+    assert_eq!(echo.connections(), 0, "the app never saw a connection");
+    let text = postgres.admin_get("/metrics").await.text();
+    let port = postgres.inbound().port();
+    assert_eq!(
+        metric(
+            &text,
+            &format!(
+                "herd_authorization_decisions_total{{client=\"{SIDEKIQ}\",port=\"{port}\",result=\"denied\"}}"
+            )
+        ),
+        1.0,
+        "{text}"
+    );
+    drop(sidekiq);
+}
+
+#[tokio::test]
+async fn policies_from_the_control_plane_govern_the_proxies_they_name() {
+    let root = Root::generate("herd test root");
+    let files = CaFiles::new(&root, &[&root]);
+    files.write_tokens(&format!(
+        "
+        tokens:
+          - {{token: {WEB_TOKEN}, namespace: mastodon, serviceAccount: web}}
+          - {{token: {SIDEKIQ_TOKEN}, namespace: mastodon, serviceAccount: sidekiq}}
+        "
+    ));
+    let identity = herd_tests::ports::addr();
+    let policy = |allow: &str| {
+        format!(
+            "
+            policies:
+              - name: web-clients
+                server: spiffe://cluster.local/ns/mastodon/*
+                allow: [{allow}]
+              - name: someone-else
+                server: spiffe://cluster.local/ns/data/sa/postgres
+                allow: [unauthenticated]
+            "
+        )
+    };
+    let args = files.args(identity);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let control = Control::start_with_args(&[("policies.yaml", &policy(WEB))], &args).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("web.token");
+    std::fs::write(&token, WEB_TOKEN).unwrap();
+    let app = whoami().await;
+    let proxy = Proxy::start(&format!(
+        "
+        proxy:
+          admin: {{listen: $ADMIN}}
+          inbound: {{listen: $INBOUND, app: {app}}}
+          control: {{addresses: [{discovery}], id: web-1, namespace: mastodon}}
+          identity: {{addresses: [{identity}], id: {WEB}, tokenFile: {token}}}
+        ",
+        app = app.addr(),
+        discovery = control.discovery(),
+        token = token.display(),
+    ))
+    .await;
+    // Only the policy naming this proxy applies: plaintext is not allowed here.
+    let out = curl()
+        .get(format!("http://{}/whoami", proxy.inbound()))
+        .await;
+    assert_eq!(out.status(), 403, "{}", out.text());
+
+    control.write("policies.yaml", &policy("unauthenticated"));
+    eventually("the new policy", TIMEOUT, || async {
+        let out = curl()
+            .get(format!("http://{}/whoami", proxy.inbound()))
+            .await;
+        (out.status() == 200).then_some(())
+    })
+    .await;
+    let config = proxy.admin_get("/config").await.text();
+    assert!(
+        config.contains("web-clients") && config.contains("someone-else"),
+        "{config}"
+    );
 }

@@ -18,12 +18,13 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::authority::Authority;
 use crate::model::{
-    AccessLog, AdminListener, Config, ControlSettings, ControlTarget, Downstream, Egress,
-    IdentitySettings, InboundListener, Mtls, OutboundListener, Protocol, ProxySettings,
-    ResolverConfig, Service, Upstream,
+    AccessLog, AdminListener, Config, ControlSettings, ControlTarget, DefaultPolicy, Downstream,
+    Egress, IdentitySettings, InboundListener, Mesh, Mtls, OutboundListener, Protocol,
+    ProxySettings, ResolverConfig, Service, Upstream,
 };
 use crate::raw;
 
+mod policy;
 mod retry;
 mod service;
 mod traffic;
@@ -72,7 +73,12 @@ pub fn config(root: raw::Root) -> Result<Config> {
         ));
     }
     let services = services(root.services, &mut listeners, Endpoints::Required)?;
-    Ok(Config { proxy, services })
+    let policies = policy::policies(root.policies)?;
+    Ok(Config {
+        proxy,
+        services,
+        policies,
+    })
 }
 
 /// Whether a service must say where its endpoints are.
@@ -87,13 +93,13 @@ pub enum Endpoints {
 /// Validates the services of a mesh served by herd-control. `proxy`, when given, is the
 /// settings of the proxy that will run them: its listeners are taken, so a service listening
 /// on one of them is refused. A `proxy:` key is refused: each proxy's settings are its own.
-pub fn mesh(root: raw::Root, proxy: Option<&ProxySettings>) -> Result<Vec<Service>> {
+pub fn mesh(root: raw::Root, proxy: Option<&ProxySettings>) -> Result<Mesh> {
     if let Some(raw) = &root.proxy {
         return Err(Problem {
             at: None,
             path: "proxy".to_owned(),
             message: format!(
-                "a mesh file holds `services`; `proxy` settings ({}) belong in each proxy's own file",
+                "a mesh file holds `services` and `policies`; `proxy` settings ({}) belong in each proxy's own file",
                 if raw.control.is_some() {
                     "with `control`"
                 } else {
@@ -106,7 +112,10 @@ pub fn mesh(root: raw::Root, proxy: Option<&ProxySettings>) -> Result<Vec<Servic
     if let Some(proxy) = proxy {
         listeners.taken(proxy);
     }
-    services(root.services, &mut listeners, Endpoints::Discovered)
+    Ok(Mesh {
+        services: services(root.services, &mut listeners, Endpoints::Discovered)?,
+        policies: policy::policies(root.policies)?,
+    })
 }
 
 fn services(
@@ -413,6 +422,9 @@ fn inbound(raw: raw::Inbound, listeners: &mut Listeners) -> Result<InboundListen
         upstream,
         timeout: duration(raw.timeout, InboundListener::DEFAULT_TIMEOUT),
         mtls: raw.mtls.map_or(Mtls::default(), |m| m.value.0),
+        default_policy: raw
+            .default_policy
+            .map_or(DefaultPolicy::default(), |p| p.value.0),
         client_identity_header,
     })
 }

@@ -171,7 +171,7 @@ fn validate(path: &std::path::Path) -> ExitCode {
     let result = if own {
         herd_config::parse(&text, &shown).map(|c| c.services.len())
     } else {
-        herd_config::parse_mesh(&text, &shown, None).map(|s| s.len())
+        herd_config::parse_mesh(&text, &shown, None).map(|m| m.services.len())
     };
     match result {
         Ok(services) => {

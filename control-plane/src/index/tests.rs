@@ -6,7 +6,9 @@ use std::time::Duration;
 use super::*;
 
 fn mesh(text: &str) -> Vec<Service> {
-    herd_config::parse_mesh(text, "mesh.yaml", None).unwrap()
+    herd_config::parse_mesh(text, "mesh.yaml", None)
+        .unwrap()
+        .services
 }
 
 fn web(endpoints: &str) -> Vec<Service> {
@@ -29,7 +31,9 @@ fn routing_carries_services_without_endpoints_and_is_named_by_content() {
     assert!(!first.version.is_empty());
     let update = RoutingUpdate::decode(first.update.0.clone()).unwrap();
     assert_eq!(update.version, first.version);
-    let back = herd_config::parse_mesh(&update.mesh, "control", None).unwrap();
+    let back = herd_config::parse_mesh(&update.mesh, "control", None)
+        .unwrap()
+        .services;
     assert_eq!(back.len(), 2);
     assert!(
         back[0].endpoints.is_empty(),
@@ -264,7 +268,9 @@ fn both() -> Index {
 
 /// The routing document as the proxy reads it (with the proxy's own validation).
 fn routed(index: &Index) -> Vec<Service> {
-    herd_config::parse_mesh(&index.current_routing().mesh, "control", None).unwrap()
+    herd_config::parse_mesh(&index.current_routing().mesh, "control", None)
+        .unwrap()
+        .services
 }
 
 fn names(authorities: &[herd_config::Authority]) -> Vec<&str> {
@@ -445,7 +451,9 @@ fn routing_leaves_out_settings_at_their_defaults_and_means_the_same() {
     );
     assert_eq!(value["services"][0]["limits"]["connectTimeout"], "2s");
     assert!(!document.contains('\n'), "compact: {document}");
-    let back = herd_config::parse_mesh(&document, "control", None).unwrap();
+    let back = herd_config::parse_mesh(&document, "control", None)
+        .unwrap()
+        .services;
     let without_endpoints: Vec<Service> = services
         .iter()
         .map(|s| Service {

@@ -1,9 +1,10 @@
-//! The mesh directory: every `*.yaml` file in it (not recursive), each holding `services:`.
+//! The mesh directory: every `*.yaml` file in it (not recursive), each holding `services:` and
+//! `policies:`.
 //!
 //! Each file is validated alone, with the same code herd-proxy uses for its own file
 //! ([`herd_config::parse_mesh`]), so a mistake reads the same everywhere:
 //! `FILE:LINE:COLUMN: field: message`. Then the files are merged in name order; a service name,
-//! an authority or an opaque listener that a file claims again after an earlier file is a clash,
+//! an authority, an opaque listener or a policy name that a file claims again after an earlier file is a clash,
 //! reported naming both files.
 //!
 //! A file that fails, alone or in the merge, keeps its last good version in force: an operator's
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_config::{Authority, Service};
+use herd_config::{Authority, Mesh, Policy, Service};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::{error, info};
@@ -35,11 +36,13 @@ impl std::fmt::Display for FileProblem {
     }
 }
 
-/// The merged services of a directory and what is wrong with it now.
+/// The merged services and policies of a directory and what is wrong with it now.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MeshState {
     /// Every service in force, files in name order, each file's in its own order.
     pub services: Vec<Service>,
+    /// Every policy in force, in the same order.
+    pub policies: Vec<Policy>,
     /// The files whose current text is not in force (a last good version may be).
     pub problems: Vec<FileProblem>,
 }
@@ -48,10 +51,10 @@ pub struct MeshState {
 #[derive(Debug)]
 pub struct MeshDir {
     dir: PathBuf,
-    accepted: BTreeMap<PathBuf, Vec<Service>>,
+    accepted: BTreeMap<PathBuf, Mesh>,
     /// Each file's text when last parsed, and what parsing it gave: a file whose text has not
     /// changed is not parsed again (a change to one file of many costs that file's parse).
-    parsed: HashMap<PathBuf, (String, Result<Vec<Service>, String>)>,
+    parsed: HashMap<PathBuf, (String, Result<Mesh, String>)>,
     parses: u64,
 }
 
@@ -104,8 +107,8 @@ impl MeshDir {
                 Err(e) => Err(format!("{shown}: cannot read: {e}")),
             };
             let candidate = match parsed {
-                Ok(services) => match merged.check(&file, &services) {
-                    Ok(()) => Some(services),
+                Ok(mesh) => match merged.check(&file, &mesh) {
+                    Ok(()) => Some(mesh),
                     Err(clash) => {
                         problems.push(FileProblem {
                             file: file.clone(),
@@ -123,7 +126,7 @@ impl MeshDir {
                 }
             };
             let in_force = match candidate {
-                Some(services) => Some(services),
+                Some(mesh) => Some(mesh),
                 // The last good version, if it still fits beside the files before it.
                 None => self
                     .accepted
@@ -132,9 +135,9 @@ impl MeshDir {
                     .cloned(),
             };
             match in_force {
-                Some(services) => {
-                    merged.add(&file, &services);
-                    self.accepted.insert(file, services);
+                Some(mesh) => {
+                    merged.add(&file, &mesh);
+                    self.accepted.insert(file, mesh);
                 }
                 None => {
                     self.accepted.remove(&file);
@@ -143,6 +146,7 @@ impl MeshDir {
         }
         MeshState {
             services: merged.services,
+            policies: merged.policies,
             problems,
         }
     }
@@ -172,15 +176,26 @@ pub fn is_mesh_file(path: &Path) -> bool {
 #[derive(Default)]
 struct Merge {
     services: Vec<Service>,
+    policies: Vec<Policy>,
     names: HashMap<String, PathBuf>,
+    policy_names: HashMap<String, PathBuf>,
     authorities: HashMap<Authority, (String, PathBuf)>,
     listeners: HashMap<std::net::SocketAddr, (String, PathBuf)>,
 }
 
 impl Merge {
-    fn check(&self, file: &Path, services: &[Service]) -> Result<(), String> {
+    fn check(&self, file: &Path, mesh: &Mesh) -> Result<(), String> {
         let here = file.display();
-        for (i, svc) in services.iter().enumerate() {
+        for (i, policy) in mesh.policies.iter().enumerate() {
+            if let Some(other) = self.policy_names.get(&policy.name) {
+                return Err(format!(
+                    "{here}: policies[{i}].name: policy `{}` is already defined in {}",
+                    policy.name,
+                    other.display()
+                ));
+            }
+        }
+        for (i, svc) in mesh.services.iter().enumerate() {
             if let Some(other) = self.names.get(&svc.name) {
                 return Err(format!(
                     "{here}: services[{i}].name: service `{}` is already defined in {}",
@@ -208,8 +223,13 @@ impl Merge {
         Ok(())
     }
 
-    fn add(&mut self, file: &Path, services: &[Service]) {
-        for svc in services {
+    fn add(&mut self, file: &Path, mesh: &Mesh) {
+        for policy in &mesh.policies {
+            self.policy_names
+                .insert(policy.name.clone(), file.to_owned());
+            self.policies.push(policy.clone());
+        }
+        for svc in &mesh.services {
             self.names.insert(svc.name.clone(), file.to_owned());
             for authority in &svc.authorities {
                 self.authorities

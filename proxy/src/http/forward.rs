@@ -155,7 +155,8 @@ async fn proxy<'s>(
                 .inbound
                 .as_ref()
                 .ok_or(ProxyError::NoService("inbound".into()))?,
-            checked.err(),
+            // Who may call this pod's port, before anything about the request itself.
+            ctx.authorize(snapshot).err().or(checked.err()),
         ),
         Direction::Outbound => {
             let authority = checked?;
@@ -192,7 +193,7 @@ async fn proxy<'s>(
         // Only what mutual TLS proved reaches the app: a client's own value is never passed on.
         headers.remove(name);
         if let Some(id) = &ctx.client_identity
-            && let Ok(value) = HeaderValue::from_str(id)
+            && let Ok(value) = HeaderValue::from_str(id.as_str())
         {
             headers.insert(name.clone(), value);
         }

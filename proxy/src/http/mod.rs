@@ -23,9 +23,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use herd_config::{AccessLogFormat, Downstream};
+use herd_identity::SpiffeId;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -38,6 +39,7 @@ use crate::access_log::AccessLog;
 use crate::drain::Drain;
 use crate::errors::ProxyError;
 use crate::listen::Direction;
+use crate::metrics::{Authorizations, Metrics};
 use crate::response::ResponseBody;
 use crate::snapshot::Snapshot;
 use framing::{Conflict, FramingGuard};
@@ -47,7 +49,13 @@ pub struct ConnCtx {
     pub direction: Direction,
     pub client: SocketAddr,
     /// The client's SPIFFE ID when it came over mutual TLS (inbound only).
-    pub client_identity: Option<Arc<str>>,
+    pub client_identity: Option<Arc<SpiffeId>>,
+    /// The inbound port the client connected to, as authorization policies name it (the
+    /// original destination's in transparent mode, else the listener's).
+    pub port: u16,
+    /// This connection's authorization counters, resolved at its first decision.
+    pub authorizations: OnceLock<Authorizations>,
+    pub metrics: Metrics,
     /// The client's address as an `X-Forwarded-For` element.
     pub forwarded_for: http::HeaderValue,
     pub drain: Drain,
@@ -74,6 +82,21 @@ pub struct ConnService {
     /// HTTP/1: requests seen so far, and which one (if any) the framing guard refused.
     requests: Cell<u64>,
     conflict: Option<Arc<Conflict>>,
+}
+
+impl ConnCtx {
+    /// Checks an inbound request against the authorization policy in force.
+    pub fn authorize(&self, snapshot: &Snapshot) -> Result<(), ProxyError> {
+        let identity = self.client_identity.as_deref();
+        snapshot
+            .authorizer
+            .check(self.port, self.client.ip(), identity, || {
+                self.authorizations.get_or_init(|| {
+                    self.metrics
+                        .authorizations(self.port, crate::authorize::client_label(identity))
+                })
+            })
+    }
 }
 
 impl ConnService {

@@ -35,6 +35,7 @@ pub struct Families {
     pub(super) tls_accepted: IntCounterVec,
     pub(super) tls_failures: IntCounterVec,
     pub(super) plaintext_refused: IntCounterVec,
+    pub(super) authorizations: IntCounterVec,
 }
 
 impl Families {
@@ -158,6 +159,11 @@ impl Families {
                 "herd_tls_plaintext_refused_total",
                 "Plaintext connections refused by a listener whose mtls is strict.",
                 &["direction", "listener"],
+            ),
+            authorizations: counter(
+                "herd_authorization_decisions_total",
+                "Inbound requests (HTTP) and connections (opaque) checked against authorization policy, by port, client (its SPIFFE ID, or unauthenticated) and result (allowed, denied).",
+                &["port", "client", "result"],
             ),
         }
     }

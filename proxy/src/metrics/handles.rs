@@ -26,10 +26,12 @@ pub enum ErrorKind {
     EgressRefused,
     /// Mutual TLS with a meshed endpoint failed, or this proxy had no certificate for it.
     Tls,
+    /// The inbound port's policy does not allow the client.
+    Unauthorized,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 11] = [
+    const ALL: [ErrorKind; 12] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::Connect,
@@ -41,6 +43,7 @@ impl ErrorKind {
         ErrorKind::OwnListener,
         ErrorKind::EgressRefused,
         ErrorKind::Tls,
+        ErrorKind::Unauthorized,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +59,7 @@ impl ErrorKind {
             ErrorKind::OwnListener => "own-listener",
             ErrorKind::EgressRefused => "egress-refused",
             ErrorKind::Tls => "tls",
+            ErrorKind::Unauthorized => "unauthorized",
         }
     }
 
@@ -84,6 +88,7 @@ impl ErrorKind {
             ProxyError::OwnListener(_) => ErrorKind::OwnListener,
             ProxyError::EgressRefused(_) => ErrorKind::EgressRefused,
             ProxyError::MeshTls { .. } | ProxyError::NoIdentity { .. } => ErrorKind::Tls,
+            ProxyError::Unauthorized { .. } => ErrorKind::Unauthorized,
         }
     }
 }

@@ -72,6 +72,13 @@ impl<K: Eq + Hash + Clone, V> Shared<K, V> {
     }
 }
 
+/// One inbound client's authorization counters (see [`Metrics::authorizations`]).
+#[derive(Clone)]
+pub struct Authorizations {
+    pub allowed: IntCounter,
+    pub denied: IntCounter,
+}
+
 /// Listener connection handles.
 #[derive(Clone)]
 pub struct ListenerMetrics {
@@ -147,6 +154,7 @@ impl Metrics {
             Box::new(f.tls_accepted.clone()),
             Box::new(f.tls_failures.clone()),
             Box::new(f.plaintext_refused.clone()),
+            Box::new(f.authorizations.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -191,6 +199,18 @@ impl Metrics {
         self.tcp.get((direction, service.into()), || {
             TcpMetrics::new(self.families.clone(), direction, service)
         })
+    }
+
+    /// The allowed and denied counters of clients `client` (a SPIFFE ID, or `unauthenticated`)
+    /// on inbound port `port`. Resolved once per connection: a connection's port and client do
+    /// not change.
+    pub fn authorizations(&self, port: u16, client: &str) -> Authorizations {
+        let port = port.to_string();
+        let family = &self.families.authorizations;
+        Authorizations {
+            allowed: family.with_label_values(&[&port, client, "allowed"]),
+            denied: family.with_label_values(&[&port, client, "denied"]),
+        }
     }
 
     /// Series for one listener: `listener` is `inbound`, `outbound`, or an opaque service's name.

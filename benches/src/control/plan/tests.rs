@@ -17,7 +17,9 @@ fn services_in(dir: &Path) -> Vec<herd_config::Service> {
         .iter()
         .flat_map(|f| {
             let text = fs::read_to_string(f).unwrap();
-            herd_config::parse_mesh(&text, &f.display().to_string(), None).unwrap()
+            herd_config::parse_mesh(&text, &f.display().to_string(), None)
+                .unwrap()
+                .services
         })
         .collect()
 }

@@ -456,6 +456,8 @@ fn every_discovered_service_passes_the_proxys_validation() {
     let out = run(&web, &[]);
     let services: Vec<Service> = out.discovered.into_iter().map(|d| d.service).collect();
     let mesh = serde_json::to_string(&json!({ "services": services })).unwrap();
-    let back = herd_config::parse_mesh(&mesh, "control", None).unwrap();
+    let back = herd_config::parse_mesh(&mesh, "control", None)
+        .unwrap()
+        .services;
     assert_eq!(back, services);
 }
