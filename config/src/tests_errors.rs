@@ -38,7 +38,7 @@ fn an_unknown_key_is_named_with_what_is_allowed() {
     fails(
         "proxy:\n  inbound:\n    max_connections: 5\n",
         "mesh.yaml:3:5: proxy.inbound.max_connections: unknown key `max_connections` (did you mean \
-         `maxConnections`?); allowed: listen, app, protocol, mtls, clientIdentityHeader, maxConnections, headerTimeout, \
+         `maxConnections`?); allowed: listen, app, protocol, mtls, clientIdentityHeader, defaultPolicy, maxConnections, headerTimeout, \
          maxHeaderBytes, detectTimeout, accessLog, requestId, timeout, connectTimeout, idleTimeout",
     );
     fails(
