@@ -846,3 +846,89 @@ async fn policies_from_the_control_plane_govern_the_proxies_they_name() {
         "{config}"
     );
 }
+
+/// The dashboard's identity row, against a real Prometheus scraping a proxy with a certificate,
+/// a policy, mutual-TLS clients and refused ones: every expression must return data.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboards_identity_row_has_data_for_a_meshed_proxy() {
+    let mesh = mesh().await;
+    let app = whoami().await;
+    let proxy = Proxy::start(&mesh.proxy_yaml(
+        app.addr(),
+        "strict",
+        &format!(
+            "
+            policies:
+              - name: web-clients
+                allow: [{SIDEKIQ}]
+            "
+        ),
+    ))
+    .await;
+    let prometheus = herd_tests::prometheus::Prometheus::scraping(proxy.admin()).await;
+    let sidekiq = mesh.client("sidekiq", SIDEKIQ, SIDEKIQ_TOKEN).await;
+    let streaming = mesh.client("streaming", STREAMING, STREAMING_TOKEN).await;
+    for _ in 0..3 {
+        assert_eq!(
+            mesh.curl_tls(&proxy, Some(&sidekiq), &[]).await.status(),
+            200
+        );
+        assert_eq!(
+            mesh.curl_tls(&proxy, Some(&streaming), &[]).await.status(),
+            403
+        );
+        assert_ne!(mesh.curl_tls(&proxy, None, &[]).await.exit, Some(0));
+        assert_eq!(
+            curl()
+                .get(format!("http://{}/", proxy.inbound()))
+                .await
+                .status(),
+            403
+        );
+    }
+    prometheus
+        .wait_for("sum(herd_authorization_decisions_total)", |v| {
+            v.first().is_some_and(|(_, n)| *n >= 6.0)
+        })
+        .await;
+    // rate() needs two samples after the traffic.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../charts/herd/dashboards/herd.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut row = "";
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] == "row" {
+            row = panel["title"].as_str().unwrap_or_default();
+        }
+        if row != "Identity" {
+            continue;
+        }
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            exprs.push((
+                panel["title"].clone(),
+                expr.replace("$__rate_interval", "1m"),
+            ));
+        }
+    }
+    assert!(
+        exprs.len() >= 5,
+        "the identity row has its panels: {exprs:?}"
+    );
+    let mut problems = Vec::new();
+    for (title, promql) in &exprs {
+        assert!(
+            !promql.contains('$'),
+            "{title}: a variable left in {promql}"
+        );
+        match prometheus.try_query(promql).await {
+            Ok(vector) if vector.iter().any(|(_, v)| v.is_finite()) => {}
+            other => problems.push(format!("{title}: {promql}: {other:?}")),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
