@@ -159,6 +159,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
                     endpoints,
                     metrics: metrics.clone(),
                     ready: ready.clone(),
+                    identity: identity.clone(),
                 },
                 commands,
             );
