@@ -366,4 +366,4 @@ fn unix_seconds(at: SystemTime) -> f64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

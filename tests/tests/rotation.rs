@@ -258,9 +258,13 @@ async fn one_minute_certificates_renew_under_five_minutes_of_traffic_without_a_f
         "web {web_renewals}, sidekiq {sidekiq_renewals}"
     );
     assert!(tally.len() >= 1000, "{} requests", tally.len());
-    // Renewals drop no connection: the one HTTP/2 connection between the pods carries
-    // everything; at most one more for a certificate renewed while a second was needed.
-    assert!(accepted >= 1.0 && accepted <= 2.0, "{accepted} handshakes");
+    // The HTTP/2 connection between the pods is never idle, yet it does not outlive the
+    // certificates that authenticated it: it is replaced once the earlier of the two expires
+    // (at least once a lifetime), and at most once per certificate issued.
+    assert!(
+        accepted >= 4.0 && accepted <= web_renewals + sidekiq_renewals,
+        "{accepted} handshakes for {web_renewals} + {sidekiq_renewals} certificates"
+    );
     assert_eq!(app.requests(), tally.len());
 }
 
@@ -308,13 +312,11 @@ async fn a_root_is_rotated_under_traffic_without_a_failed_request() {
     renewed(&pods, "both pods to trust only the new root").await;
     let rotated_at = load.started.elapsed();
 
-    // A connection made now, under the new bundle on both sides, works.
-    let before = handshakes(&web).await;
+    // A connection made now (a pool of its own), under the new bundle on both sides, works.
     let late = Client::new(sidekiq.outbound())
         .get("web-late", "/", &[])
         .await;
     assert_eq!(late.status, 200, "{late:?}");
-    assert_eq!(handshakes(&web).await, before + 1.0);
     // And a workload whose certificate chains to the old root only is refused now.
     let out = tls_get(&web, &old_cert, &old_key).await;
     assert_ne!(out.exit, Some(0), "the old root is no longer trusted");
