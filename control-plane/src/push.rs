@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use herd_api::discovery::admin_server::Admin;
 use herd_api::discovery::{
-    EndpointsRequest, HealthRequest, HealthResponse, Node, ProxiesRequest, ProxiesResponse,
-    ProxyConfigRequest, ProxyConfigResponse, ProxyStatus, RoutingRequest, SourceHealth,
-    endpoints_request, routing_request,
+    Certificate, EndpointsRequest, HealthRequest, HealthResponse, Node, ProxiesRequest,
+    ProxiesResponse, ProxyConfigRequest, ProxyConfigResponse, ProxyStatus, RoutingRequest,
+    SourceHealth, endpoints_request, routing_request,
 };
 use herd_api::encoded::Encoded;
 use herd_api::fanout::{Discovery, Updates};
@@ -44,6 +44,9 @@ pub const MAX_WATCHES: usize = 10_000;
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 /// Longest proxy id and service name accepted.
 const MAX_NAME: usize = 253;
+/// Longest SPIFFE ID and serial a proxy may report of its certificate.
+const MAX_CERTIFICATE_IDENTITY: usize = 2048;
+const MAX_CERTIFICATE_SERIAL: usize = 64;
 
 /// What the sources report about themselves, for `/ready` and `herdctl check`.
 #[derive(Clone, Debug, Default)]
@@ -96,6 +99,8 @@ struct ProxyRecord {
     last_nack: String,
     stuck: bool,
     watching: BTreeSet<String>,
+    /// The certificate it last said it presents.
+    certificate: Option<Certificate>,
 }
 
 impl Proxies {
@@ -116,6 +121,7 @@ impl Proxies {
             last_nack: String::new(),
             stuck: false,
             watching: BTreeSet::new(),
+            certificate: None,
         });
         if record.streams == 0 {
             record.connected = Instant::now();
@@ -177,6 +183,21 @@ fn check_node(node: Option<Node>) -> Result<Node, Status> {
         )));
     }
     Ok(node)
+}
+
+/// A certificate report is kept per proxy: bound what it may hold.
+fn check_certificate(certificate: &Certificate) -> Result<(), Status> {
+    if certificate.identity.len() > MAX_CERTIFICATE_IDENTITY {
+        return Err(Status::invalid_argument(format!(
+            "certificate.identity must be at most {MAX_CERTIFICATE_IDENTITY} bytes"
+        )));
+    }
+    if certificate.serial.len() > MAX_CERTIFICATE_SERIAL {
+        return Err(Status::invalid_argument(format!(
+            "certificate.serial must be at most {MAX_CERTIFICATE_SERIAL} characters"
+        )));
+    }
+    Ok(())
 }
 
 /// The first message of a stream, within [`HELLO_TIMEOUT`].
@@ -313,7 +334,12 @@ impl Push {
                             r.stuck = !ack;
                         });
                     }
-                    Some(_) => return Err(Status::invalid_argument("only verdicts may follow `subscribe`")),
+                    Some(RoutingRequest { request: Some(routing_request::Request::Certificate(c)) }) => {
+                        check_certificate(&c)?;
+                        debug!(proxy = %id, identity = %c.identity, serial = %c.serial, not_after = c.not_after, "proxy certificate");
+                        self.proxies.with(id, |r| r.certificate = Some(c));
+                    }
+                    Some(_) => return Err(Status::invalid_argument("only verdicts and certificates may follow `subscribe`")),
                 },
                 () = tx.closed() => return Ok(()),
             }
@@ -446,6 +472,7 @@ impl Admin for Push {
                 stuck: r.stuck,
                 connected_seconds: r.connected.elapsed().as_secs(),
                 watching: r.watching.iter().cloned().collect(),
+                certificate: r.certificate.clone(),
             })
             .collect();
         proxies.sort_by(|a, b| {

@@ -36,5 +36,5 @@ pub use svid::SvidError;
 pub use tls::{TlsConfigError, client_config, server_config};
 pub use verify::{
     LeafVerifyError, PeerIdentityError, SpiffeClientVerifier, SpiffeServerVerifier, VerifierError,
-    peer_identity, verify_leaf,
+    peer_identity, peer_not_after, verify_leaf,
 };

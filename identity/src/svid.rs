@@ -78,6 +78,11 @@ pub(crate) fn identity_in(certificate: &X509Certificate<'_>) -> Result<SpiffeId,
     Ok(id)
 }
 
+/// The certificate's notAfter: how long a connection it authenticated may be trusted.
+pub fn not_after_of(certificate: &CertificateDer<'_>) -> Result<SystemTime, SvidError> {
+    Ok(validity_in(&parse(certificate)?).1)
+}
+
 /// The certificate's notBefore and notAfter.
 pub(crate) fn validity_in(certificate: &X509Certificate<'_>) -> (SystemTime, SystemTime) {
     let validity = certificate.validity();

@@ -81,6 +81,12 @@ pub fn peer_identity(connection: &CommonState) -> Option<SpiffeId> {
     svid::identity_of(leaf).ok()
 }
 
+/// When the peer's certificate on `connection` expires, if it presented one that parses.
+pub fn peer_not_after(connection: &CommonState) -> Option<SystemTime> {
+    let leaf = connection.peer_certificates()?.first()?;
+    svid::not_after_of(leaf).ok()
+}
+
 /// Checks `leaf` as a peer would at `now`: its chain verifies against `bundle` (for the server
 /// role, which also requires serverAuth) and it names its own SPIFFE ID. What the CA's callers
 /// (herd-control at start and on reload, `herdctl certify`) use to see that what the issuer signs

@@ -19,6 +19,10 @@
 //! or a DNS name resolved afresh) with full-jitter exponential backoff, and says which versions
 //! it holds so that only what changed is sent. `/ready` waits for the first routing state when
 //! `waitForState` is set, and never turns unready afterwards because of the control plane.
+//!
+//! A proxy with `proxy.identity` also tells the control plane which certificate it presents
+//! (SPIFFE ID, serial, notAfter) on the routing stream: once connected and after every renewal,
+//! so `herdctl identity` shows what peers see in a handshake, not what was last issued.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -29,8 +33,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_api::discovery::discovery_client::DiscoveryClient;
 use herd_api::discovery::{
-    Endpoint, EndpointsRequest, EndpointsUpdate, EndpointsVerdict, Hello, Node, RoutingRequest,
-    RoutingSubscribe, RoutingUpdate, Unwatch, Verdict, Watch, endpoints_request, routing_request,
+    Certificate, Endpoint, EndpointsRequest, EndpointsUpdate, EndpointsVerdict, Hello, Node,
+    RoutingRequest, RoutingSubscribe, RoutingUpdate, Unwatch, Verdict, Watch, endpoints_request,
+    routing_request,
 };
 use herd_config::{Config, ControlSettings, ControlTarget, WeightedEndpoint};
 use prometheus::{Gauge, IntCounterVec, IntGauge, Opts};
@@ -43,6 +48,7 @@ pub mod subscription;
 use self::subscription::Command;
 pub use self::subscription::{Answer, Endpoints, EndpointsCommands, Subscription, endpoints};
 use crate::balance::load::now_nanos;
+use crate::identity::{Credentials, Identity};
 use crate::metrics::Metrics;
 use crate::snapshot::{Registry, Snapshot};
 
@@ -109,6 +115,8 @@ pub struct Control {
     pub metrics: Metrics,
     /// Set once the first routing state is applied.
     pub ready: Arc<AtomicBool>,
+    /// This proxy's certificate, reported to the control plane as it is renewed.
+    pub identity: Option<Identity>,
 }
 
 /// Runs the connection to the control plane for the life of the process.
@@ -175,6 +183,8 @@ struct State {
     held: Held,
     commands: mpsc::UnboundedReceiver<Command>,
     unwatches: mpsc::UnboundedReceiver<String>,
+    /// The certificates in use, one after another; `None` without `proxy.identity`.
+    certificates: Option<watch::Receiver<Option<Arc<Credentials>>>>,
 }
 
 async fn connection_loop(
@@ -184,6 +194,7 @@ async fn connection_loop(
     commands: mpsc::UnboundedReceiver<Command>,
     unwatches: mpsc::UnboundedReceiver<String>,
 ) {
+    let certificates = control.identity.as_ref().map(Identity::renewals);
     let mut state = State {
         control,
         node,
@@ -192,6 +203,7 @@ async fn connection_loop(
         held: Held::default(),
         commands,
         unwatches,
+        certificates,
     };
     let mut failures = 0u32;
     loop {
@@ -261,6 +273,14 @@ impl State {
                 have_version: self.routing_version.clone(),
             })),
         });
+        // A new connection is a new record on the server: say which certificate is in use.
+        if let Some(certificate) = self
+            .certificates
+            .as_mut()
+            .and_then(|rx| rx.borrow_and_update().as_deref().map(certificate_of))
+        {
+            let _ = routing_tx.send(certificate_request(certificate));
+        }
         let mut routing = client
             .routing(UnboundedReceiverStream::new(routing_rx))
             .await?
@@ -317,6 +337,9 @@ impl State {
                     let _ = endpoints_tx.send(EndpointsRequest {
                         request: Some(endpoints_request::Request::Unwatch(Unwatch { service })),
                     });
+                }
+                certificate = renewed(self.certificates.as_mut()) => {
+                    let _ = routing_tx.send(certificate_request(certificate));
                 }
             }
         }
@@ -471,6 +494,43 @@ fn backoff(failures: u32, draw: f64) -> Duration {
         .saturating_mul(1 << failures.min(16))
         .min(BACKOFF_MAX);
     cap.mul_f64(draw.clamp(0.0, 1.0))
+}
+
+/// The next certificate put in use; never resolves without an identity (or once its task is
+/// gone), so it can sit in a `select!`.
+async fn renewed(
+    certificates: Option<&mut watch::Receiver<Option<Arc<Credentials>>>>,
+) -> Certificate {
+    let Some(rx) = certificates else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if let Some(certificate) = rx.borrow_and_update().as_deref().map(certificate_of) {
+            return certificate;
+        }
+    }
+}
+
+/// What the control plane is told of a certificate.
+fn certificate_of(credentials: &Credentials) -> Certificate {
+    Certificate {
+        identity: credentials.id.to_string(),
+        serial: credentials.leaf.serial_hex(),
+        not_after: credentials
+            .leaf
+            .not_after()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+    }
+}
+
+fn certificate_request(certificate: Certificate) -> RoutingRequest {
+    RoutingRequest {
+        request: Some(routing_request::Request::Certificate(certificate)),
+    }
 }
 
 fn watch_request(service: &str, have_version: String) -> EndpointsRequest {

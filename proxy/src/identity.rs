@@ -139,6 +139,12 @@ impl Identity {
         }
     }
 
+    /// Every certificate from the one in use now on: a receiver that sees each renewal (the
+    /// control-plane session reports them). Holds the last one issued even after it expired.
+    pub fn renewals(&self) -> watch::Receiver<Option<Arc<Credentials>>> {
+        self.rx.clone()
+    }
+
     /// Waits until the first certificate is in.
     pub async fn ready(&self) {
         let mut rx = self.rx.clone();
@@ -360,4 +366,4 @@ fn unix_seconds(at: SystemTime) -> f64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -162,6 +162,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
                     endpoints,
                     metrics: metrics.clone(),
                     ready: ready.clone(),
+                    identity: identity.clone(),
                 },
                 commands,
             );

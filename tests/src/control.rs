@@ -189,10 +189,14 @@ impl Control {
         tcp::get(self.admin, "/metrics").await.text()
     }
 
-    /// Runs `herdctl ARGS --control DISCOVERY` (the flag is added for stat, config and check).
+    /// Runs `herdctl ARGS --control DISCOVERY` (the flag is added for stat, config, check and
+    /// identity).
     pub async fn herdctl(&self, args: &[&str]) -> Exit {
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        if matches!(args.first(), Some(&("stat" | "config" | "check"))) {
+        if matches!(
+            args.first(),
+            Some(&("stat" | "config" | "check" | "identity"))
+        ) {
             all.push("--control".into());
             all.push(self.discovery.to_string());
         }

@@ -247,3 +247,122 @@ pub fn certify_response_with_bundle(
         not_after: answer.not_after,
     }
 }
+
+/// A client certificate for `who` from the identity service at `identity` (the key and CSR made
+/// with rcgen, as any workload could), written as `DIR/NAME.crt` and `DIR/NAME.key` for openssl
+/// and curl; returns the two paths.
+pub async fn client_files(
+    identity: SocketAddr,
+    dir: &std::path::Path,
+    name: &str,
+    who: &str,
+    token: &str,
+) -> (PathBuf, PathBuf) {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(who.try_into().expect("URI"))];
+    let csr = params.serialize_request(&key).expect("CSR").der().to_vec();
+    let answer = certify(identity, csr, token).await.expect("certified");
+    let (cert, key_path) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, pem(&answer.certificate_chain)).expect("write cert");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    (cert, key_path)
+}
+
+/// The leaf certificate (PEM) the TLS server at `addr` presents to a client holding `cert` and
+/// `key`: `openssl s_client -showcerts`, its first certificate.
+pub async fn presented_leaf(
+    addr: SocketAddr,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> String {
+    let mut command = tokio::process::Command::new("openssl");
+    command
+        .args(["s_client", "-showcerts", "-connect", &addr.to_string()])
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = crate::within("openssl s_client", TIMEOUT, command.output())
+        .await
+        .expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let begin = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap_or_else(|| panic!("no certificate from {addr}: {text}"));
+    let end_marker = "-----END CERTIFICATE-----";
+    let end = text[begin..].find(end_marker).expect("a whole certificate") + begin;
+    format!("{}\n", &text[begin..end + end_marker.len()])
+}
+
+/// `openssl x509 -noout -serial` of a PEM certificate: the serial in upper-case hex, without
+/// `serial=`.
+pub async fn serial_of(certificate: &str) -> String {
+    let (ok, text) = openssl(
+        &["x509", "-noout", "-serial", "-in", "{dir}/leaf.pem"],
+        &[("leaf.pem", certificate)],
+    )
+    .await;
+    assert!(ok, "openssl x509: {text}");
+    text.trim()
+        .strip_prefix("serial=")
+        .unwrap_or_else(|| panic!("no serial in {text}"))
+        .to_owned()
+}
+
+/// Whether `certificate` (PEM) chains to `root` alone, by `openssl verify`.
+pub async fn issued_by(certificate: &str, root: &Root) -> bool {
+    openssl(
+        &["verify", "-CAfile", "{dir}/root.pem", "{dir}/leaf.pem"],
+        &[("leaf.pem", certificate), ("root.pem", &root.cert_pem)],
+    )
+    .await
+    .0
+}
+
+/// The value of the first sample in `text` (Prometheus' text format) whose line starts with
+/// `line_start` (a name with its labels); 0 when there is none.
+pub fn sample(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A leaf for `who` signed by `issuer` directly, valid for a year (a workload certified before a
+/// root was removed, without expiring meanwhile), written as `DIR/NAME.crt` and `DIR/NAME.key`.
+pub fn leaf_signed_by(
+    issuer: &Root,
+    who: &str,
+    dir: &std::path::Path,
+    name: &str,
+) -> (PathBuf, PathBuf) {
+    let ca_key = KeyPair::from_pem(&issuer.key_pem).expect("CA key");
+    let ca = rcgen::Issuer::from_ca_cert_pem(&issuer.cert_pem, ca_key).expect("CA");
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(who.try_into().expect("URI"))];
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(365);
+    let cert = params.signed_by(&key, &ca).expect("signed");
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_path, cert.pem()).expect("write cert");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    (cert_path, key_path)
+}

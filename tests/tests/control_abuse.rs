@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use herd_api::discovery::discovery_client::DiscoveryClient;
 use herd_api::discovery::{
-    EndpointsRequest, Hello, Node, RoutingRequest, RoutingSubscribe, Verdict, Watch,
+    Certificate, EndpointsRequest, Hello, Node, RoutingRequest, RoutingSubscribe, Verdict, Watch,
     endpoints_request, routing_request,
 };
 use herd_tests::control::{Control, proxy_yaml};
@@ -143,6 +143,58 @@ async fn malformed_streams_get_a_grpc_error() {
     })
     .await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+
+    // A certificate report is kept per proxy, so a huge one ends the stream; a proper one is
+    // kept and shown.
+    let report = |identity: String| RoutingRequest {
+        request: Some(routing_request::Request::Certificate(Certificate {
+            identity,
+            serial: "0A1B".into(),
+            not_after: 1,
+        })),
+    };
+    for (id, identity, ends) in [
+        ("huge", format!("spiffe://x/{}", "a".repeat(4096)), true),
+        ("fine", "spiffe://cluster.local/ns/a/sa/b".to_owned(), false),
+    ] {
+        let mut stream = client
+            .routing(
+                tokio_stream::iter([subscribe(id), report(identity)])
+                    .chain(tokio_stream::pending()),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        if ends {
+            let status = herd_tests::within("the stream to end", TIMEOUT, async {
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => panic!("ended without an error"),
+                        Err(status) => break status,
+                    }
+                }
+            })
+            .await;
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+            assert!(
+                status.message().contains("certificate.identity"),
+                "{status}"
+            );
+        } else {
+            let shown = eventually("the certificate in herdctl identity", TIMEOUT, || async {
+                let out = control.herdctl(&["identity", id]).await;
+                (out.code == Some(0)).then_some(out.stdout)
+            })
+            .await;
+            assert!(
+                shown.contains("spiffe://cluster.local/ns/a/sa/b")
+                    && shown.contains("0A1B")
+                    && shown.contains("1970-01-01T00:00:01Z (expired"),
+                "{shown}"
+            );
+        }
+    }
 }
 
 use tokio_stream::StreamExt as _;

@@ -5,21 +5,23 @@
 //! herdctl stat [--control ADDR]               # every proxy connected to that replica
 //! herdctl config PROXY-ID [--control ADDR]    # the routing state that proxy was last sent, as YAML
 //! herdctl check [--control ADDR]              # reachable, sources healthy, no proxy stuck on a NACK
+//! herdctl identity PROXY-ID [--control ADDR]  # the certificate that proxy presents
 //! herdctl certify --identity ADDR --token-file FILE --id SPIFFE-ID
 //!                                             # get a certificate as a proxy would; print it
 //! ```
 //!
 //! Exit codes: 0 when all is well; 64 for a bad flag or an invalid mesh (validate); 1 when the
-//! control plane cannot be reached or `check` finds a problem.
+//! control plane cannot be reached, a proxy id is unknown (or, for `identity`, has reported no
+//! certificate), or `check` finds a problem.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use herd_api::discovery::admin_client::AdminClient;
-use herd_api::discovery::{HealthRequest, ProxiesRequest, ProxyConfigRequest};
+use herd_api::discovery::{Certificate, HealthRequest, ProxiesRequest, ProxyConfigRequest};
 use herd_api::identity::CertifyRequest;
 use herd_api::identity::identity_client::IdentityClient;
 use herd_control::source::mesh::{MeshDir, read_dir};
@@ -53,6 +55,13 @@ enum Command {
     },
     /// Is the control plane reachable, are its sources healthy, is any proxy stuck on a NACK?
     Check {
+        #[command(flatten)]
+        control: ControlAddr,
+    },
+    /// The certificate a proxy presents in mutual TLS, as it reported it: SPIFFE ID, serial
+    /// (as `openssl x509 -serial` prints it), not-after and the time left.
+    Identity {
+        proxy_id: String,
         #[command(flatten)]
         control: ControlAddr,
     },
@@ -108,6 +117,7 @@ fn main() -> ExitCode {
         Command::Stat { control } => remote(stat(control.addr)),
         Command::Config { proxy_id, control } => remote(config(control.addr, proxy_id)),
         Command::Check { control } => remote(check(control.addr)),
+        Command::Identity { proxy_id, control } => remote(identity(control.addr, proxy_id)),
         Command::Certify {
             identity,
             token_file,
@@ -253,8 +263,48 @@ async fn stat(control: String) -> Result<bool, String> {
         if p.stuck {
             println!("  refused: {}", p.last_nack);
         }
+        if let Some(certificate) = &p.certificate {
+            println!(
+                "  certificate: {}, not after {}",
+                certificate.identity,
+                not_after(certificate)
+            );
+        }
     }
     Ok(true)
+}
+
+/// The certificate `id` reported, from the replica it is connected to.
+async fn identity(control: String, id: String) -> Result<bool, String> {
+    let mut client = connect(&control).await?;
+    let proxies = client
+        .proxies(ProxiesRequest {})
+        .await
+        .map_err(|s| s.message().to_owned())?
+        .into_inner()
+        .proxies;
+    let proxy = proxies
+        .into_iter()
+        .find(|p| p.node.as_ref().is_some_and(|n| n.id == id))
+        .ok_or_else(|| format!("no proxy `{id}` is connected to this replica"))?;
+    let certificate = proxy.certificate.ok_or_else(|| {
+        format!("proxy `{id}` has reported no certificate (no proxy.identity, or none issued yet)")
+    })?;
+    println!("identity   {}", certificate.identity);
+    println!("serial     {}", certificate.serial);
+    println!("not after  {}", not_after(&certificate));
+    Ok(true)
+}
+
+/// notAfter in RFC 3339 with the time left (or how long ago it expired).
+fn not_after(certificate: &Certificate) -> String {
+    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(certificate.not_after).unwrap_or(0));
+    let stamp = humantime::format_rfc3339_seconds(at);
+    let whole = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+    match at.duration_since(SystemTime::now()) {
+        Ok(left) => format!("{stamp} (in {})", whole(left)),
+        Err(past) => format!("{stamp} (expired {} ago)", whole(past.duration())),
+    }
 }
 
 async fn config(control: String, id: String) -> Result<bool, String> {

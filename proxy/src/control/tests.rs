@@ -192,3 +192,54 @@ fn backoff_is_full_jitter_under_a_doubling_cap() {
     assert_eq!(backoff(30, 1.0), BACKOFF_MAX);
     assert_eq!(backoff(u32::MAX, 1.0), BACKOFF_MAX);
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_certificate_put_in_use_is_reported_once_and_none_without_an_identity() {
+    use crate::identity::tests::credentials;
+    const WEB: &str = "spiffe://cluster.local/ns/mastodon/sa/web";
+    let wait = Duration::from_secs(60);
+
+    // Without `proxy.identity`: never a report.
+    assert!(tokio::time::timeout(wait, renewed(None)).await.is_err());
+
+    let (tx, mut rx) = watch::channel(None);
+    // Nothing before the first certificate.
+    assert!(
+        tokio::time::timeout(wait, renewed(Some(&mut rx)))
+            .await
+            .is_err()
+    );
+    let mut serials = Vec::new();
+    for _ in 0..2 {
+        let issued = credentials(WEB, Duration::from_secs(60));
+        let expected = Certificate {
+            identity: WEB.to_owned(),
+            serial: issued.leaf.serial_hex(),
+            not_after: issued
+                .leaf
+                .not_after()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64,
+        };
+        tx.send_replace(Some(Arc::new(issued)));
+        let reported = renewed(Some(&mut rx)).await;
+        assert_eq!(reported, expected);
+        // Once: nothing more until the next renewal.
+        assert!(
+            tokio::time::timeout(wait, renewed(Some(&mut rx)))
+                .await
+                .is_err()
+        );
+        serials.push(reported.serial);
+    }
+    assert_ne!(serials[0], serials[1]);
+
+    // The identity task gone: no busy loop, just nothing.
+    drop(tx);
+    assert!(
+        tokio::time::timeout(wait, renewed(Some(&mut rx)))
+            .await
+            .is_err()
+    );
+}

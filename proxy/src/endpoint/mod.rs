@@ -29,6 +29,14 @@
 //! of its own, and an opaque service's connection carries bytes. A handshake with a server that
 //! presents another identity fails, naming both.
 //!
+//! A meshed HTTP/2 connection takes new requests only while what authenticated it holds (see
+//! [`Trust`]): both certificates of its handshake unexpired, and every root trusted then still
+//! trusted. Under steady traffic such a connection never idles out, and TLS checks certificates
+//! only in the handshake, so without this a connection would outlive the certificates that
+//! authenticated it (by hours, on a busy pod pair) and a root removed from the bundle would
+//! keep authenticating the connections made under it. A retired connection finishes what it
+//! carries and closes once idle; the next request opens a new one with the current certificate.
+//!
 //! An endpoint knows nothing of the balancer: the balancer wraps it (with its load and health,
 //! see [`crate::balance::Member`]), and the lease of a response here is only the connection.
 //! Nothing here imports the stages above, so the endpoint can be read, and tested, alone.
@@ -37,7 +45,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use herd_identity::SpiffeId;
@@ -57,7 +65,7 @@ use tracing::{debug, trace};
 
 use crate::body::{BodyProgress, RequestBody};
 use crate::errors::{BoxError, ProxyError};
-use crate::identity::{Alpn, Identity};
+use crate::identity::{Alpn, Credentials, Identity};
 
 pub mod direct;
 mod streams;
@@ -115,6 +123,62 @@ struct State {
 struct H2Conn {
     tx: http2::SendRequest<RequestBody>,
     streams: Arc<Streams>,
+    /// What authenticated it, when it is meshed.
+    trust: Option<Trust>,
+}
+
+/// What a meshed connection was authenticated with. It may take new requests while both
+/// certificates of its handshake are valid and the bundle in use still holds every root that
+/// the bundle of its handshake held (a renewal that keeps the roots, or adds one, changes
+/// nothing; removing a root retires every connection made while it was trusted).
+struct Trust {
+    /// The earlier notAfter of this proxy's certificate and the peer's.
+    until: SystemTime,
+    /// This proxy's credentials when the connection was made.
+    made_with: Arc<Credentials>,
+    /// The latest credentials found to keep `made_with`'s roots (so the roots are compared once
+    /// per renewal, not per request).
+    checked: Arc<Credentials>,
+}
+
+impl Trust {
+    fn new(made_with: Arc<Credentials>, peer_not_after: Option<SystemTime>) -> Self {
+        let own = made_with.leaf.not_after();
+        Trust {
+            until: peer_not_after.map_or(own, |peer| peer.min(own)),
+            checked: made_with.clone(),
+            made_with,
+        }
+    }
+
+    /// Whether the connection may take a new request at `now`, given this proxy's credentials
+    /// now (`None`: it has none valid).
+    fn holds(
+        &mut self,
+        now: SystemTime,
+        current: Option<&Arc<Credentials>>,
+    ) -> Result<(), &'static str> {
+        if now >= self.until {
+            return Err("a certificate of its handshake expired");
+        }
+        let current = current.ok_or("this proxy has no valid certificate")?;
+        if Arc::ptr_eq(current, &self.checked) {
+            return Ok(());
+        }
+        let roots = current.bundle.roots();
+        if self
+            .made_with
+            .bundle
+            .roots()
+            .iter()
+            .all(|root| roots.contains(root))
+        {
+            self.checked = current.clone();
+            Ok(())
+        } else {
+            Err("a root it was made under left the trust bundle")
+        }
+    }
 }
 
 /// A request that failed; `unsent` holds it when none of it was written, so it can be sent again
@@ -346,9 +410,14 @@ impl Endpoint {
     /// Opens a connection that will carry `alpn`: TCP, then mutual TLS when the endpoint is
     /// meshed (the handshake bounded by `connectTimeout` as well).
     pub async fn connect_io(&self, alpn: Alpn) -> Result<Io, ProxyError> {
+        self.connect_trusted(alpn).await.map(|(io, _)| io)
+    }
+
+    /// [`Endpoint::connect_io`], and what authenticated the connection when it is meshed.
+    async fn connect_trusted(&self, alpn: Alpn) -> Result<(Io, Option<Trust>), ProxyError> {
         let tcp = self.connect().await?;
         let Some(peer) = &self.key.peer else {
-            return Ok(Either::Left(tcp));
+            return Ok((Either::Left(tcp), None));
         };
         let addr = self.key.addr;
         let credentials = match &self.identity {
@@ -374,7 +443,11 @@ impl Endpoint {
         let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
         let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
         match tokio::time::timeout(self.key.connect_timeout, handshake).await {
-            Ok(Ok(tls)) => Ok(Either::Right(tls)),
+            Ok(Ok(tls)) => {
+                let peer_not_after = herd_identity::peer_not_after(tls.get_ref().1);
+                let trust = Trust::new(credentials, peer_not_after);
+                Ok((Either::Right(tls), Some(trust)))
+            }
             Ok(Err(source)) => Err(ProxyError::MeshTls { addr, source }),
             Err(_) => Err(ProxyError::MeshTls {
                 addr,
@@ -598,7 +671,8 @@ impl Endpoint {
         if let Some(shared) = self.shared_h2() {
             return Ok(shared);
         }
-        let io = TokioIo::new(self.connect_io(Alpn::H2).await?);
+        let (io, trust) = self.connect_trusted(Alpn::H2).await?;
+        let io = TokioIo::new(io);
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
@@ -618,16 +692,35 @@ impl Endpoint {
             .push(H2Conn {
                 tx: tx.clone(),
                 streams: count,
+                trust,
             });
         Ok((tx, stream))
     }
 
     /// An open HTTP/2 connection with room for another stream.
     fn shared_h2(&self) -> Option<(http2::SendRequest<RequestBody>, Stream)> {
+        // Only a meshed endpoint's connections have certificates to outlive.
+        let (now, current) = match &self.identity {
+            Some(identity) if self.key.peer.is_some() => (SystemTime::now(), identity.current()),
+            _ => (SystemTime::UNIX_EPOCH, None),
+        };
+        let addr = self.key.addr;
         let mut state = self.state.lock().expect("pool lock poisoned");
-        state
-            .h2
-            .retain(|c| !c.tx.is_closed() && !c.streams.is_closing());
+        state.h2.retain_mut(|c| {
+            if c.tx.is_closed() || c.streams.is_closing() {
+                return false;
+            }
+            let Some(trust) = &mut c.trust else {
+                return true;
+            };
+            match trust.holds(now, current.as_ref()) {
+                Ok(()) => true,
+                Err(why) => {
+                    debug!(%addr, why, "meshed HTTP/2 connection retired: new requests open another");
+                    false
+                }
+            }
+        });
         let max = self.key.max_concurrent_streams;
         state
             .h2
@@ -721,3 +814,6 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, P
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
+
+#[cfg(test)]
+mod tests;

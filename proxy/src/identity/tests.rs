@@ -22,6 +22,32 @@ fn answer(issuer: &Issuer, key: &Keypair, who: &str, lifetime: Duration) -> Cert
     }
 }
 
+/// Credentials for `who` from a throwaway CA, as a renewal would put in use.
+pub(crate) fn credentials(who: &str, lifetime: Duration) -> Credentials {
+    let issuer = Issuer::generate("cluster.local", Duration::from_secs(3600 * 24 * 365)).unwrap();
+    credentials_from(&issuer, &[], who, lifetime)
+}
+
+/// A CA for [`credentials_from`].
+pub(crate) fn issuer() -> Issuer {
+    Issuer::generate("cluster.local", Duration::from_secs(3600 * 24 * 365)).unwrap()
+}
+
+/// Credentials for `who` signed by `issuer`, trusting `issuer` and `also` (in that order).
+pub(crate) fn credentials_from(
+    issuer: &Issuer,
+    also: &[&Issuer],
+    who: &str,
+    lifetime: Duration,
+) -> Credentials {
+    let key = Keypair::generate().unwrap();
+    let mut reply = answer(issuer, &key, who, lifetime);
+    reply
+        .trust_bundle
+        .extend(also.iter().map(|i| i.certificate().to_vec()));
+    accept(reply, &id(who), key).unwrap()
+}
+
 #[test]
 fn a_good_answer_becomes_credentials_with_configs_per_server_identity() {
     let issuer = Issuer::generate("cluster.local", Duration::from_secs(3600 * 24 * 365)).unwrap();
