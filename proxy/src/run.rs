@@ -239,6 +239,8 @@ struct Peer {
     addr: SocketAddr,
     /// Its SPIFFE ID, verified by mutual TLS.
     identity: Option<Arc<SpiffeId>>,
+    /// When the certificate that proved it expires.
+    expires: Option<tokio::time::Instant>,
     /// The port it connected to, as policies name it.
     port: u16,
 }
@@ -270,6 +272,7 @@ impl Listening {
         let peer = Peer {
             addr: conn.client,
             identity: None,
+            expires: None,
             port: conn.orig_dst.map_or(conn.local.port(), |d| d.port()),
         };
         let Some(identity) = self.identity.clone() else {
@@ -379,9 +382,21 @@ impl Listening {
         let h2 = session.alpn_protocol() == Some(b"h2");
         debug!(%client, identity = %verified, h2, "mutual TLS accepted");
         peer.identity = Some(Arc::new(verified));
+        // TLS checks a certificate only at the handshake: a connection must not outlive it.
+        peer.expires = herd_identity::peer_not_after(session).map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
         if app.protocol == Protocol::Opaque {
             if self.admit_opaque(&peer) {
-                forward_opaque(tls, client, app, &self.drain).await;
+                tokio::select! {
+                    () = forward_opaque(tls, client, app, &self.drain) => {}
+                    () = crate::http::expiry(peer.expires) => {
+                        debug!(%client, "the client's certificate expired: closing its connection");
+                    }
+                }
             }
             return;
         }
@@ -401,7 +416,12 @@ impl Listening {
         if let Some(io) = served
             && self.admit_opaque(&peer)
         {
-            forward_opaque(io, client, app, &self.drain).await;
+            tokio::select! {
+                () = forward_opaque(io, client, app, &self.drain) => {}
+                () = crate::http::expiry(peer.expires) => {
+                    debug!(%client, "the client's certificate expired: closing its connection");
+                }
+            }
         }
     }
 
@@ -424,6 +444,7 @@ impl Listening {
         let client = Peer {
             addr: conn.client,
             identity: None,
+            expires: None,
             port: conn.local.port(),
         };
         let Some(io) = self
@@ -498,6 +519,7 @@ impl Listening {
             direction,
             client: client.addr,
             client_identity: client.identity,
+            expires: client.expires,
             port: client.port,
             authorizations: std::sync::OnceLock::new(),
             metrics: self.all_metrics.clone(),

@@ -932,3 +932,87 @@ async fn the_dashboards_identity_row_has_data_for_a_meshed_proxy() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// TLS checks a certificate only at its handshake: a connection made with a certificate about
+/// to expire must not carry on after it does, on an HTTP port or an opaque one.
+#[tokio::test]
+async fn a_connection_does_not_outlive_its_clients_certificate() {
+    let mesh = mesh().await;
+    let app = whoami().await;
+    let http = mesh.proxy(app.addr(), "strict").await;
+    let echo = server::tcp_echo().await;
+    let opaque = Proxy::start(&format!(
+        "
+        proxy:
+          admin: {{listen: $ADMIN}}
+          inbound: {{listen: $INBOUND, app: {app}, protocol: opaque, mtls: strict}}
+          identity: {{addresses: [{identity}], id: {WEB}, tokenFile: {token}}}
+        ",
+        app = echo.addr(),
+        identity = mesh.identity,
+        token = mesh.path("web.token"),
+    ))
+    .await;
+    for (proxy, first) in [
+        (&http, &b"GET /whoami HTTP/1.1\r\nHost: web\r\n\r\n"[..]),
+        (&opaque, &b"PING\r\n"[..]),
+    ] {
+        // A certificate from the mesh's CA that expires in a few seconds.
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::URI(SIDEKIQ.try_into().unwrap())];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(1);
+        params.not_after = now + time::Duration::seconds(4);
+        let ca = rcgen::Issuer::from_ca_cert_pem(
+            &mesh.root.cert_pem,
+            KeyPair::from_pem(&mesh.root.key_pem).unwrap(),
+        )
+        .unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(mesh.path("brief.crt"), cert.pem()).unwrap();
+        std::fs::write(mesh.path("brief.key"), key.serialize_pem()).unwrap();
+        let mut child = tokio::process::Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect"])
+            .arg(proxy.inbound().to_string())
+            .args([
+                "-cert",
+                &mesh.path("brief.crt"),
+                "-key",
+                &mesh.path("brief.key"),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        use tokio::io::AsyncWriteExt;
+        stdin.write_all(first).await.unwrap();
+        // stdin stays open: only the proxy can end this connection.
+        let started = std::time::Instant::now();
+        let output = herd_tests::within(
+            "the proxy to end the connection at the certificate's expiry",
+            Duration::from_secs(15),
+            child.wait_with_output(),
+        )
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.contains(SIDEKIQ) || text.contains("PING"),
+            "served while valid: {text}\n{}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            proxy.stderr_text()
+        );
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "not before the certificate expired: {:?}",
+            started.elapsed()
+        );
+        drop(stdin);
+    }
+}

@@ -53,6 +53,9 @@ pub struct ConnCtx {
     /// The inbound port the client connected to, as authorization policies name it (the
     /// original destination's in transparent mode, else the listener's).
     pub port: u16,
+    /// When the client's certificate expires (mutual TLS): the connection takes no new request
+    /// after that (it is shut down gracefully).
+    pub expires: Option<tokio::time::Instant>,
     /// This connection's authorization counters, resolved at its first decision.
     pub authorizations: OnceLock<Authorizations>,
     pub metrics: Metrics,
@@ -149,7 +152,16 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     }
 }
 
-/// Serves one HTTP connection until it ends, draining it when the drain starts.
+/// Resolves at `at`, or never.
+pub async fn expiry(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves one HTTP connection until it ends, draining it when the drain starts (or when the
+/// client's certificate expires).
 pub async fn serve<I>(
     io: I,
     http2: bool,
@@ -172,6 +184,7 @@ async fn serve_h2<I>(io: I, settings: &Downstream, service: ConnService, drain: 
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let expires = service.ctx.expires;
     let io = TokioIo::new(io);
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -181,6 +194,14 @@ where
     let result = tokio::select! {
         result = conn.as_mut() => result,
         _ = drain.started() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = conn.as_mut() => result,
+                _ = drain.deadline() => return,
+            }
+        }
+        () = expiry(expires) => {
+            debug!("the client's certificate expired: no new requests on its connection");
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 result = conn.as_mut() => result,
@@ -200,6 +221,7 @@ async fn serve_h1<I>(io: I, settings: &Downstream, mut service: ConnService, dra
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let expires = service.ctx.expires;
     let (io, conflict) = FramingGuard::new(io, settings.max_header_bytes);
     service.conflict = Some(conflict);
     let io = TokioIo::new(io);
@@ -213,6 +235,14 @@ where
     let result = tokio::select! {
         result = conn.as_mut() => result,
         _ = drain.started() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = conn.as_mut() => result,
+                _ = drain.deadline() => return,
+            }
+        }
+        () = expiry(expires) => {
+            debug!("the client's certificate expired: no new requests on its connection");
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 result = conn.as_mut() => result,
