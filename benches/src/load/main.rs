@@ -8,7 +8,9 @@
 //! with their spread) goes between marker lines in `benches/RESULTS.md`.
 
 mod configs;
+mod handshakes;
 mod http;
+mod pki;
 mod procs;
 mod report;
 mod scenarios;
@@ -53,11 +55,12 @@ struct Args {
     /// Warm-up at the same load before each measurement.
     #[arg(long, default_value = "1s", value_parser = parse_secs_or_zero)]
     warmup: u64,
-    /// Scenarios to run (comma-separated): latency, max-rps, 64k, h2, idle, two-hops.
+    /// Scenarios to run (comma-separated): latency, max-rps, 64k, h2, idle, two-hops,
+    /// two-hops-mtls.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "latency,max-rps,64k,h2,idle,two-hops"
+        default_value = "latency,max-rps,64k,h2,idle,two-hops,two-hops-mtls"
     )]
     only: Vec<Scenario>,
     /// Targets (comma-separated): direct, herd, nginx, haproxy.
@@ -80,7 +83,15 @@ struct Args {
         default_value = "target/release/herd-proxy"
     )]
     herd: PathBuf,
-    /// Request rate of the fixed-rate scenarios (latency, two-hops), requests per second.
+    /// The herd-control binary (two-hops-mtls: herd's proxies get their certificates from it).
+    #[arg(
+        long,
+        env = "HERD_BENCH_HERD_CONTROL",
+        default_value = "target/release/herd-control"
+    )]
+    herd_control: PathBuf,
+    /// Request rate of the fixed-rate scenarios (latency, two-hops, two-hops-mtls), requests per
+    /// second.
     #[arg(long, default_value_t = 2000)]
     rate: u32,
     /// Connections the idle scenario holds open.
@@ -131,16 +142,19 @@ pub enum Scenario {
     Idle,
     #[serde(rename = "two-hops")]
     TwoHops,
+    #[serde(rename = "two-hops-mtls")]
+    TwoHopsMtls,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Latency,
         Scenario::MaxRps,
         Scenario::Body64k,
         Scenario::H2,
         Scenario::Idle,
         Scenario::TwoHops,
+        Scenario::TwoHopsMtls,
     ];
 
     pub fn name(self) -> &'static str {
@@ -151,7 +165,21 @@ impl Scenario {
             Scenario::H2 => "h2",
             Scenario::Idle => "idle",
             Scenario::TwoHops => "two-hops",
+            Scenario::TwoHopsMtls => "two-hops-mtls",
         }
+    }
+
+    /// Whether the load goes through two proxies in a row.
+    pub fn two_hops(self) -> bool {
+        matches!(self, Scenario::TwoHops | Scenario::TwoHopsMtls)
+    }
+
+    /// The fixed-rate, latency-measuring scenarios (oha).
+    pub fn fixed_rate(self) -> bool {
+        matches!(
+            self,
+            Scenario::Latency | Scenario::TwoHops | Scenario::TwoHopsMtls
+        )
     }
 
     /// One line on how the scenario loads the target, for the report.
@@ -178,6 +206,20 @@ impl Scenario {
                 to B's inbound. CPU and peak RSS are both proxies' sums; `direct` is the client \
                 straight to the app, measured again in this scenario."
                 .into(),
+            Scenario::TwoHopsMtls => "two-hops with mutual TLS 1.3 between proxy A and proxy B \
+                (ECDSA P-256 certificates from one CA, both sides verified; key exchange and \
+                cipher are each library's default, X25519 and AES-256-GCM for all three). herd: \
+                both proxies certified by a herd-control identity service (not measured, core 0), \
+                B's inbound `mtls: strict`, A's endpoint meshed (`identity:` B's SPIFFE ID), so \
+                A → B is HTTP/2 over TLS, multiplexed. nginx: `proxy_pass https://` with a client \
+                certificate, `proxy_ssl_verify on`, `proxy_ssl_session_reuse on` and upstream \
+                keep-alive; B `listen ... ssl` with `ssl_verify_client on`. HAProxy: `server ... \
+                ssl crt ... verify required` with `http-reuse always`; B `bind ... ssl crt ... \
+                verify required`. “TLS handshakes B saw” counts B's TLS connections from the first \
+                request through A to the end of the measurement (herd: \
+                `herd_tls_handshakes_total`; nginx: `stub_status` accepts; HAProxy: `show info` \
+                `CumSslConns`): each is one handshake, full or resumed."
+                .into(),
         }
     }
 }
@@ -189,7 +231,10 @@ impl FromStr for Scenario {
             .into_iter()
             .find(|x| x.name() == s)
             .ok_or_else(|| {
-                format!("unknown scenario {s:?} (latency, max-rps, 64k, h2, idle, two-hops)")
+                format!(
+                    "unknown scenario {s:?} (latency, max-rps, 64k, h2, idle, two-hops, \
+                     two-hops-mtls)"
+                )
             })
     }
 }
@@ -254,6 +299,8 @@ struct Ctx {
     upstream_port: u16,
     upstream_h2_port: u16,
     ticks_per_second: u64,
+    /// two-hops-mtls: the certificates and herd-control's files, made once per run.
+    mtls: Option<MtlsFiles>,
     /// The last generated instance of each configuration file, for the report.
     configs: BTreeMap<String, String>,
 }
@@ -271,6 +318,49 @@ impl Ctx {
         fs::create_dir_all(&path)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
         Ok(())
+    }
+}
+
+/// What two-hops-mtls needs besides the proxies' configurations.
+pub(crate) struct MtlsFiles {
+    pki: pki::Pki,
+    herd_control: PathBuf,
+    /// herd-control's `--mesh` directory (empty: each proxy's services are in its own file).
+    mesh_dir: PathBuf,
+    /// herd-control's `--bootstrap-tokens` file.
+    tokens: PathBuf,
+    /// Proxy A's and proxy B's token files.
+    token_a: PathBuf,
+    token_b: PathBuf,
+}
+
+/// 32 random hex digits: a bootstrap token.
+fn random_token() -> String {
+    (0..32)
+        .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
+        .collect()
+}
+
+impl MtlsFiles {
+    fn create(ctx: &mut Ctx, herd_control: PathBuf) -> Result<MtlsFiles> {
+        ctx.mkdir("pki")?;
+        let pki = pki::create(&ctx.dir.join("pki"))?;
+        ctx.mkdir("mesh")?;
+        let (a, b) = (random_token(), random_token());
+        let text = configs::bootstrap_tokens(&[("a", &a), ("b", &b)]);
+        let tokens = ctx.write_config("tokens.yaml", "tokens.yaml (herd-control)", text)?;
+        let token_a = ctx.dir.join("a.token");
+        let token_b = ctx.dir.join("b.token");
+        fs::write(&token_a, &a)?;
+        fs::write(&token_b, &b)?;
+        Ok(MtlsFiles {
+            pki,
+            herd_control,
+            mesh_dir: ctx.dir.join("mesh"),
+            tokens,
+            token_a,
+            token_b,
+        })
     }
 }
 
@@ -404,7 +494,7 @@ fn main_inner(args: Args) -> Result<bool> {
     if uses(Scenario::H2) {
         tools.push(tool_version("h2load", &["--version"])?);
     }
-    if uses(Scenario::Latency) || uses(Scenario::TwoHops) {
+    if scenarios.iter().any(|s| s.fixed_rate()) {
         tools.push(tool_version("oha", &["--version"])?);
     }
     let herd = fs::canonicalize(&args.herd)
@@ -415,6 +505,18 @@ fn main_inner(args: Args) -> Result<bool> {
             &["--version"],
         )?);
     }
+    let mtls_herd = uses(Scenario::TwoHopsMtls) && targets.contains(&Target::Herd);
+    let herd_control = if mtls_herd {
+        let path = fs::canonicalize(&args.herd_control)
+            .with_context(|| format!("herd-control binary {}", args.herd_control.display()))?;
+        tools.push(tool_version(
+            path.to_str().unwrap_or("herd-control"),
+            &["--version"],
+        )?);
+        path
+    } else {
+        args.herd_control.clone()
+    };
     tool_version("taskset", &["--version"])?;
     let tools: Vec<String> = tools.into_iter().map(|t| format!("`{t}`")).collect();
 
@@ -449,8 +551,12 @@ fn main_inner(args: Args) -> Result<bool> {
         upstream_port: http::free_port()?,
         upstream_h2_port: http::free_port()?,
         ticks_per_second: procs::clock_ticks_per_second(),
+        mtls: None,
         configs: BTreeMap::new(),
     };
+    if uses(Scenario::TwoHopsMtls) {
+        ctx.mtls = Some(MtlsFiles::create(&mut ctx, herd_control)?);
+    }
     ctx.mkdir("www")?;
     fs::write(dir.join("www/64k"), vec![b'x'; configs::BODY_64K])?;
     fs::write(dir.join("done.lua"), configs::WRK_SCRIPT)?;
@@ -537,9 +643,10 @@ fn main_inner(args: Args) -> Result<bool> {
         machine,
         tools,
         pinning: format!(
-            "every proxy under test (both of two-hops too) `taskset -c {PROXY_CORE}`; the \
-             upstream nginx, the load generators (oha, wrk, h2load) and the harness (the idle \
-             scenario's client) `taskset -c {LOAD_CORE}`"
+            "every proxy under test (both of two-hops and two-hops-mtls too) `taskset -c \
+             {PROXY_CORE}`; the upstream nginx, two-hops-mtls' herd-control, the load generators \
+             (oha, wrk, h2load) and the harness (the idle scenario's client) `taskset -c \
+             {LOAD_CORE}`"
         ),
         rounds: args.rounds,
         duration: format!("{} s", args.duration),

@@ -277,6 +277,76 @@ impl Table<'_> {
     }
 }
 
+/// For each proxy of `two-hops-mtls`, one line setting its mTLS two-hop figures against its own
+/// plaintext `two-hops` and one plaintext hop (`latency`), when those ran: issue 14's target is
+/// an mTLS two-hop p50 added of at most 2 × one plaintext hop's. Ratios of the medians.
+fn mtls_comparison(out: &mut String, all: &[Measurement], targets: &[Target]) {
+    let table = |scenario| Table { all, scenario };
+    let (mtls, two, one) = (
+        table(Scenario::TwoHopsMtls),
+        table(Scenario::TwoHops),
+        table(Scenario::Latency),
+    );
+    let versus = |mine: Option<f64>, theirs: Option<f64>, what: &str, fmt: fn(f64) -> String| {
+        let theirs = theirs?;
+        let ratio = mine
+            .filter(|_| theirs > 0.0)
+            .map_or("—".into(), |m| ratio(m / theirs));
+        Some(format!("{ratio} {what} ({})", fmt(theirs)))
+    };
+    for &x in targets.iter().filter(|&&x| x != Target::Direct) {
+        let added = mtls.added(x, "p50_us");
+        let cpu = mtls.median(x, "cpu_us_per_req");
+        if added.is_none() && cpu.is_none() {
+            continue;
+        }
+        let mut p50 = vec![format!("p50 added {}", opt(added, signed))];
+        p50.extend(versus(
+            added,
+            two.added(x, "p50_us"),
+            "its plaintext two-hops",
+            signed,
+        ));
+        p50.extend(versus(
+            added,
+            one.added(x, "p50_us"),
+            "one plaintext hop",
+            signed,
+        ));
+        let mut cpus = vec![format!("CPU/req {} µs", opt(cpu, sig))];
+        let two_cpu = two.median(x, "cpu_us_per_req");
+        cpus.extend(versus(cpu, two_cpu, "its plaintext two-hops", sig));
+        cpus.extend(versus(
+            cpu,
+            one.median(x, "cpu_us_per_req"),
+            "one plaintext hop",
+            sig,
+        ));
+        let handshakes = mtls
+            .median(x, "b_tls_handshakes")
+            .map_or("handshakes B saw: not measured".to_string(), |n| {
+                format!("handshakes B saw: {}", thousands(n))
+            });
+        let _ = writeln!(
+            out,
+            "- {} with mTLS: {}; {}; {handshakes}.",
+            x.name(),
+            p50.join(", "),
+            cpus.join(", ")
+        );
+    }
+    if all
+        .iter()
+        .any(|m| m.scenario == Scenario::Latency && m.target != Target::Direct)
+    {
+        let _ = writeln!(
+            out,
+            "- Target (issue 14): mTLS two-hop p50 added at most 2.00× one plaintext hop's; \
+             ratios are of medians across rounds."
+        );
+    }
+}
+
 fn row(out: &mut String, cells: &[String]) {
     let _ = writeln!(out, "| {} |", cells.join(" | "));
 }
@@ -306,47 +376,51 @@ pub fn tables(all: &[Measurement], targets: &[Target], idle_conns: usize) -> Str
             scenario.describe(idle_conns)
         );
         match scenario {
-            Scenario::Latency | Scenario::TwoHops => {
-                let both = if scenario == Scenario::TwoHops {
-                    " (both)"
-                } else {
-                    ""
-                };
-                head(
-                    &mut out,
-                    &[
-                        "target",
-                        "p50 µs",
-                        "p99 µs",
-                        "p99.9 µs",
-                        "added p50 µs",
-                        "added p99 µs",
-                        "added p99.9 µs",
-                        &format!("CPU µs/req{both} (user + kernel)"),
-                        &format!("peak RSS MiB{both}"),
-                        "CPU vs nginx / HAProxy",
-                        "rps achieved",
-                    ],
-                );
+            Scenario::Latency | Scenario::TwoHops | Scenario::TwoHopsMtls => {
+                let both = if scenario.two_hops() { " (both)" } else { "" };
+                let mtls = scenario == Scenario::TwoHopsMtls;
+                let cpu_head = format!("CPU µs/req{both} (user + kernel)");
+                let rss_head = format!("peak RSS MiB{both}");
+                let mut cells = vec![
+                    "target",
+                    "p50 µs",
+                    "p99 µs",
+                    "p99.9 µs",
+                    "added p50 µs",
+                    "added p99 µs",
+                    "added p99.9 µs",
+                    &cpu_head,
+                    &rss_head,
+                    "CPU vs nginx / HAProxy",
+                    "rps achieved",
+                ];
+                if mtls {
+                    cells.push("TLS handshakes B saw");
+                }
+                head(&mut out, &cells);
                 for &x in &targets {
-                    row(
-                        &mut out,
-                        &[
-                            t.label(x),
-                            opt(t.median(x, "p50_us"), sig),
-                            opt(t.median(x, "p99_us"), sig),
-                            opt(t.median(x, "p999_us"), sig),
-                            opt(t.added(x, "p50_us"), signed),
-                            opt(t.added(x, "p99_us"), signed),
-                            opt(t.added(x, "p999_us"), signed),
-                            t.cpu(x),
-                            opt(t.median(x, "peak_rss_mib"), sig),
-                            t.versus(x, "cpu_us_per_req", &targets),
-                            opt(t.median(x, "rps"), thousands),
-                        ],
-                    );
+                    let mut cells = vec![
+                        t.label(x),
+                        opt(t.median(x, "p50_us"), sig),
+                        opt(t.median(x, "p99_us"), sig),
+                        opt(t.median(x, "p999_us"), sig),
+                        opt(t.added(x, "p50_us"), signed),
+                        opt(t.added(x, "p99_us"), signed),
+                        opt(t.added(x, "p999_us"), signed),
+                        t.cpu(x),
+                        opt(t.median(x, "peak_rss_mib"), sig),
+                        t.versus(x, "cpu_us_per_req", &targets),
+                        opt(t.median(x, "rps"), thousands),
+                    ];
+                    if mtls {
+                        cells.push(opt(t.median(x, "b_tls_handshakes"), thousands));
+                    }
+                    row(&mut out, &cells);
                 }
                 out.push('\n');
+                if mtls {
+                    mtls_comparison(&mut out, all, &targets);
+                }
                 t.noise(&mut out, "p50_us", "p50 µs", &targets);
                 t.noise(&mut out, "p99_us", "p99 µs", &targets);
                 t.added_below_nginx(&mut out, "p50_us", "p50", &targets);
@@ -510,7 +584,8 @@ Generated by `scripts/bench` (the `herd-load` binary, `benches/src/load/`); ever
             "### Generated configurations\n\nOne instance of each; ports and paths change with every \
              start. Proxy B of two-hops (`nginx-b`, `haproxy-b`, `herd-b`, not shown) has the \
              one-hop configuration in front of the app (nginx and HAProxy without their h2c \
-             listener); proxy A (shown) forwards to B.\n"
+             listener); proxy A (shown) forwards to B. two-hops-mtls shows both (`-a-mtls`, \
+             `-b-mtls`).\n"
         );
         for (name, text) in &h.configs {
             if name.contains("-b.") {
@@ -637,6 +712,73 @@ mod tests {
         };
         assert_eq!(t.cpu(Target::Herd), "28.0 (11.5 + 16.5)");
         assert_eq!(t.cpu(Target::Nginx), "—");
+    }
+
+    #[test]
+    fn mtls_two_hops_set_against_plaintext_two_hops_and_one_hop() {
+        let with = |scenario, mut m: Measurement| {
+            m.scenario = scenario;
+            m
+        };
+        let all = vec![
+            m(1, Target::Direct, &[("p50_us", 100.0)]),
+            m(
+                1,
+                Target::Herd,
+                &[("p50_us", 130.0), ("cpu_us_per_req", 20.0)],
+            ),
+            with(
+                Scenario::TwoHops,
+                m(1, Target::Direct, &[("p50_us", 100.0)]),
+            ),
+            with(
+                Scenario::TwoHops,
+                m(
+                    1,
+                    Target::Herd,
+                    &[("p50_us", 150.0), ("cpu_us_per_req", 40.0)],
+                ),
+            ),
+            with(
+                Scenario::TwoHopsMtls,
+                m(1, Target::Direct, &[("p50_us", 100.0)]),
+            ),
+            with(
+                Scenario::TwoHopsMtls,
+                m(
+                    1,
+                    Target::Herd,
+                    &[
+                        ("p50_us", 160.0),
+                        ("cpu_us_per_req", 50.0),
+                        ("b_tls_handshakes", 1.0),
+                    ],
+                ),
+            ),
+            with(
+                Scenario::TwoHopsMtls,
+                m(
+                    1,
+                    Target::Nginx,
+                    &[("p50_us", 190.0), ("cpu_us_per_req", 60.0)],
+                ),
+            ),
+        ];
+        let mut out = String::new();
+        mtls_comparison(
+            &mut out,
+            &all,
+            &[Target::Direct, Target::Herd, Target::Nginx],
+        );
+        assert_eq!(
+            out,
+            "- herd with mTLS: p50 added +60.0, 1.20× its plaintext two-hops (+50.0), 2.00× one \
+             plaintext hop (+30.0); CPU/req 50.0 µs, 1.25× its plaintext two-hops (40.0), 2.50× \
+             one plaintext hop (20.0); handshakes B saw: 1.\n\
+             - nginx with mTLS: p50 added +90.0; CPU/req 60.0 µs; handshakes B saw: not measured.\n\
+             - Target (issue 14): mTLS two-hop p50 added at most 2.00× one plaintext hop's; \
+             ratios are of medians across rounds.\n"
+        );
     }
 
     #[test]

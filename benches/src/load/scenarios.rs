@@ -100,8 +100,9 @@ pub(crate) fn measure(
         notes: Vec::new(),
     };
     let tag = format!("r{round}-{}-{}", scenario.name(), target.name());
-    let hops = if scenario == Scenario::TwoHops { 2 } else { 1 };
-    let result = start(ctx, target, &tag, hops).and_then(|mut d| {
+    let hops = if scenario.two_hops() { 2 } else { 1 };
+    let mtls = scenario == Scenario::TwoHopsMtls;
+    let result = start(ctx, target, &tag, hops, mtls).and_then(|mut d| {
         let r = run(ctx, scenario, &mut d, &mut m);
         // A proxy that died mid-run explains a failed load tool best: report both.
         let alive = d.check_alive();
@@ -146,7 +147,7 @@ pub(crate) fn run(
         }
     };
     match scenario {
-        Scenario::Latency | Scenario::TwoHops => {
+        Scenario::Latency | Scenario::TwoHops | Scenario::TwoHopsMtls => {
             if ctx.warmup > 0 {
                 oha(ctx, d.port, d.host, ctx.warmup)?;
             }
@@ -159,6 +160,10 @@ pub(crate) fn run(
             record(m, "rps", o.rps);
             record(m, "requests", o.ok as f64);
             finish(m, ticks, o.ok);
+            if let Some((counter, before)) = &d.handshakes {
+                let after = counter.read()?;
+                record(m, "b_tls_handshakes", after.saturating_sub(*before) as f64);
+            }
             m.errors = o.non_200 + o.error_count();
             if m.errors > 0 {
                 m.problems.push(format!(

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 
-use crate::configs::{self, HerdPorts};
+use crate::configs::{self, HerdMesh, HerdPorts, Tls};
+use crate::handshakes::Counter;
 use crate::procs::{self, Proc};
-use crate::{Ctx, PROXY_CORE, Target, http};
+use crate::{Ctx, LOAD_CORE, PROXY_CORE, Target, http};
 
 /// `taskset -c CORE program args...`
 pub(crate) fn pinned(core: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
@@ -61,6 +62,11 @@ pub(crate) struct Deployment {
     pub(crate) host: &'static str,
     /// Logs to scan for warnings when the deployment stops (besides each process's own).
     pub(crate) logs: Vec<PathBuf>,
+    /// Processes the path needs that are not under test (two-hops-mtls' herd-control): not in
+    /// `roots`, stopped last.
+    pub(crate) support: Vec<Proc>,
+    /// two-hops-mtls: proxy B's handshake counter and its value when the path first answered.
+    pub(crate) handshakes: Option<(Counter, u64)>,
 }
 
 impl Deployment {
@@ -69,14 +75,18 @@ impl Deployment {
     }
 
     pub(crate) fn check_alive(&mut self) -> Result<()> {
-        self.procs.iter_mut().try_for_each(Proc::check_alive)
+        self.procs
+            .iter_mut()
+            .chain(self.support.iter_mut())
+            .try_for_each(Proc::check_alive)
     }
 
     /// Stops every process and returns the warnings they logged.
     pub(crate) fn stop(mut self) -> Vec<String> {
         let mut notes = Vec::new();
         let mut logs = std::mem::take(&mut self.logs);
-        for mut p in self.procs.drain(..).rev() {
+        let support = std::mem::take(&mut self.support);
+        for mut p in self.procs.drain(..).rev().chain(support) {
             if let Some(status) = p.stop() {
                 use std::os::unix::process::ExitStatusExt;
                 // Stopped by our SIGTERM: either it exits cleanly or dies of it.
@@ -140,15 +150,20 @@ pub(crate) fn start_nginx(
     port: u16,
     h2_port: Option<u16>,
     upstream: u16,
+    tls: Option<&Tls>,
 ) -> Result<(Proc, PathBuf)> {
     let file = format!("{tag}-{name}");
     ctx.mkdir(&format!("{file}-tmp"))?;
-    let text = configs::nginx_proxy(&ctx.dir, &file, port, h2_port, upstream);
+    let text = configs::nginx_proxy(&ctx.dir, &file, port, h2_port, upstream, tls);
     let conf = ctx.write_config(&format!("{file}.conf"), &format!("{name}.conf"), text)?;
     let mut cmd = pinned(PROXY_CORE, "nginx");
     cmd.arg("-c").arg(&conf);
     let mut p = Proc::spawn(name, cmd, ctx.dir.join(format!("{file}.log")))?;
-    wait_http(&mut p, port, "x", "/")?;
+    match tls {
+        // Its TLS port answers no plaintext probe; the status port opens with it.
+        Some(Tls::Server { status_port, .. }) => wait_http(&mut p, *status_port, "x", "/")?,
+        _ => wait_http(&mut p, port, "x", "/")?,
+    }
     if let Some(h2) = h2_port {
         wait_tcp(&mut p, h2)?;
     }
@@ -162,18 +177,41 @@ pub(crate) fn start_haproxy(
     port: u16,
     h2_port: Option<u16>,
     upstream: u16,
-) -> Result<Proc> {
+    tls: Option<&Tls>,
+) -> Result<(Proc, PathBuf)> {
     let file = format!("{tag}-{name}");
-    let text = configs::haproxy(&ctx.dir, &file, port, h2_port, upstream);
+    let text = configs::haproxy(&ctx.dir, &file, port, h2_port, upstream, tls);
     let conf = ctx.write_config(&format!("{file}.cfg"), &format!("{name}.cfg"), text)?;
     let mut cmd = pinned(PROXY_CORE, "haproxy");
     cmd.arg("-db").arg("-f").arg(&conf);
     let mut p = Proc::spawn(name, cmd, ctx.dir.join(format!("{file}.log")))?;
-    wait_http(&mut p, port, "x", "/")?;
+    let socket = configs::haproxy_stats_socket(&ctx.dir, &file);
+    match tls {
+        // Its TLS port answers no plaintext probe; the stats socket opens with it.
+        Some(Tls::Server { .. }) => wait_unix(&mut p, &socket)?,
+        _ => wait_http(&mut p, port, "x", "/")?,
+    }
     if let Some(h2) = h2_port {
         wait_tcp(&mut p, h2)?;
     }
-    Ok(p)
+    Ok((p, socket))
+}
+
+/// Waits until a Unix socket accepts connections (15 s at most).
+fn wait_unix(proc: &mut Proc, path: &std::path::Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        proc.check_alive()?;
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    bail!(
+        "{} not accepting on {} after 15 s",
+        proc.name,
+        path.display()
+    )
 }
 
 pub(crate) fn start_herd(
@@ -182,6 +220,7 @@ pub(crate) fn start_herd(
     name: &str,
     app: u16,
     route_to: Option<u16>,
+    mesh: Option<&HerdMesh>,
 ) -> Result<(Proc, HerdPorts)> {
     let ports = HerdPorts {
         inbound: http::free_port()?,
@@ -189,17 +228,56 @@ pub(crate) fn start_herd(
         admin: http::free_port()?,
     };
     let file = format!("{tag}-{name}");
-    let text = configs::herd(name, ports, app, route_to);
+    let text = configs::herd(name, ports, app, route_to, mesh);
     let conf = ctx.write_config(&format!("{file}.yaml"), &format!("{name}.yaml"), text)?;
     let mut cmd = pinned(PROXY_CORE, &ctx.herd);
     cmd.arg("--config").arg(&conf);
     let mut p = Proc::spawn(name, cmd, ctx.dir.join(format!("{file}.log")))?;
+    // With an identity, /ready also waits for the certificate.
     wait_http(&mut p, ports.admin, "x", "/ready")?;
     Ok((p, ports))
 }
 
-/// Starts `target` (`hops` proxies in a row) in front of the upstream.
-pub(crate) fn start(ctx: &mut Ctx, target: Target, tag: &str, hops: usize) -> Result<Deployment> {
+/// herd-control with an identity service for two-hops-mtls (on the load core: it certifies the
+/// proxies as they start and is idle while they are measured); returns it with its identity port.
+fn start_herd_control(ctx: &mut Ctx, tag: &str) -> Result<(Proc, u16)> {
+    let files = ctx
+        .mtls
+        .as_ref()
+        .ok_or_else(|| anyhow!("no certificates made for two-hops-mtls"))?;
+    let (identity, discovery, admin) = (http::free_port()?, http::free_port()?, http::free_port()?);
+    let addr = |port: u16| http::addr(port).to_string();
+    let mut cmd = pinned(LOAD_CORE, &files.herd_control);
+    cmd.arg("--mesh")
+        .arg(&files.mesh_dir)
+        .args(["--discovery-listen", &addr(discovery)])
+        .args(["--admin-listen", &addr(admin)])
+        .args(["--identity-listen", &addr(identity)])
+        .arg("--ca-cert")
+        .arg(&files.pki.ca_cert)
+        .arg("--ca-key")
+        .arg(&files.pki.ca_key)
+        .arg("--bootstrap-tokens")
+        .arg(&files.tokens);
+    let shown = format!("{cmd:?}").replace(&format!("{}/", ctx.dir.display()), "");
+    ctx.configs
+        .insert("herd-control (command line)".into(), shown);
+    let log = ctx.dir.join(format!("{tag}-herd-control.log"));
+    let mut p = Proc::spawn("herd-control", cmd, log)?;
+    wait_http(&mut p, admin, "x", "/ready")?;
+    wait_tcp(&mut p, identity)?;
+    Ok((p, identity))
+}
+
+/// Starts `target` (`hops` proxies in a row, with mutual TLS between them when `mtls`) in front
+/// of the upstream.
+pub(crate) fn start(
+    ctx: &mut Ctx,
+    target: Target,
+    tag: &str,
+    hops: usize,
+    mtls: bool,
+) -> Result<Deployment> {
     let up = ctx.upstream_port;
     let two = hops == 2;
     let mut d = Deployment {
@@ -208,22 +286,47 @@ pub(crate) fn start(ctx: &mut Ctx, target: Target, tag: &str, hops: usize) -> Re
         h2_port: Some(ctx.upstream_h2_port),
         host: "x",
         logs: Vec::new(),
+        support: Vec::new(),
+        handshakes: None,
     };
+    let pki = match (&ctx.mtls, mtls) {
+        (Some(files), true) => Some(files.pki.clone()),
+        (None, true) => bail!("no certificates made for two-hops-mtls"),
+        (_, false) => None,
+    };
+    let mut counter = None;
     match target {
         Target::Direct => {}
         Target::Nginx => {
             let mut next = up;
+            let mut client = None;
             if two {
                 let port = http::free_port()?;
-                let (b, err) = start_nginx(ctx, tag, "nginx-b", port, None, up)?;
+                let server = match &pki {
+                    Some(pki) => {
+                        let status_port = http::free_port()?;
+                        counter = Some(Counter::Nginx {
+                            status: status_port,
+                        });
+                        client = Some(Tls::Client { pki });
+                        Some(Tls::Server { pki, status_port })
+                    }
+                    None => None,
+                };
+                let name = if mtls { "nginx-b-mtls" } else { "nginx-b" };
+                let (b, err) = start_nginx(ctx, tag, name, port, None, up, server.as_ref())?;
                 d.procs.push(b);
                 d.logs.push(err);
                 next = port;
             }
             let port = http::free_port()?;
             let h2 = if two { None } else { Some(http::free_port()?) };
-            let name = if two { "nginx-a" } else { "nginx" };
-            let (a, err) = start_nginx(ctx, tag, name, port, h2, next)?;
+            let name = match (two, mtls) {
+                (false, _) => "nginx",
+                (true, false) => "nginx-a",
+                (true, true) => "nginx-a-mtls",
+            };
+            let (a, err) = start_nginx(ctx, tag, name, port, h2, next, client.as_ref())?;
             d.procs.push(a);
             d.logs.push(err);
             d.port = port;
@@ -231,35 +334,84 @@ pub(crate) fn start(ctx: &mut Ctx, target: Target, tag: &str, hops: usize) -> Re
         }
         Target::Haproxy => {
             let mut next = up;
+            let mut client = None;
             if two {
                 let port = http::free_port()?;
-                d.procs
-                    .push(start_haproxy(ctx, tag, "haproxy-b", port, None, up)?);
+                let server = pki.as_ref().map(|pki| {
+                    client = Some(Tls::Client { pki });
+                    Tls::Server {
+                        pki,
+                        status_port: 0,
+                    }
+                });
+                let name = if mtls { "haproxy-b-mtls" } else { "haproxy-b" };
+                let (b, socket) = start_haproxy(ctx, tag, name, port, None, up, server.as_ref())?;
+                if mtls {
+                    counter = Some(Counter::Haproxy { socket });
+                }
+                d.procs.push(b);
                 next = port;
             }
             let port = http::free_port()?;
             let h2 = if two { None } else { Some(http::free_port()?) };
-            let name = if two { "haproxy-a" } else { "haproxy" };
-            d.procs.push(start_haproxy(ctx, tag, name, port, h2, next)?);
+            let name = match (two, mtls) {
+                (false, _) => "haproxy",
+                (true, false) => "haproxy-a",
+                (true, true) => "haproxy-a-mtls",
+            };
+            let (a, _) = start_haproxy(ctx, tag, name, port, h2, next, client.as_ref())?;
+            d.procs.push(a);
             d.port = port;
             d.h2_port = h2;
         }
         Target::Herd => {
             if two {
-                let (b, b_ports) = start_herd(ctx, tag, "herd-b", up, None)?;
+                let (mesh_a, mesh_b) = if mtls {
+                    let (control, identity_port) = start_herd_control(ctx, tag)?;
+                    d.support.push(control);
+                    let files = ctx.mtls.as_ref().expect("checked above");
+                    let mesh = |account: &str, token: &PathBuf, peer: Option<&str>| HerdMesh {
+                        identity_port,
+                        id: configs::spiffe_id(account),
+                        token_file: token.clone(),
+                        peer: peer.map(configs::spiffe_id),
+                    };
+                    (
+                        Some(mesh("a", &files.token_a, Some("b"))),
+                        Some(mesh("b", &files.token_b, None)),
+                    )
+                } else {
+                    (None, None)
+                };
+                let (name_a, name_b) = if mtls {
+                    ("herd-a-mtls", "herd-b-mtls")
+                } else {
+                    ("herd-a", "herd-b")
+                };
+                let (b, b_ports) = start_herd(ctx, tag, name_b, up, None, mesh_b.as_ref())?;
                 d.procs.push(b);
-                let (a, a_ports) = start_herd(ctx, tag, "herd-a", up, Some(b_ports.inbound))?;
+                if mtls {
+                    counter = Some(Counter::Herd {
+                        admin: b_ports.admin,
+                    });
+                }
+                let next = Some(b_ports.inbound);
+                let (a, a_ports) = start_herd(ctx, tag, name_a, up, next, mesh_a.as_ref())?;
                 d.procs.push(a);
                 d.port = a_ports.outbound;
                 d.host = "app.local";
                 d.h2_port = None;
             } else {
-                let (p, ports) = start_herd(ctx, tag, "herd", up, None)?;
+                let (p, ports) = start_herd(ctx, tag, "herd", up, None, None)?;
                 d.procs.push(p);
                 d.port = ports.inbound;
                 d.h2_port = Some(ports.inbound);
             }
         }
+    }
+    if let Some(counter) = counter {
+        let before = counter.read()?;
+        d.handshakes = Some((counter, before));
     }
     // The whole path answers before any load.
     if let Some(last) = d.procs.last_mut() {
