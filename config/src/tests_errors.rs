@@ -43,7 +43,7 @@ fn an_unknown_key_is_named_with_what_is_allowed() {
     );
     fails(
         "servics: []\n",
-        "mesh.yaml:1:1: servics: unknown key `servics` (did you mean `services`?); allowed: proxy, services",
+        "mesh.yaml:1:1: servics: unknown key `servics` (did you mean `services`?); allowed: proxy, services, policies",
     );
     fails(
         "services:\n  - name: web\n    endpoints: [127.0.0.1:1]\n    routes:\n      - value: 1\n",
