@@ -391,12 +391,7 @@ impl Listening {
         });
         if app.protocol == Protocol::Opaque {
             if self.admit_opaque(&peer) {
-                tokio::select! {
-                    () = forward_opaque(tls, client, app, &self.drain) => {}
-                    () = crate::http::expiry(peer.expires) => {
-                        debug!(%client, "the client's certificate expired: closing its connection");
-                    }
-                }
+                forward_opaque_while_valid(tls, &peer, app, &self.drain).await;
             }
             return;
         }
@@ -416,12 +411,7 @@ impl Listening {
         if let Some(io) = served
             && self.admit_opaque(&peer)
         {
-            tokio::select! {
-                () = forward_opaque(io, client, app, &self.drain) => {}
-                () = crate::http::expiry(peer.expires) => {
-                    debug!(%client, "the client's certificate expired: closing its connection");
-                }
-            }
+            forward_opaque_while_valid(io, &peer, app, &self.drain).await;
         }
     }
 
@@ -518,6 +508,10 @@ impl Listening {
         let ctx = ConnCtx {
             direction,
             client: client.addr,
+            client_identity_value: client
+                .identity
+                .as_ref()
+                .and_then(|id| http::HeaderValue::from_str(id.as_str()).ok()),
             client_identity: client.identity,
             expires: client.expires,
             port: client.port,
@@ -598,6 +592,24 @@ fn handshake_reason(error: &std::io::Error) -> &'static str {
             "protocol"
         }
         _ => "other",
+    }
+}
+
+/// [`forward_opaque`] for a client verified by mutual TLS: closed when its certificate expires
+/// (TLS checks a certificate only at the handshake).
+async fn forward_opaque_while_valid<I>(
+    client: I,
+    peer: &Peer,
+    service: &ServiceTarget,
+    drain: &Drain,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::select! {
+        () = forward_opaque(client, peer.addr, service, drain) => {}
+        () = crate::http::expiry(peer.expires) => {
+            debug!(client = %peer.addr, "the client's certificate expired: closing its connection");
+        }
     }
 }
 

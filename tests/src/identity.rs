@@ -344,6 +344,24 @@ pub fn leaf_signed_by(
     dir: &std::path::Path,
     name: &str,
 ) -> (PathBuf, PathBuf) {
+    leaf_valid(
+        issuer,
+        who,
+        dir,
+        name,
+        time::Duration::hours(-1)..time::Duration::days(365),
+    )
+}
+
+/// [`leaf_signed_by`] valid over `valid`, offsets from now (past, expired, not yet valid, or
+/// about to expire).
+pub fn leaf_valid(
+    issuer: &Root,
+    who: &str,
+    dir: &std::path::Path,
+    name: &str,
+    valid: std::ops::Range<time::Duration>,
+) -> (PathBuf, PathBuf) {
     let ca_key = KeyPair::from_pem(&issuer.key_pem).expect("CA key");
     let ca = rcgen::Issuer::from_ca_cert_pem(&issuer.cert_pem, ca_key).expect("CA");
     let key = KeyPair::generate().expect("key");
@@ -355,8 +373,8 @@ pub fn leaf_signed_by(
         rcgen::ExtendedKeyUsagePurpose::ServerAuth,
     ];
     let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(365);
+    params.not_before = now + valid.start;
+    params.not_after = now + valid.end;
     let cert = params.signed_by(&key, &ca).expect("signed");
     let (cert_path, key_path) = (
         dir.join(format!("{name}.crt")),

@@ -116,23 +116,15 @@ impl Mesh {
 
     /// A leaf for `who` signed by `issuer` directly (another CA, or a validity of our choosing).
     fn signed_by(&self, name: &str, issuer: &Root, who: &str, days: (i64, i64)) -> String {
-        let ca_key = KeyPair::from_pem(&issuer.key_pem).expect("CA key");
-        let ca = rcgen::Issuer::from_ca_cert_pem(&issuer.cert_pem, ca_key).expect("CA");
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(who.try_into().expect("URI"))];
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        ];
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now + time::Duration::days(days.0);
-        params.not_after = now + time::Duration::days(days.1);
-        let cert = params.signed_by(&key, &ca).expect("signed");
-        std::fs::write(self.path(&format!("{name}.crt")), cert.pem()).expect("cert");
-        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).expect("key");
+        let valid = time::Duration::days(days.0)..time::Duration::days(days.1);
+        kit::leaf_valid(issuer, who, self.dir.path(), name, valid);
         name.to_owned()
+    }
+
+    /// `brief.crt`/`brief.key`: sidekiq's certificate, expiring 4 seconds from now.
+    fn signed_brief(&self) {
+        let valid = time::Duration::minutes(-1)..time::Duration::seconds(4);
+        kit::leaf_valid(&self.root, SIDEKIQ, self.dir.path(), "brief", valid);
     }
 
     /// curl over TLS with `client`'s certificate (`None`: without one). `-k`: a mesh server's
@@ -958,22 +950,7 @@ async fn a_connection_does_not_outlive_its_clients_certificate() {
         (&opaque, &b"PING\r\n"[..]),
     ] {
         // A certificate from the mesh's CA that expires in a few seconds.
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(SIDEKIQ.try_into().unwrap())];
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::minutes(1);
-        params.not_after = now + time::Duration::seconds(4);
-        let ca = rcgen::Issuer::from_ca_cert_pem(
-            &mesh.root.cert_pem,
-            KeyPair::from_pem(&mesh.root.key_pem).unwrap(),
-        )
-        .unwrap();
-        let cert = params.signed_by(&key, &ca).unwrap();
-        std::fs::write(mesh.path("brief.crt"), cert.pem()).unwrap();
-        std::fs::write(mesh.path("brief.key"), key.serialize_pem()).unwrap();
+        mesh.signed_brief();
         let mut child = tokio::process::Command::new("openssl")
             .args(["s_client", "-quiet", "-connect"])
             .arg(proxy.inbound().to_string())

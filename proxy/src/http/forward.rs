@@ -192,10 +192,8 @@ async fn proxy<'s>(
     {
         // Only what mutual TLS proved reaches the app: a client's own value is never passed on.
         headers.remove(name);
-        if let Some(id) = &ctx.client_identity
-            && let Ok(value) = HeaderValue::from_str(id.as_str())
-        {
-            headers.insert(name.clone(), value);
+        if let Some(value) = &ctx.client_identity_value {
+            headers.insert(name.clone(), value.clone());
         }
     }
 

@@ -50,6 +50,8 @@ pub struct ConnCtx {
     pub client: SocketAddr,
     /// The client's SPIFFE ID when it came over mutual TLS (inbound only).
     pub client_identity: Option<Arc<SpiffeId>>,
+    /// The same as a header value, made once per connection (`clientIdentityHeader`).
+    pub client_identity_value: Option<http::HeaderValue>,
     /// The inbound port the client connected to, as authorization policies name it (the
     /// original destination's in transparent mode, else the listener's).
     pub port: u16,
@@ -152,11 +154,23 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     }
 }
 
-/// Resolves at `at`, or never.
+/// Resolves at `at`, or never. The timer is boxed: only connections with a client certificate
+/// have one, and every other connection's task stays a pointer smaller for it.
 pub async fn expiry(at: Option<tokio::time::Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Resolves when a connection should take no new request: the drain started, or the client's
+/// certificate expired.
+async fn stop_taking_requests(drain: &Drain, expires: Option<tokio::time::Instant>) {
+    tokio::select! {
+        _ = drain.started() => {}
+        () = expiry(expires) => {
+            debug!("the client's certificate expired: no new requests on its connection");
+        }
     }
 }
 
@@ -193,15 +207,7 @@ where
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        _ = drain.started() => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                result = conn.as_mut() => result,
-                _ = drain.deadline() => return,
-            }
-        }
-        () = expiry(expires) => {
-            debug!("the client's certificate expired: no new requests on its connection");
+        () = stop_taking_requests(drain, expires) => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 result = conn.as_mut() => result,
@@ -234,15 +240,7 @@ where
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        _ = drain.started() => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                result = conn.as_mut() => result,
-                _ = drain.deadline() => return,
-            }
-        }
-        () = expiry(expires) => {
-            debug!("the client's certificate expired: no new requests on its connection");
+        () = stop_taking_requests(drain, expires) => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 result = conn.as_mut() => result,
