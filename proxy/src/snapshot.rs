@@ -15,14 +15,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
-use herd_config::{Config, DnsDiscovery, Protocol, Route, ServiceLimits, WeightedEndpoint};
+use herd_config::{Config, Protocol, Route, ServiceLimits, WeightedEndpoint};
 use herd_identity::SpiffeId;
 use tracing::debug;
 
 use crate::authorize::Authorizer;
 use crate::balance::{Balancer, Member};
 use crate::control::subscription as control;
-use crate::discover::{Discovery, Resolution};
+use crate::discover::{self, Discovery};
 use crate::endpoint::{Endpoint, PoolKey, Wire};
 use crate::identity::Identity;
 use crate::listen::Direction;
@@ -238,16 +238,18 @@ impl Snapshot {
                 }
                 _ => None,
             };
-            let initial = match (&resolution, &subscription) {
-                (Some(r), _) => endpoints.get(
-                    r.subscribe()
-                        .borrow()
+            // One receiver reads the first set and then follows the changes: an answer that
+            // arrives between the two is then seen by the follower, never lost in the gap.
+            let mut dns_rx = resolution.as_ref().map(|r| r.subscribe());
+            let mut control_rx = subscription.as_ref().map(|s| s.subscribe());
+            let initial = match (&mut dns_rx, &mut control_rx) {
+                (Some(rx), _) => endpoints.get(
+                    rx.borrow_and_update()
                         .iter()
                         .flat_map(|a| a.iter().map(|&addr| (addr, 1, None))),
                 ),
-                (None, Some(sub)) => endpoints.get(
-                    sub.subscribe()
-                        .borrow()
+                (None, Some(rx)) => endpoints.get(
+                    rx.borrow_and_update()
                         .iter()
                         .flat_map(|a| a.iter().map(target)),
                 ),
@@ -263,16 +265,16 @@ impl Snapshot {
                 )
                 .with_metrics(registry.metrics.service(&svc.name)),
             );
-            if let (Some(resolution), Some(dns)) = (&resolution, &svc.dns) {
+            if let (Some(rx), Some(dns)) = (dns_rx, &svc.dns) {
                 tokio::spawn(follow(
-                    resolution,
-                    dns.clone(),
+                    rx,
+                    dns.name.clone(),
                     Arc::downgrade(&balancer),
                     endpoints,
                 ));
-            } else if let Some(sub) = &subscription {
+            } else if let Some(rx) = control_rx {
                 tokio::spawn(follow_control(
-                    sub.subscribe(),
+                    rx,
                     svc.name.clone(),
                     Arc::downgrade(&balancer),
                     endpoints,
@@ -358,39 +360,36 @@ impl Snapshot {
 }
 
 /// Keeps a discovered service's balancer on the latest DNS answer, for as long as both exist.
-fn follow(
-    resolution: &Arc<Resolution>,
-    dns: DnsDiscovery,
+/// `rx` has already given the balancer its first set.
+async fn follow(
+    mut rx: tokio::sync::watch::Receiver<discover::Answer>,
+    name: String,
     balancer: Weak<Balancer>,
     endpoints: Endpoints,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let mut rx = resolution.subscribe();
-    rx.mark_unchanged();
-    async move {
-        while rx.changed().await.is_ok() {
-            let Some(balancer) = balancer.upgrade() else {
-                return;
-            };
-            let addrs: Vec<SocketAddr> = rx
-                .borrow_and_update()
-                .iter()
-                .flat_map(|a| a.iter().copied())
-                .collect();
-            debug!(name = %dns.name, ?addrs, "endpoints follow DNS");
-            balancer.set_endpoints(endpoints.get(addrs.into_iter().map(|a| (a, 1, None))));
-        }
+) {
+    while rx.changed().await.is_ok() {
+        let Some(balancer) = balancer.upgrade() else {
+            return;
+        };
+        let addrs: Vec<SocketAddr> = rx
+            .borrow_and_update()
+            .iter()
+            .flat_map(|a| a.iter().copied())
+            .collect();
+        debug!(%name, ?addrs, "endpoints follow DNS");
+        balancer.set_endpoints(endpoints.get(addrs.into_iter().map(|a| (a, 1, None))));
     }
 }
 
 /// Keeps a service's balancer on the endpoints the control plane sends, for as long as both
 /// exist. Endpoints that left the set get no new requests; requests in flight on them finish.
+/// `rx` has already given the balancer its first set.
 async fn follow_control(
     mut rx: tokio::sync::watch::Receiver<control::Answer>,
     service: String,
     balancer: Weak<Balancer>,
     endpoints: Endpoints,
 ) {
-    rx.mark_unchanged();
     while rx.changed().await.is_ok() {
         let Some(balancer) = balancer.upgrade() else {
             return;
