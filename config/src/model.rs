@@ -85,6 +85,18 @@ pub struct IdentitySettings {
     /// A file holding the token: a projected ServiceAccount token in Kubernetes, a bootstrap
     /// token outside. Read again at every renewal, since the kubelet rotates projected tokens.
     pub token_file: String,
+    /// A PEM file of root certificates that authenticate the identity service before this proxy
+    /// has a trust bundle of its own (the mesh's trust anchors; in Kubernetes a ConfigMap). With
+    /// it, `Certify` goes over TLS and the service must present `controlIdentity`; without it,
+    /// `Certify` is plaintext: the token crosses the network readable and the service is not
+    /// authenticated, acceptable on loopback only. Read again at every attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_anchors: Option<String>,
+    /// The SPIFFE ID herd-control presents (its `--control-identity`): the identity service
+    /// must present it when `trustAnchors` is set, and the control plane (`proxy.control`) must
+    /// present it on the mutual-TLS connection the proxy opens once certified. Default:
+    /// `spiffe://TRUST-DOMAIN/ns/herd/sa/herd-control`, in `id`'s trust domain.
+    pub control_identity: String,
 }
 
 impl ProxySettings {

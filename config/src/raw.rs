@@ -70,6 +70,8 @@ pub struct Identity {
     pub dns: Option<Spanned<String>>,
     pub id: Option<Spanned<String>>,
     pub token_file: Option<Spanned<String>>,
+    pub trust_anchors: Option<Spanned<String>>,
+    pub control_identity: Option<Spanned<String>>,
 }
 
 /// `proxy.control`: where the control plane is and who this proxy is.

@@ -252,6 +252,8 @@ fn every_field_is_read() {
             },
             id: "spiffe://cluster.local/ns/mastodon/sa/web".into(),
             token_file: "/var/run/secrets/herd/token".into(),
+            trust_anchors: None,
+            control_identity: "spiffe://cluster.local/ns/herd/sa/herd-control".into(),
         }
     );
     assert_eq!(

@@ -260,6 +260,18 @@ fn identity_settings_are_checked() {
          token that proves it)",
     );
     fails(
+        &identity(
+            "    addresses: [127.0.0.1:8080]\n    id: spiffe://cluster.local/ns/mastodon/sa/web\n    tokenFile: /t\n    controlIdentity: herd-control\n",
+        ),
+        "mesh.yaml:7:22: proxy.identity.controlIdentity: a SPIFFE ID starts with `spiffe://`",
+    );
+    fails(
+        &identity(
+            "    addresses: [127.0.0.1:8080]\n    id: spiffe://cluster.local/ns/mastodon/sa/web\n    tokenFile: /t\n    trustAnchors: \"\"\n",
+        ),
+        "mesh.yaml:7:19: proxy.identity.trustAnchors: must not be empty",
+    );
+    fails(
         &identity("    id: spiffe://cluster.local/ns/mastodon/sa/web\n    tokenFile: /t\n"),
         "mesh.yaml:4:5: proxy.identity: missing required key `addresses` (or `dns: NAME:PORT`)",
     );

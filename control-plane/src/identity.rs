@@ -11,7 +11,8 @@
 //! - [`authority`]: the issuer and the trust bundle from their files, checked against each other;
 //! - [`files`]: the watcher that re-reads those files (and the tokens file) when they change, so
 //!   a root is rotated without a restart;
-//! - [`service`]: the `Certify` call itself.
+//! - [`service`]: the `Certify` call itself;
+//! - [`own`]: the control plane's own certificate, presented on its ports.
 //!
 //! The certificate logic (CSR inspection, what a leaf holds, bundles) is herd-identity's; this
 //! module is the I/O around it.
@@ -19,6 +20,7 @@
 pub mod authority;
 pub mod bootstrap;
 pub mod files;
+pub mod own;
 pub mod review;
 pub mod service;
 pub mod token;

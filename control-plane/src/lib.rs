@@ -7,9 +7,11 @@
 //! Beside them, [`identity`] is the mesh's certificate authority: it signs each proxy's
 //! short-lived certificate for the identity its token proves.
 //!
-//! [`admin`] serves `/live`, `/ready` and `/metrics`; [`metrics`] holds the series.
+//! [`admin`] serves `/live`, `/ready` and `/metrics`; [`metrics`] holds the series; [`accept`]
+//! takes connections on the gRPC ports, TLS or plaintext.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod identity;
 pub mod index;

@@ -20,9 +20,11 @@ use clap::Parser;
 use herd_api::discovery::admin_server::AdminServer;
 use herd_api::fanout::DiscoveryServer;
 use herd_api::identity::identity_server::IdentityServer;
+use herd_control::accept;
 use herd_control::admin::Admin;
 use herd_control::identity::authority::{Ca, CaFiles};
 use herd_control::identity::bootstrap::{Bootstrap, BootstrapTokens};
+use herd_control::identity::own::keep_certified;
 use herd_control::identity::review::TokenReviewer;
 use herd_control::identity::token::Chain;
 use herd_control::identity::{IdentityService, watch_bootstrap, watch_ca};
@@ -156,6 +158,11 @@ struct Cli {
         env = "HERD_CONTROL_IDENTITY_LIFETIME"
     )]
     identity_lifetime: Duration,
+    /// The SPIFFE ID herd-control presents on its discovery and identity ports, signed by its
+    /// own CA (with a CA only). Proxies expect it (`proxy.identity.controlIdentity`). Default:
+    /// `spiffe://TRUST-DOMAIN/ns/herd/sa/herd-control`.
+    #[arg(long, value_name = "SPIFFE-ID", env = "HERD_CONTROL_IDENTITY")]
+    control_identity: Option<String>,
 }
 
 /// What the identity service starts with, read and checked before anything else starts.
@@ -163,6 +170,8 @@ struct IdentityStart {
     files: CaFiles,
     ca: Ca,
     bootstrap: Option<(PathBuf, BootstrapTokens)>,
+    /// What herd-control presents on its ports.
+    own: SpiffeId,
 }
 
 fn main() -> ExitCode {
@@ -273,6 +282,17 @@ fn identity_start(cli: &Cli) -> Result<Option<IdentityStart>, String> {
     if cli.identity_lifetime.is_zero() {
         return Err("--identity-lifetime: a leaf lifetime must be more than zero".into());
     }
+    let own = match &cli.control_identity {
+        Some(id) => SpiffeId::parse(id).map_err(|e| format!("--control-identity: `{id}`: {e}"))?,
+        None => SpiffeId::kubernetes(&cli.trust_domain, "herd", "herd-control")
+            .map_err(|e| format!("--trust-domain: `{}`: {e}", cli.trust_domain))?,
+    };
+    if own.trust_domain() != cli.trust_domain {
+        return Err(format!(
+            "--control-identity: `{own}` is not in the trust domain `{}`",
+            cli.trust_domain
+        ));
+    }
     let (Some(cert), Some(key)) = (&cli.ca_cert, &cli.ca_key) else {
         return Ok(None);
     };
@@ -294,6 +314,7 @@ fn identity_start(cli: &Cli) -> Result<Option<IdentityStart>, String> {
         files,
         ca,
         bootstrap,
+        own,
     }))
 }
 
@@ -385,10 +406,20 @@ async fn run(
         None => None,
     };
     let mut _identity_watchers = Vec::new();
+    // With a CA, both gRPC ports present herd-control's own certificate to TLS clients.
+    let mut own_tls = None;
     if let (Some(start), Some(listener)) = (identity, identity_listener) {
         let (ca, watcher) = watch_ca(start.files.clone(), start.ca, metrics.clone())
             .context("cannot watch the CA files")?;
         _identity_watchers.push(watcher);
+        let tls = keep_certified(
+            ca.clone(),
+            start.own.clone(),
+            cli.identity_lifetime,
+            metrics.clone(),
+        )
+        .context("cannot certify the control plane itself")?;
+        own_tls = Some(tls.clone());
         let mut tokens = Chain::new();
         if let Some((path, first)) = start.bootstrap {
             let (current, watcher) = watch_bootstrap(path.clone(), cli.trust_domain.clone(), first)
@@ -406,12 +437,18 @@ async fn run(
         let service =
             IdentityService::new(ca, Arc::new(tokens), cli.identity_lifetime, metrics.clone());
         info!(identity = %cli.identity_listen, trust_domain = %cli.trust_domain, "identity service ready");
+        let connections = metrics.connections.clone();
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_service(
                     IdentityServer::new(service).max_decoding_message_size(IDENTITY_MAX_MESSAGE),
                 )
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .serve_with_incoming(accept::incoming(
+                    listener,
+                    Some(tls),
+                    "identity",
+                    connections,
+                ))
                 .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "identity server failed");
@@ -436,7 +473,7 @@ async fn run(
         .add_service(DiscoveryServer::new(push.clone()))
         .add_service(AdminServer::new(push))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            accept::incoming(listener, own_tls, "discovery", metrics.connections.clone()),
             shutdown(),
         )
         .await

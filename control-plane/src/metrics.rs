@@ -27,6 +27,11 @@ pub struct Metrics {
     pub issuer_not_after: IntGauge,
     /// Roots in the trust bundle in force.
     pub trust_bundle_roots: IntGauge,
+    /// The control plane's own certificate's notAfter, Unix seconds (0 without a CA).
+    pub own_not_after: IntGauge,
+    /// Connections accepted on the gRPC ports, by `port` (`discovery`, `identity`) and
+    /// `security` (`plaintext`, `tls`, `mutual`, or `failed` for a refused handshake).
+    pub connections: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -112,6 +117,15 @@ impl Metrics {
             "herd_control_trust_bundle_roots",
             "Root certificates in the trust bundle in force.",
         );
+        let own_not_after = gauge(
+            "herd_control_certificate_not_after_timestamp_seconds",
+            "When the control plane's own certificate (presented on its gRPC ports) expires, in Unix seconds (0: no CA).",
+        );
+        let connections = counter_vec(
+            "herd_control_connections_total",
+            "Connections accepted on the gRPC ports, by port (discovery, identity) and security (plaintext; tls: the server authenticated; mutual: both sides; failed: a handshake refused or not finished within 10 s).",
+            &["port", "security"],
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -131,6 +145,8 @@ impl Metrics {
             certify_refused,
             issuer_not_after,
             trust_bundle_roots,
+            own_not_after,
+            connections,
         }
     }
 

@@ -15,7 +15,6 @@
 //! message ends its stream with `INVALID_ARGUMENT`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,12 +26,14 @@ use herd_api::discovery::{
 };
 use herd_api::encoded::Encoded;
 use herd_api::fanout::{Discovery, Updates};
+use herd_identity::SpiffeId;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, WatchStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::accept::Peer;
 use crate::index::{EndpointSet, Index, Routing};
 use crate::metrics::Metrics;
 
@@ -101,6 +102,8 @@ struct ProxyRecord {
     watching: BTreeSet<String>,
     /// The certificate it last said it presents.
     certificate: Option<Certificate>,
+    /// What its routing stream's connection authenticated with mutual TLS.
+    tls_identity: Option<Arc<SpiffeId>>,
 }
 
 impl Proxies {
@@ -108,7 +111,10 @@ impl Proxies {
         self.by_id.lock().expect("proxies lock").get_mut(id).map(f)
     }
 
-    fn connect(&self, node: &Node, address: String) {
+    fn connect(&self, node: &Node, peer: &Peer) {
+        let address = peer
+            .addr
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
         let mut by_id = self.by_id.lock().expect("proxies lock");
         let record = by_id.entry(node.id.clone()).or_insert_with(|| ProxyRecord {
             node: node.clone(),
@@ -122,12 +128,14 @@ impl Proxies {
             stuck: false,
             watching: BTreeSet::new(),
             certificate: None,
+            tls_identity: None,
         });
         if record.streams == 0 {
             record.connected = Instant::now();
         }
         record.node = node.clone();
         record.address = address;
+        record.tls_identity = peer.identity.clone();
         record.streams += 1;
     }
 
@@ -185,8 +193,17 @@ fn check_node(node: Option<Node>) -> Result<Node, Status> {
     Ok(node)
 }
 
-/// A certificate report is kept per proxy: bound what it may hold.
-fn check_certificate(certificate: &Certificate) -> Result<(), Status> {
+/// A certificate report is kept per proxy: bound what it may hold. Over mutual TLS, the report
+/// must name the identity the connection proved: a proxy cannot claim to be another workload.
+fn check_certificate(certificate: &Certificate, peer: &Peer) -> Result<(), Status> {
+    if let Some(proved) = &peer.identity
+        && certificate.identity != proved.as_str()
+    {
+        return Err(Status::permission_denied(format!(
+            "certificate.identity `{}` is not the identity this connection proved, `{proved}`",
+            certificate.identity
+        )));
+    }
     if certificate.identity.len() > MAX_CERTIFICATE_IDENTITY {
         return Err(Status::invalid_argument(format!(
             "certificate.identity must be at most {MAX_CERTIFICATE_IDENTITY} bytes"
@@ -212,10 +229,14 @@ async fn first<T>(inbound: &mut Streaming<T>) -> Result<T, Status> {
     }
 }
 
-fn peer<T>(request: &Request<T>) -> String {
+/// What the request's connection proved (see [`crate::accept`]); nothing for a request that
+/// came another way (tests calling the service directly).
+fn peer<T>(request: &Request<T>) -> Peer {
     request
-        .remote_addr()
-        .map_or_else(|| "unknown".to_owned(), |a: SocketAddr| a.to_string())
+        .extensions()
+        .get::<Peer>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -224,7 +245,7 @@ impl Discovery for Push {
         &self,
         request: Request<Streaming<RoutingRequest>>,
     ) -> Result<Response<Updates>, Status> {
-        let address = peer(&request);
+        let peer = peer(&request);
         let mut inbound = request.into_inner();
         let Some(routing_request::Request::Subscribe(subscribe)) =
             first(&mut inbound).await?.request
@@ -234,8 +255,14 @@ impl Discovery for Push {
             ));
         };
         let node = check_node(subscribe.node)?;
-        info!(proxy = %node.id, namespace = %node.namespace, %address, "proxy connected");
-        self.proxies.connect(&node, address);
+        let address = peer.addr.map(|a| a.to_string()).unwrap_or_default();
+        let tls = peer
+            .identity
+            .as_deref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        info!(proxy = %node.id, namespace = %node.namespace, %address, security = peer.security(), identity = %tls, "proxy connected");
+        self.proxies.connect(&node, &peer);
         self.metrics.proxies.inc();
         let connected = Connected {
             proxies: self.proxies.clone(),
@@ -248,7 +275,14 @@ impl Discovery for Push {
         tokio::spawn(async move {
             let _connected = connected;
             let result = push
-                .serve_routing(&node.id, subscribe.have_version, routing, inbound, &tx)
+                .serve_routing(
+                    &node.id,
+                    &peer,
+                    subscribe.have_version,
+                    routing,
+                    inbound,
+                    &tx,
+                )
                 .await;
             if let Err(status) = result {
                 debug!(proxy = %node.id, %status, "routing stream ended");
@@ -295,6 +329,7 @@ impl Push {
     async fn serve_routing(
         &self,
         id: &str,
+        peer: &Peer,
         mut sent: String,
         mut routing: watch::Receiver<Arc<Routing>>,
         mut inbound: Streaming<RoutingRequest>,
@@ -335,7 +370,7 @@ impl Push {
                         });
                     }
                     Some(RoutingRequest { request: Some(routing_request::Request::Certificate(c)) }) => {
-                        check_certificate(&c)?;
+                        check_certificate(&c, peer)?;
                         debug!(proxy = %id, identity = %c.identity, serial = %c.serial, not_after = c.not_after, "proxy certificate");
                         self.proxies.with(id, |r| r.certificate = Some(c));
                     }
@@ -473,6 +508,11 @@ impl Admin for Push {
                 connected_seconds: r.connected.elapsed().as_secs(),
                 watching: r.watching.iter().cloned().collect(),
                 certificate: r.certificate.clone(),
+                tls_identity: r
+                    .tls_identity
+                    .as_deref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
             })
             .collect();
         proxies.sort_by(|a, b| {

@@ -70,6 +70,43 @@ pub fn server_config(
     Ok(config)
 }
 
+/// A client configuration that presents no certificate and accepts only a server whose chain
+/// verifies against `bundle` and whose SPIFFE ID is exactly `server`: how a proxy reaches the
+/// identity service before it has a certificate of its own.
+pub fn anonymous_client_config(
+    bundle: &TrustBundle,
+    server: &SpiffeId,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, TlsConfigError> {
+    let verifier = SpiffeServerVerifier::new(bundle, server.clone())?;
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// A server configuration for the control plane's own ports: presents `leaf` (with `key`); a
+/// client may present no certificate (a proxy asking for its first one), and one that does is
+/// verified against `bundle` and must name a SPIFFE ID.
+pub fn service_server_config(
+    leaf: &Leaf,
+    key: &Keypair,
+    bundle: &TrustBundle,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, TlsConfigError> {
+    check_key(leaf, key)?;
+    let verifier = SpiffeClientVerifier::optional(bundle)?;
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(leaf.chain(), key.private_key_der())?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
 /// A leaf renewed with a new key but configured with the old one would fail every handshake;
 /// say so when the configuration is built instead.
 fn check_key(leaf: &Leaf, key: &Keypair) -> Result<(), TlsConfigError> {

@@ -203,10 +203,13 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     }
 }
 
-/// A server's check of a mesh client: chain to the bundle (client auth is mandatory), then a
-/// valid SPIFFE ID, whichever it is.
+/// A server's check of a mesh client: chain to the bundle, then a valid SPIFFE ID, whichever it
+/// is. Client authentication is mandatory for a proxy's inbound side; the control plane's
+/// ports make it optional ([`SpiffeClientVerifier::optional`]), since a proxy asks for its
+/// first certificate before it has one.
 pub struct SpiffeClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    mandatory: bool,
 }
 
 impl SpiffeClientVerifier {
@@ -214,7 +217,23 @@ impl SpiffeClientVerifier {
         let inner =
             WebPkiClientVerifier::builder_with_provider(bundle.root_store()?, Arc::new(provider()))
                 .build()?;
-        Ok(SpiffeClientVerifier { inner })
+        Ok(SpiffeClientVerifier {
+            inner,
+            mandatory: true,
+        })
+    }
+
+    /// As [`SpiffeClientVerifier::new`], but a client may present no certificate at all; one
+    /// that presents a certificate is held to the same checks.
+    pub fn optional(bundle: &TrustBundle) -> Result<Self, VerifierError> {
+        let inner =
+            WebPkiClientVerifier::builder_with_provider(bundle.root_store()?, Arc::new(provider()))
+                .allow_unauthenticated()
+                .build()?;
+        Ok(SpiffeClientVerifier {
+            inner,
+            mandatory: false,
+        })
     }
 }
 
@@ -231,7 +250,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn verify_client_cert(

@@ -43,6 +43,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{debug, info, warn};
 
+pub mod channel;
 pub mod subscription;
 
 use self::subscription::Command;
@@ -232,6 +233,28 @@ async fn connection_loop(
     }
 }
 
+/// With `proxy.identity`, the control plane is reached over mutual TLS only: this proxy
+/// presents its certificate and accepts only `controlIdentity`. Before the first certificate
+/// (and after the last expired) there is nothing to present: wait for one rather than fall back
+/// to plaintext, since the routing and endpoints decide where this proxy sends traffic.
+async fn mutual_tls(identity: &Identity) -> Result<Arc<rustls::ClientConfig>, SessionError> {
+    let mut renewals = identity.renewals();
+    let credentials = loop {
+        if let Some(credentials) = identity.current() {
+            break credentials;
+        }
+        info!(
+            reason = identity.missing_reason(),
+            "waiting for a certificate before connecting to the control plane"
+        );
+        if renewals.changed().await.is_err() {
+            // The identity task is gone: this process is shutting down.
+            std::future::pending::<()>().await;
+        }
+    };
+    Ok(credentials.client_for(identity.control_identity(), crate::identity::Alpn::H2)?)
+}
+
 /// The replicas to try, in random order.
 pub(crate) async fn resolve(target: &ControlTarget) -> std::io::Result<Vec<SocketAddr>> {
     let mut addrs: Vec<SocketAddr> = match target {
@@ -246,8 +269,10 @@ pub(crate) async fn resolve(target: &ControlTarget) -> std::io::Result<Vec<Socke
 
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    #[error("connect: {0}")]
+    #[error("connect: {}", crate::errors::Chain(.0))]
     Connect(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] herd_identity::TlsConfigError),
     #[error("{0}")]
     Status(#[from] tonic::Status),
     #[error("stream ended")]
@@ -257,13 +282,11 @@ enum SessionError {
 impl State {
     /// One connection to one replica: both streams until either ends.
     async fn session(&mut self, addr: SocketAddr) -> Result<(), SessionError> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("a socket address is a valid URI")
-            .connect_timeout(CONNECT_TIMEOUT)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .connect()
-            .await?;
+        let tls = match &self.control.identity {
+            Some(identity) => Some(mutual_tls(identity).await?),
+            None => None,
+        };
+        let channel = channel::connect(addr, tls, CONNECT_TIMEOUT, true).await?;
         let mut client = DiscoveryClient::new(channel);
 
         let (routing_tx, routing_rx) = mpsc::unbounded_channel();

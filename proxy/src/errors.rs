@@ -48,7 +48,7 @@ impl ClientBodyError {
 
 /// An error and its causes, `: `-separated (hyper's own text only names the kind of failure:
 /// `error reading a body from connection`; its cause says what it was).
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -29,6 +29,7 @@ use rustls::{ClientConfig, ServerConfig};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::control::channel;
 use crate::metrics::Metrics;
 
 /// Bounds one attempt to certify: connecting and the call.
@@ -121,6 +122,8 @@ impl Credentials {
 #[derive(Clone)]
 pub struct Identity {
     rx: watch::Receiver<Option<Arc<Credentials>>>,
+    /// What herd-control presents (`proxy.identity.controlIdentity`).
+    control: Arc<SpiffeId>,
 }
 
 impl Identity {
@@ -145,6 +148,11 @@ impl Identity {
         self.rx.clone()
     }
 
+    /// The SPIFFE ID the control plane must present.
+    pub fn control_identity(&self) -> &SpiffeId {
+        &self.control
+    }
+
     /// Waits until the first certificate is in.
     pub async fn ready(&self) {
         let mut rx = self.rx.clone();
@@ -156,7 +164,12 @@ impl Identity {
     pub fn fixed(credentials: Option<Arc<Credentials>>) -> Self {
         let (tx, rx) = watch::channel(credentials);
         std::mem::forget(tx);
-        Identity { rx }
+        let control = SpiffeId::parse("spiffe://cluster.local/ns/herd/sa/herd-control")
+            .expect("a valid SPIFFE ID");
+        Identity {
+            rx,
+            control: Arc::new(control),
+        }
     }
 }
 
@@ -201,7 +214,9 @@ pub enum CertifyError {
     },
     #[error("cannot resolve the identity service: {0}")]
     Resolve(std::io::Error),
-    #[error("cannot connect to the identity service at {addr}: {source}")]
+    #[error("cannot read the trust anchors {path}: {reason}")]
+    TrustAnchors { path: String, reason: String },
+    #[error("cannot connect to the identity service at {addr}: {}", crate::errors::Chain(.source))]
     Connect {
         addr: std::net::SocketAddr,
         source: tonic::transport::Error,
@@ -222,8 +237,19 @@ pub enum CertifyError {
 pub fn start(settings: IdentitySettings, metrics: &Metrics) -> Identity {
     let (tx, rx) = watch::channel(None);
     let metrics = IdentityMetrics::new(metrics);
+    let control =
+        SpiffeId::parse(&settings.control_identity).expect("validated with the configuration");
+    if settings.trust_anchors.is_none() {
+        warn!(
+            "proxy.identity has no trustAnchors: the token is sent to the identity service in \
+             plaintext and the service is not authenticated (fine on loopback only)"
+        );
+    }
     tokio::spawn(renew_forever(settings, tx, metrics));
-    Identity { rx }
+    Identity {
+        rx,
+        control: Arc::new(control),
+    }
 }
 
 async fn renew_forever(
@@ -285,6 +311,10 @@ async fn certify(settings: &IdentitySettings, id: &SpiffeId) -> Result<Credentia
         })?;
     let key = Keypair::generate()?;
     let csr = herd_identity::build_csr(&key, id)?;
+    let tls = match &settings.trust_anchors {
+        Some(path) => Some(service_tls(path, &settings.control_identity).await?),
+        None => None,
+    };
     let targets = crate::control::resolve(&settings.target)
         .await
         .map_err(CertifyError::Resolve)?;
@@ -295,10 +325,7 @@ async fn certify(settings: &IdentitySettings, id: &SpiffeId) -> Result<Credentia
             token: token.trim().to_owned(),
         };
         let call = async {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .expect("a socket address is a valid URI")
-                .connect_timeout(ATTEMPT_TIMEOUT)
-                .connect()
+            let channel = channel::connect(addr, tls.clone(), ATTEMPT_TIMEOUT, false)
                 .await
                 .map_err(|source| CertifyError::Connect { addr, source })?;
             IdentityClient::new(channel)
@@ -313,6 +340,23 @@ async fn certify(settings: &IdentitySettings, id: &SpiffeId) -> Result<Credentia
         }
     }
     Err(last)
+}
+
+/// The TLS client configuration `Certify` goes over with `trustAnchors`: no certificate of
+/// this proxy's (it is asking for one), the service's chain checked against the anchors and its
+/// SPIFFE ID against `control`.
+async fn service_tls(path: &str, control: &str) -> Result<Arc<ClientConfig>, CertifyError> {
+    let unusable = |reason: String| CertifyError::TrustAnchors {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| unusable(e.to_string()))?;
+    let anchors = TrustBundle::from_pem(&pem).map_err(|e| unusable(e.to_string()))?;
+    let control = SpiffeId::parse(control).expect("validated with the configuration");
+    let config = herd_identity::tls::anonymous_client_config(&anchors, &control, &[b"h2"])?;
+    Ok(Arc::new(config))
 }
 
 /// Checks what the identity service sent before anything uses it.

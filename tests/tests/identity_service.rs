@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_tests::control::herdctl;
 use herd_tests::identity::{
-    CaFiles, RELOAD, Root, certify, csr, csr_with, openssl, openssl_verifies, pem, start,
+    CaFiles, RELOAD, Root, certify, csr, csr_with, openssl, openssl_verifies, pem, sample, start,
 };
 use herd_tests::kube::KubeApi;
-use herd_tests::{TIMEOUT, eventually};
+use herd_tests::{Proxy, TIMEOUT, eventually};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, IsCa, KeyUsagePurpose, SanType,
 };
@@ -462,6 +462,84 @@ async fn a_service_account_token_certifies_its_own_identity_and_audience_only() 
     let metrics = control.metrics().await;
     assert!(
         metrics.contains(r#"herd_control_certify_refused_total{reason="identity"} 1"#),
+        "{metrics}"
+    );
+}
+
+/// A proxy given the mesh's trust anchors asks for its certificate over TLS and accepts only
+/// the control plane's identity: an impostor identity, or a service whose certificate the
+/// anchors do not trust, gets no token and gives no certificate, and the log says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_trust_anchors_a_proxy_certifies_over_tls_with_the_control_plane_only() {
+    let root = Root::generate("herd test root");
+    let files = files(&root, &[&root]);
+    let (control, identity) = start(&files, &[]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, POSTGRES_TOKEN).expect("token file");
+    let other = dir.path().join("other.pem");
+    std::fs::write(&other, Root::generate("another root").cert_pem).expect("other root");
+    let bundle = files.path("bundle.pem");
+    let proxy_yaml = |anchors: &std::path::Path, more: &str| {
+        format!(
+            "
+            proxy:
+              admin: {{listen: $ADMIN}}
+              inbound: {{listen: $INBOUND, app: 127.0.0.1:9, mtls: strict}}
+              identity: {{addresses: [{identity}], id: {POSTGRES}, tokenFile: {token}, trustAnchors: {anchors}{more}}}
+            ",
+            token = token.display(),
+            anchors = anchors.display(),
+        )
+    };
+
+    // The default controlIdentity is what herd-control presents by default: certified.
+    let good = Proxy::start(&proxy_yaml(&bundle, "")).await;
+    let metrics = control.metrics().await;
+    let identity_connections = |security: &str| {
+        sample(
+            &metrics,
+            &format!("herd_control_connections_total{{port=\"identity\",security=\"{security}\"}}"),
+        )
+    };
+    assert_eq!(identity_connections("tls"), 1.0, "{metrics}");
+    assert_eq!(identity_connections("plaintext"), 0.0, "{metrics}");
+    drop(good);
+
+    // Another identity expected: the handshake fails at the proxy, naming both.
+    let impostor = "spiffe://cluster.local/ns/herd/sa/impostor";
+    let wrong = Proxy::start_unready(&proxy_yaml(
+        &bundle,
+        &format!(", controlIdentity: {impostor}"),
+    ))
+    .await;
+    let line = wrong.wait_for_log("cannot get a certificate").await;
+    assert!(
+        line.contains(&format!(
+            "the server is spiffe://cluster.local/ns/herd/sa/herd-control, not the expected {impostor}"
+        )),
+        "{line}"
+    );
+    assert_eq!(wrong.admin_get("/ready").await.status, 503);
+
+    // Anchors of another CA: the control plane's certificate is not trusted.
+    let stranger = Proxy::start_unready(&proxy_yaml(&other, "")).await;
+    let line = stranger.wait_for_log("cannot get a certificate").await;
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    assert_eq!(stranger.admin_get("/ready").await.status, 503);
+
+    // Neither sent its token: the service issued nothing after the first proxy's certificate.
+    let metrics = control.metrics().await;
+    assert_eq!(
+        sample(&metrics, "herd_control_certificates_issued_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "herd_control_connections_total{port=\"identity\",security=\"failed\"}"
+        ) >= 2.0,
         "{metrics}"
     );
 }

@@ -78,12 +78,15 @@ impl Mesh {
             .to_string()
     }
 
-    /// `proxy.identity` for `account`.
+    /// `proxy.identity` for `account`. The trust anchors are the CA's bundle file itself, so
+    /// the proxy authenticates the identity service with the roots of the moment (during a root
+    /// rotation, both).
     fn identity_yaml(&self, account: &str, id: &str) -> String {
         format!(
-            "identity: {{addresses: [{}], id: {id}, tokenFile: {}}}",
+            "identity: {{addresses: [{}], id: {id}, tokenFile: {}, trustAnchors: {}}}",
             self.identity,
-            self.token(account)
+            self.token(account),
+            self.files.path("bundle.pem").display()
         )
     }
 
@@ -381,6 +384,8 @@ async fn herdctl_identity_shows_the_certificate_a_proxy_presents_and_follows_its
     })
     .await;
     assert_eq!(shown(&first, "identity"), WEB);
+    // The proxy reached the control plane over mutual TLS: herd-control verified who it is.
+    assert_eq!(shown(&first, "connection"), format!("mutual TLS as {WEB}"));
     let serial = shown(&first, "serial");
     let presented = kit::presented_leaf(web.inbound(), &cert, &key).await;
     assert_eq!(
@@ -417,6 +422,22 @@ async fn herdctl_identity_shows_the_certificate_a_proxy_presents_and_follows_its
             .contains(&format!("  certificate: {WEB}, not after ")),
         "{stat:?}"
     );
+    assert!(
+        stat.stdout
+            .contains(&format!("  connection: mutual TLS as {WEB}")),
+        "{stat:?}"
+    );
+    // web's certificates (first and renewal) went over TLS, its routing over mutual TLS (the
+    // test's own probe certificate and herdctl are plaintext clients).
+    let metrics = mesh.control.metrics().await;
+    let connections = |port: &str, security: &str| {
+        kit::sample(
+            &metrics,
+            &format!("herd_control_connections_total{{port=\"{port}\",security=\"{security}\"}}"),
+        )
+    };
+    assert!(connections("identity", "tls") >= 2.0, "{metrics}");
+    assert!(connections("discovery", "mutual") >= 1.0, "{metrics}");
 
     // A proxy the replica does not know, and one without a certificate: one line, exit 1.
     let unknown = mesh.control.herdctl(&["identity", "web-9"]).await;

@@ -349,10 +349,41 @@ fn identity(node: Spanned<raw::Identity>) -> Result<IdentitySettings> {
             "must not be empty",
         ));
     }
+    if let Some(anchors) = &raw.trust_anchors
+        && anchors.value.is_empty()
+    {
+        return Err(problem(
+            anchors,
+            format!("{PATH}.trustAnchors"),
+            "must not be empty",
+        ));
+    }
+    let control_identity = match raw.control_identity {
+        Some(given) => match herd_identity::SpiffeId::parse(&given.value) {
+            Ok(parsed) => parsed.to_string(),
+            Err(e) => {
+                return Err(problem(
+                    &given,
+                    format!("{PATH}.controlIdentity"),
+                    e.to_string(),
+                ));
+            }
+        },
+        None => {
+            let trust_domain = herd_identity::SpiffeId::parse(&id.value)
+                .map(|parsed| parsed.trust_domain().to_owned())
+                .expect("checked above");
+            herd_identity::SpiffeId::kubernetes(&trust_domain, "herd", "herd-control")
+                .expect("a valid trust domain and fixed segments")
+                .to_string()
+        }
+    };
     Ok(IdentitySettings {
         target,
         id: id.value,
         token_file: token_file.value,
+        trust_anchors: raw.trust_anchors.map(|a| a.value),
+        control_identity,
     })
 }
 

@@ -270,6 +270,9 @@ async fn stat(control: String) -> Result<bool, String> {
                 not_after(certificate)
             );
         }
+        if !p.tls_identity.is_empty() {
+            println!("  connection: mutual TLS as {}", p.tls_identity);
+        }
     }
     Ok(true)
 }
@@ -293,6 +296,11 @@ async fn identity(control: String, id: String) -> Result<bool, String> {
     println!("identity   {}", certificate.identity);
     println!("serial     {}", certificate.serial);
     println!("not after  {}", not_after(&certificate));
+    if proxy.tls_identity.is_empty() {
+        println!("connection plaintext");
+    } else {
+        println!("connection mutual TLS as {}", proxy.tls_identity);
+    }
     Ok(true)
 }
 

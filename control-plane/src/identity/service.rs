@@ -121,7 +121,9 @@ impl Identity for IdentityService {
         request: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
         let peer = request
-            .remote_addr()
+            .extensions()
+            .get::<crate::accept::Peer>()
+            .and_then(|p| p.addr)
             .map_or_else(|| "unknown".to_owned(), |a: SocketAddr| a.to_string());
         let CertifyRequest { csr, token } = request.into_inner();
         match IdentityService::certify(self, &csr, &token).await {

@@ -247,14 +247,7 @@ async fn the_verifiers_refuse_tls12_even_where_a_configuration_allows_it() {
 async fn a_client_without_a_certificate_is_refused() {
     let issuer = ca();
     let bundle = bundle_of(&[&issuer]);
-    let anonymous = ClientConfig::builder_with_provider(Arc::new(crate::verify::provider()))
-        .with_protocol_versions(&[&TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(
-            crate::verify::SpiffeServerVerifier::new(&bundle, web()).unwrap(),
-        ))
-        .with_no_client_auth();
+    let anonymous = anonymous_client_config(&bundle, &web(), H2).unwrap();
     let (server, client) = connect(server_of(&issuer, &web(), &bundle), anonymous).await;
     let server = server.unwrap_err();
     assert!(server.contains("peer sent no certificates"), "{server}");
@@ -280,4 +273,36 @@ fn a_configuration_with_a_key_that_is_not_the_leafs_is_refused() {
         server_config(&leaf, &key, &TrustBundle::default(), H2),
         Err(TlsConfigError::Verifier(_))
     ));
+}
+
+#[tokio::test]
+async fn the_control_planes_ports_take_a_client_without_a_certificate_and_check_one_with() {
+    let issuer = ca();
+    let bundle = bundle_of(&[&issuer]);
+    let control = id("spiffe://cluster.local/ns/herd/sa/herd-control");
+    let (leaf, key) = workload(&issuer, &control);
+    let service = || service_server_config(&leaf, &key, &bundle, H2).unwrap();
+
+    // A proxy before its first certificate: the server is authenticated, the client is not.
+    let anonymous = anonymous_client_config(&bundle, &control, H2).unwrap();
+    let (server, client) = connect(service(), anonymous).await;
+    assert_eq!(server.unwrap().peer, None);
+    assert_eq!(client.unwrap().peer, Some(control.clone()));
+
+    // A certified proxy: both sides see each other.
+    let (server, client) = connect(service(), client_of(&issuer, &web(), &bundle, &control)).await;
+    assert_eq!(server.unwrap().peer, Some(web()));
+    assert_eq!(client.unwrap().peer, Some(control.clone()));
+
+    // A client certificate from another CA is refused, not taken as anonymous.
+    let other = ca();
+    let stranger = client_of(&other, &web(), &bundle_of(&[&issuer, &other]), &control);
+    let (server, _) = connect(service(), stranger).await;
+    assert!(server.is_err(), "{server:?}");
+
+    // And the anonymous client still insists on the server's identity.
+    let anonymous = anonymous_client_config(&bundle, &sidekiq(), H2).unwrap();
+    let (_, client) = connect(service(), anonymous).await;
+    let client = client.unwrap_err();
+    assert!(client.contains(sidekiq().as_str()), "{client}");
 }
