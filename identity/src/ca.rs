@@ -49,6 +49,7 @@ pub const DEFAULT_LEAF_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The PEM label of a PKCS#8 private key, the one key format accepted.
 const PRIVATE_KEY: &str = "PRIVATE KEY";
+const RSA_PRIVATE_KEY: &str = "RSA PRIVATE KEY";
 
 /// A CA certificate and its key, ready to sign leaves.
 pub struct Issuer {
@@ -73,13 +74,13 @@ pub enum IssuerError {
     #[error("the CA certificate ({subject}) expired {ago:?} ago")]
     Expired { subject: String, ago: Duration },
     #[error(
-        "the CA key file has a {0:?} block; give it as PKCS#8 (\"PRIVATE KEY\"), \
-         e.g. `openssl pkcs8 -topk8 -nocrypt -in KEY`"
+        "the CA key file has a {0:?} block; give it as PKCS#8 (\"PRIVATE KEY\") or, for RSA, \
+         PKCS#1 (\"RSA PRIVATE KEY\"), e.g. `openssl pkcs8 -topk8 -nocrypt -in KEY`"
     )]
     KeyFormat(String),
     #[error("the CA key file: {0}")]
     KeyPem(#[from] pem::PemError),
-    #[error("the CA key is not a usable PKCS#8 key: {0}")]
+    #[error("the CA key is not a usable key: {0}")]
     Key(rcgen::Error),
     #[error("the CA key does not belong to the CA certificate ({0})")]
     KeyMismatch(String),
@@ -139,10 +140,13 @@ impl Issuer {
         };
 
         let key_block = pem::parse(key_pem)?;
-        if key_block.tag() != PRIVATE_KEY {
-            return Err(IssuerError::KeyFormat(key_block.tag().to_owned()));
-        }
-        let key = rcgen::KeyPair::try_from(key_block.contents()).map_err(IssuerError::Key)?;
+        let pkcs8 = match key_block.tag() {
+            PRIVATE_KEY => key_block.contents().to_vec(),
+            // What Helm's `genCA` and `openssl genrsa -traditional` write.
+            RSA_PRIVATE_KEY => rsa_pkcs1_to_pkcs8(key_block.contents()),
+            other => return Err(IssuerError::KeyFormat(other.to_owned())),
+        };
+        let key = rcgen::KeyPair::try_from(pkcs8).map_err(IssuerError::Key)?;
         if rcgen::PublicKeyData::subject_public_key_info(&key) != spki {
             let subject = svid::parse(&certificate)
                 .map(|c| c.subject().to_string())
@@ -286,6 +290,41 @@ impl Issuer {
             not_after,
         ))
     }
+}
+
+/// An RSA key in PKCS#1 (`RSAPrivateKey`) as PKCS#8 (`PrivateKeyInfo`), the one form ring
+/// reads: version 0, the rsaEncryption algorithm with NULL parameters, and the PKCS#1 bytes as
+/// the private key octet string (RFC 5208 section 5, RFC 8017 appendix A.1). Nothing is checked
+/// here; ring parses the result and refuses what is not a key.
+fn rsa_pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
+    /// `SEQUENCE { OID 1.2.840.113549.1.1.1, NULL }`.
+    const RSA_ENCRYPTION: &[u8] = &[
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    /// `INTEGER 0`.
+    const VERSION: &[u8] = &[0x02, 0x01, 0x00];
+    let mut body = Vec::with_capacity(pkcs1.len() + 32);
+    body.extend_from_slice(VERSION);
+    body.extend_from_slice(RSA_ENCRYPTION);
+    der_tlv(0x04, pkcs1, &mut body);
+    let mut out = Vec::with_capacity(body.len() + 4);
+    der_tlv(0x30, &body, &mut out);
+    out
+}
+
+/// Appends a DER tag, definite length and value.
+fn der_tlv(tag: u8, value: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    let len = value.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(value);
 }
 
 #[cfg(test)]

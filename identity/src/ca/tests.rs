@@ -306,3 +306,38 @@ fn a_leaf_names_its_serial_as_openssl_prints_it() {
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
     );
 }
+
+/// Helm's `genCA` writes an RSA key in PKCS#1 (`RSA PRIVATE KEY`): such a CA (here made with
+/// `openssl genrsa -traditional` and `openssl req -x509`) loads and signs leaves that verify.
+#[test]
+fn an_rsa_ca_with_a_pkcs1_key_signs_leaves_that_verify() {
+    let cert = include_str!("testdata/rsa-ca.crt");
+    let key = include_str!("testdata/rsa-ca.pkcs1.key");
+    assert!(key.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    let issuer = Issuer::from_pem(cert, key).expect("a PKCS#1 RSA CA key loads");
+    let bundle = crate::TrustBundle::from_pem(cert).unwrap();
+    let who = web();
+    let (leaf, _) = workload(&issuer, &who);
+    assert_eq!(leaf.id(), &who);
+    crate::verify_leaf(&bundle, &leaf, SystemTime::now()).expect("the leaf verifies");
+
+    // Another CA's key in PKCS#1 is still the wrong key.
+    let other = include_str!("testdata/openssl-ca.crt");
+    assert!(matches!(
+        Issuer::from_pem(other, key),
+        Err(IssuerError::KeyMismatch(_))
+    ));
+}
+
+#[test]
+fn der_lengths_use_the_short_form_below_128_and_the_long_form_above() {
+    let mut out = Vec::new();
+    der_tlv(0x04, &[7; 5], &mut out);
+    assert_eq!(&out[..2], &[0x04, 5]);
+    out.clear();
+    der_tlv(0x04, &[7; 200], &mut out);
+    assert_eq!(&out[..3], &[0x04, 0x81, 200]);
+    out.clear();
+    der_tlv(0x04, &vec![7; 1200], &mut out);
+    assert_eq!(&out[..4], &[0x04, 0x82, 0x04, 0xb0]);
+}
