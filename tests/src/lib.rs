@@ -21,6 +21,7 @@ pub mod dns;
 pub mod endpoints;
 pub mod fleet;
 pub mod h2raw;
+pub mod helm;
 pub mod identity;
 pub mod kube;
 pub mod load;
