@@ -19,10 +19,12 @@
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use herd_identity::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, copy_bidirectional};
 use tokio::time::Instant;
 use tracing::debug;
@@ -32,25 +34,34 @@ use crate::drain::Drain;
 use crate::endpoint::Io;
 use crate::errors::ProxyError;
 use crate::identity::Alpn;
-use crate::metrics::TcpMetrics;
+use crate::metrics::{TcpMetrics, TlsPeer};
 use crate::outcome::Outcome;
 use crate::route::ServiceTarget;
 
+/// A connection to an endpoint of an opaque service.
+pub struct Upstream {
+    pub io: Io,
+    /// Counts the connection as the endpoint's load for as long as it is held (keep it for the
+    /// tunnel's life: least-request then balances long-lived connections).
+    pub lease: Option<Lease>,
+    /// The SPIFFE ID the endpoint presented, when it is meshed (reached over mutual TLS).
+    pub identity: Option<Arc<SpiffeId>>,
+}
+
 /// Connects to an endpoint of `service` chosen by its balancer (over mutual TLS when it is
-/// meshed). The returned lease counts the
-/// connection as the endpoint's load for as long as it is held (keep it for the tunnel's life:
-/// least-request then balances long-lived connections).
-pub async fn connect(
-    service: &ServiceTarget,
-    client: IpAddr,
-) -> Result<(Io, Option<Lease>), ProxyError> {
+/// meshed).
+pub async fn connect(service: &ServiceTarget, client: IpAddr) -> Result<Upstream, ProxyError> {
     let balancer = &service.balancer;
     let hash = balancer.hash_of(&http::HeaderMap::new(), client);
     let mut dispatch = balancer.dispatch(hash, false).await?;
     match dispatch.member.endpoint.connect_io(Alpn::Opaque).await {
-        Ok(stream) => {
+        Ok(io) => {
             balancer.record(&mut dispatch, Outcome::Status(200));
-            Ok((stream, dispatch.take_lease()))
+            Ok(Upstream {
+                io,
+                lease: dispatch.take_lease(),
+                identity: dispatch.member.endpoint.key().peer.clone(),
+            })
         }
         Err(error) => {
             balancer.record(&mut dispatch, Outcome::ConnectFailure);
@@ -62,18 +73,21 @@ pub async fn connect(
 /// Copies between `client` and `server` until both directions end, the drain deadline, or
 /// `idle_timeout` without a byte either way (`None`: never), counting the connection and its
 /// bytes in `metrics` as they flow (a long-lived connection's traffic shows while it is open,
-/// not only when it closes). Both connections are closed when this returns (dropped).
+/// not only when it closes); its opening and closing are counted with what mutual TLS proved of
+/// `peer`. Both connections are closed when this returns (dropped).
 pub async fn tunnel<A, B>(
     mut client: A,
     server: B,
     idle_timeout: Option<Duration>,
     drain: &Drain,
     metrics: &TcpMetrics,
+    peer: TlsPeer<'_>,
 ) where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    metrics.opened.inc();
+    let connections = metrics.connections(peer);
+    connections.opened.inc();
     metrics.open.inc();
     let active = AtomicBool::new(false);
     let mut server = Counted {
@@ -85,20 +99,20 @@ pub async fn tunnel<A, B>(
         result = copy_bidirectional(&mut client, &mut server) => match result {
             Ok((sent, received)) => {
                 debug!(sent, received, "tunnel closed");
-                &metrics.closed_ok
+                &connections.closed_ok
             }
             Err(error) => {
                 debug!(%error, "tunnel failed");
-                &metrics.closed_error
+                &connections.closed_error
             }
         },
         _ = drain.deadline() => {
             debug!("tunnel cut at drain deadline");
-            &metrics.closed_error
+            &connections.closed_error
         }
         _ = silence(&active, idle_timeout) => {
             debug!(?idle_timeout, "tunnel closed: idle");
-            &metrics.closed_idle
+            &connections.closed_idle
         }
     };
     metrics.open.dec();

@@ -24,11 +24,12 @@
 //! goes to another endpoint; the first response wins and the other attempt is dropped, which
 //! closes its HTTP/1 connection or resets its HTTP/2 stream, cancelling it at the app.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use herd_config::{Backoff, Hedge, HedgeDelay, RetryCondition, RetryPolicy};
+use herd_identity::SpiffeId;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use tokio::time::Instant;
 use tracing::debug;
@@ -216,14 +217,23 @@ impl Deadline {
     }
 }
 
-/// What the attempts of one request came to, for the access log.
+/// What the attempts of one request came to, for the access log and the response's metrics.
 #[derive(Debug, Default)]
 pub struct Trace {
     /// Tries sent (a hedged pair counts once).
     pub attempts: u32,
     /// The endpoint of the last try.
     pub endpoint: Option<std::net::SocketAddr>,
+    /// The SPIFFE ID the last try's endpoint had to present: it is meshed, reached over mutual
+    /// TLS (a response from it came from that identity, the match is exact). Also set when the
+    /// route's timeout cut that try short. `None`: plaintext, or no endpoint was tried.
+    pub server_identity: Option<Arc<SpiffeId>>,
 }
+
+/// The SPIFFE ID of the meshed endpoint the try in flight went to, set as it is dispatched: what
+/// [`Trace::server_identity`] keeps when the route's timeout drops the try before it returns.
+/// Plaintext endpoints leave it alone, so their tries take no lock.
+type InFlightPeer = Mutex<Option<Arc<SpiffeId>>>;
 
 /// Sends `req` to an endpoint of the plan's service under its route's timeout, retry and hedge
 /// policies. `replayable` is false for requests that must never be sent twice (upgrades).
@@ -260,11 +270,13 @@ pub async fn send(
     let mut next = Some(req);
     let mut last: Option<Arc<Member>> = None;
     let mut retries = 0;
+    let mut in_flight = InFlightPeer::default();
     loop {
         let Some(req) = next.take() else {
             unreachable!("every iteration sets the next request")
         };
         let per_try = policy.and_then(|p| p.per_try_timeout);
+        let peer = &in_flight;
         let attempt = async {
             match (hedge, &template) {
                 // Hedging holds two attempts and a timer: boxed, so routes without it (and the
@@ -279,18 +291,30 @@ pub async fn send(
                         hash,
                         per_try,
                         &withdraw,
+                        peer,
                     ))
                     .await
                 }
-                _ => attempt(plan, req, hash, last.as_ref(), per_try).await,
+                _ => attempt(plan, req, hash, last.as_ref(), per_try, peer).await,
             }
         };
         let (result, endpoint) = tokio::select! {
             result = attempt => result,
-            _ = deadline.passed() => return Err(deadline.error()),
+            _ = deadline.passed() => {
+                trace.server_identity = in_flight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                return Err(deadline.error());
+            }
         };
         trace.attempts += u32::from(endpoint.is_some());
         trace.endpoint = endpoint.as_ref().map(|e| e.addr());
+        trace.server_identity = endpoint
+            .as_ref()
+            .and_then(|e| e.endpoint.key().peer.clone());
+        // The next try starts with no endpoint.
+        *in_flight.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
         last = endpoint;
         let failure = match &result {
             Ok((resp, _)) => Failure::Status(resp.status().as_u16()),
@@ -365,9 +389,10 @@ async fn attempt(
     hash: Option<u64>,
     avoid: Option<&Arc<Member>>,
     per_try: Option<Duration>,
+    peer: &InFlightPeer,
 ) -> (Attempt, Option<Arc<Member>>) {
     match plan.balancer.dispatch_avoiding(hash, true, avoid).await {
-        Ok(dispatch) => exchange(plan, dispatch, req, per_try).await,
+        Ok(dispatch) => exchange(plan, dispatch, req, per_try, peer).await,
         Err(error) => (
             Err(Failed {
                 error,
@@ -380,14 +405,18 @@ async fn attempt(
 }
 
 /// Sends `req` on the endpoint `dispatch` holds, within `per_try`, and tells the balancer how it
-/// went.
+/// went. A meshed endpoint's identity goes into `peer` first.
 async fn exchange(
     plan: &Plan<'_>,
     mut dispatch: Dispatch,
     req: Request<RequestBody>,
     per_try: Option<Duration>,
+    peer: &InFlightPeer,
 ) -> (Attempt, Option<Arc<Member>>) {
     let member = dispatch.member.clone();
+    if let Some(identity) = &member.endpoint.key().peer {
+        *peer.lock().unwrap_or_else(PoisonError::into_inner) = Some(identity.clone());
+    }
     let started = Instant::now();
     let send = member.endpoint.send(req, dispatch.take_slot());
     let sent = match per_try {
@@ -447,6 +476,7 @@ async fn hedged(
     hash: Option<u64>,
     per_try: Option<Duration>,
     withdraw: &impl Fn() -> bool,
+    peer: &InFlightPeer,
 ) -> (Attempt, Option<Arc<Member>>) {
     let balancer = plan.balancer;
     let delay = match delay {
@@ -467,7 +497,7 @@ async fn hedged(
         }
     };
     let first_endpoint = dispatch.member.clone();
-    let first = exchange(plan, dispatch, req, per_try);
+    let first = exchange(plan, dispatch, req, per_try, peer);
     tokio::pin!(first);
     let Some(delay) = delay else {
         return first.await;
@@ -484,7 +514,7 @@ async fn hedged(
     }
     debug!(service = %plan.service, ?delay, "hedging");
     plan.metrics.hedges.inc();
-    let second = attempt(plan, second_req, hash, Some(&first_endpoint), per_try);
+    let second = attempt(plan, second_req, hash, Some(&first_endpoint), per_try, peer);
     tokio::pin!(second);
     tokio::select! {
         done = &mut first => match done {

@@ -24,7 +24,7 @@ use crate::drain::Drain;
 use crate::http::{ConnCtx, ConnService};
 use crate::identity::{self, Identity};
 use crate::listen::{self, Accepted, Direction};
-use crate::metrics::{ListenerMetrics, Metrics};
+use crate::metrics::{ListenerMetrics, Metrics, TlsPeer};
 use crate::route::ServiceTarget;
 use crate::snapshot::{Registry, Snapshot};
 use crate::{control, endpoint, opaque, reload};
@@ -278,7 +278,7 @@ impl Listening {
         let Some(identity) = self.identity.clone() else {
             if app.protocol == Protocol::Opaque {
                 if self.admit_opaque(&peer) {
-                    forward_opaque(conn.stream, peer.addr, &app, &self.drain).await;
+                    forward_opaque(conn.stream, &peer, &app, &self.drain).await;
                 }
                 return;
             }
@@ -289,7 +289,7 @@ impl Listening {
                 && self.admit_opaque(&peer)
             {
                 // Rare on an HTTP port: boxed, so HTTP connections' tasks do not carry a tunnel.
-                Box::pin(forward_opaque(io, peer.addr, &app, &self.drain)).await;
+                Box::pin(forward_opaque(io, &peer, &app, &self.drain)).await;
             }
             return;
         };
@@ -308,7 +308,7 @@ impl Listening {
             }
             (_, Mtls::Permissive) if app.protocol == Protocol::Opaque => {
                 if self.admit_opaque(&peer) {
-                    forward_opaque(io, peer.addr, &app, &self.drain).await
+                    forward_opaque(io, &peer, &app, &self.drain).await
                 }
             }
             (_, Mtls::Permissive) => {
@@ -318,7 +318,7 @@ impl Listening {
                     .await
                     && self.admit_opaque(&peer)
                 {
-                    Box::pin(forward_opaque(io, peer.addr, &app, &self.drain)).await;
+                    Box::pin(forward_opaque(io, &peer, &app, &self.drain)).await;
                 }
             }
         }
@@ -458,7 +458,7 @@ impl Listening {
                     let snapshot = self.rx.borrow();
                     (snapshot.egress.clone(), snapshot.config.proxy.tunnel_idle())
                 };
-                opaque::tunnel(io, upstream, idle, &self.drain, &egress).await
+                opaque::tunnel(io, upstream, idle, &self.drain, &egress, TlsPeer::Plaintext).await
             }
             Err(error) => debug!(%error, "opaque connect failed"),
         }
@@ -536,7 +536,15 @@ impl Listening {
         let _open = self.opened();
         let service = self.rx.borrow().by_listener.get(&conn.local).cloned();
         match service {
-            Some(service) => forward_opaque(conn.stream, conn.client, &service, &self.drain).await,
+            Some(service) => {
+                let client = Peer {
+                    addr: conn.client,
+                    identity: None,
+                    expires: None,
+                    port: conn.local.port(),
+                };
+                forward_opaque(conn.stream, &client, &service, &self.drain).await
+            }
             None => debug!("no opaque service listens here any more"),
         }
     }
@@ -606,23 +614,33 @@ async fn forward_opaque_while_valid<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     tokio::select! {
-        () = forward_opaque(client, peer.addr, service, drain) => {}
+        () = forward_opaque(client, peer, service, drain) => {}
         () = crate::http::expiry(peer.expires) => {
             debug!(client = %peer.addr, "the client's certificate expired: closing its connection");
         }
     }
 }
 
-async fn forward_opaque<I>(client: I, peer: SocketAddr, service: &ServiceTarget, drain: &Drain)
+/// Bytes between `client` and an endpoint of `service`, counted with the client's identity
+/// (inbound over mutual TLS) or the endpoint's (a meshed one).
+async fn forward_opaque<I>(client: I, peer: &Peer, service: &ServiceTarget, drain: &Drain)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     if let Some(subscription) = &service.subscription {
         subscription.touch();
     }
-    match opaque::connect(service, peer.ip()).await {
-        Ok((upstream, _lease)) => {
-            opaque::tunnel(client, upstream, service.tunnel_idle, drain, &service.tcp).await
+    match opaque::connect(service, peer.addr.ip()).await {
+        Ok(upstream) => {
+            let _lease = upstream.lease;
+            // Inbound, the client's identity; outbound (an opaque service's listener), the
+            // endpoint's. Never both: the inbound app is not meshed, the local app has none.
+            let tls = match (&peer.identity, &upstream.identity) {
+                (Some(client), _) => TlsPeer::Client(client),
+                (None, server) => TlsPeer::server(server.as_deref()),
+            };
+            let idle = service.tunnel_idle;
+            opaque::tunnel(client, upstream.io, idle, drain, &service.tcp, tls).await
         }
         Err(error) => debug!(%error, service = %service.name, "closing"),
     }

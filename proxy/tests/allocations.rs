@@ -3,8 +3,8 @@
 //! every request.
 //!
 //! This test binary counts every allocation with a wrapping global allocator, warms each piece
-//! up (thread-locals, the endpoint set's first load and a status code's first series may
-//! allocate once), then counts, per thread, the allocations of many repetitions, which must be zero.
+//! up (thread-locals, the endpoint set's first load and a status code's or a peer identity's
+//! first series may allocate once), then counts, per thread, the allocations of many repetitions, which must be zero.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use herd_config::{Algorithm, BalancerConfig, HashOn, OutlierDetection, ServiceLimits};
+use herd_identity::SpiffeId;
 use herd_proxy::balance::ring::hash_key;
 use herd_proxy::balance::{Balancer, Member};
 use herd_proxy::endpoint::{Endpoint, PoolKey, Wire};
@@ -20,7 +21,7 @@ use herd_proxy::http::headers::{
     X_FORWARDED_FOR, append_forwarded_for, forwarded_for, strip_hop_by_hop,
 };
 use herd_proxy::listen::Direction;
-use herd_proxy::metrics::Metrics;
+use herd_proxy::metrics::{Metrics, TlsPeer};
 use herd_proxy::snapshot::{Registry, Snapshot};
 use http::{HeaderMap, HeaderValue, Method};
 
@@ -112,13 +113,27 @@ async fn a_pick_allocates_nothing() {
 fn recording_a_request_allocates_nothing() {
     let metrics = Metrics::new();
     let route = metrics.route(Direction::Outbound, "web", "api");
+    // Plaintext, and two meshed endpoints' identities (their series resolved at first sight).
+    let ids: [SpiffeId; 2] = [
+        "spiffe://cluster.local/ns/mastodon/sa/web".parse().unwrap(),
+        "spiffe://cluster.local/ns/mastodon/sa/web-canary"
+            .parse()
+            .unwrap(),
+    ];
+    let peers = [
+        TlsPeer::Plaintext,
+        TlsPeer::Server(&ids[0]),
+        TlsPeer::Server(&ids[1]),
+    ];
     for status in [200, 404, 503] {
-        route.response(status);
+        for peer in peers {
+            route.response(status, peer);
+        }
     }
     let before = allocations();
     for i in 0..10_000u32 {
         route.requests.inc();
-        route.response([200, 404, 503][i as usize % 3]);
+        route.response([200, 404, 503][i as usize % 3], peers[i as usize / 3 % 3]);
         route.latency.observe(f64::from(i % 100) / 1000.0);
         route.duration.observe(f64::from(i % 100) / 900.0);
     }

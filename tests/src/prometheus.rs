@@ -53,7 +53,7 @@ pub const STARTUP: Duration = Duration::from_secs(30);
 /// scrapes, on a machine busy running other tests.
 pub const SCRAPED: Duration = Duration::from_secs(20);
 
-/// A running Prometheus scraping one proxy; killed (and its TSDB removed) when dropped.
+/// A running Prometheus scraping one proxy or a few; killed (and its TSDB removed) when dropped.
 pub struct Prometheus {
     child: Child,
     addr: SocketAddr,
@@ -65,6 +65,14 @@ impl Prometheus {
     /// Starts Prometheus scraping `http://{admin}/metrics` every second and waits until it is
     /// ready and its first scrape of the proxy succeeded (`up{job="herd"} == 1`).
     pub async fn scraping(admin: SocketAddr) -> Prometheus {
+        Self::scraping_all(&[admin]).await
+    }
+
+    /// [`Prometheus::scraping`] of several proxies (one target each in the `herd` job): returns
+    /// once every one has been scraped.
+    pub async fn scraping_all(admins: &[SocketAddr]) -> Prometheus {
+        let targets: Vec<String> = admins.iter().map(|a| format!("'{a}'")).collect();
+        let targets = targets.join(", ");
         let dir = tempfile::Builder::new()
             .prefix("herd-prometheus-")
             .tempdir()
@@ -77,7 +85,7 @@ impl Prometheus {
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
                  scrape_configs:\n  - job_name: herd\n    scheme: http\n    metrics_path: /metrics\n\
-                 \x20   static_configs:\n      - targets: ['{admin}']\n"
+                 \x20   static_configs:\n      - targets: [{targets}]\n"
             ),
         )
         .expect("write prometheus.yml");
@@ -106,7 +114,9 @@ impl Prometheus {
         };
         prometheus.wait_ready().await;
         prometheus
-            .wait_for(r#"up{job="herd"}"#, |v| v.iter().any(|(_, up)| *up == 1.0))
+            .wait_for(r#"up{job="herd"}"#, |v| {
+                v.iter().filter(|(_, up)| *up == 1.0).count() == admins.len()
+            })
             .await;
         prometheus
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use herd_tests::control::Control;
 use herd_tests::curl::{Output, curl};
 use herd_tests::identity::{self as kit, CaFiles, Root};
+use herd_tests::prometheus::Exposition;
 use herd_tests::proxy::Proxy;
 use herd_tests::server::{self, Server, reply};
 use herd_tests::{TIMEOUT, eventually};
@@ -575,6 +576,153 @@ async fn two_proxies_carry_requests_over_mutual_tls_and_one_http2_connection() {
     assert!(text.contains(r#"error="tls""#), "{text}");
 }
 
+/// `herd_http_responses_total` where traffic crosses the mesh: the inbound proxy counts the
+/// client's identity, the outbound one the server's, and plaintext stays `tls="false"` without
+/// identities; a response the proxy made after trying a meshed endpoint carries the identity it
+/// had to present, one it made before trying any carries none.
+#[tokio::test]
+async fn responses_are_counted_with_tls_and_the_peers_identity() {
+    let mesh = mesh().await;
+    let app = whoami().await;
+    let web = mesh.proxy(app.addr(), "permissive").await;
+    let db = "spiffe://cluster.local/ns/mastodon/sa/db";
+    let sidekiq = mesh
+        .client_proxy(&format!(
+            "
+              - name: web
+                authorities: [web]
+                endpoints: [{{address: {inbound}, identity: {WEB}}}]
+              - name: plain
+                authorities: [plain]
+                endpoints: [{app}]
+              - name: impostor
+                authorities: [db]
+                endpoints: [{{address: {inbound}, identity: {db}}}]
+            ",
+            inbound = web.inbound(),
+            app = app.addr(),
+        ))
+        .await;
+
+    const MESHED: usize = 7;
+    for _ in 0..MESHED {
+        let out = curl()
+            .proxy(sidekiq.outbound())
+            .get("http://web/whoami")
+            .await;
+        assert_eq!((out.status(), out.text().as_str()), (200, SIDEKIQ));
+    }
+    // Plaintext both ways: an outbound service that is not meshed, and a client of the
+    // permissive port without TLS.
+    let out = curl()
+        .proxy(sidekiq.outbound())
+        .get("http://plain/whoami")
+        .await;
+    assert_eq!((out.status(), out.text().as_str()), (200, "none"));
+    let out = curl().get(format!("http://{}/whoami", web.inbound())).await;
+    assert_eq!((out.status(), out.text().as_str()), (200, "none"));
+    // The proxy's own answers: the server is not who the endpoint says; no service at all.
+    let out = curl()
+        .proxy(sidekiq.outbound())
+        .get("http://db/whoami")
+        .await;
+    assert_eq!(out.status(), 502);
+    let out = curl()
+        .proxy(sidekiq.outbound())
+        .get("http://nobody/whoami")
+        .await;
+    assert_eq!(out.status(), 404);
+
+    let name = "herd_http_responses_total";
+    let text = web.admin_get("/metrics").await.text();
+    let inbound = Exposition::parse(&text);
+    let meshed = MESHED as f64;
+    assert_eq!(
+        inbound.sum(
+            name,
+            &[
+                ("direction", "inbound"),
+                ("tls", "true"),
+                ("client_identity", SIDEKIQ),
+                ("server_identity", ""),
+                ("status_code", "200"),
+            ]
+        ),
+        Some(meshed),
+        "{text}"
+    );
+    assert_eq!(
+        inbound.sum(
+            name,
+            &[
+                ("direction", "inbound"),
+                ("tls", "false"),
+                ("client_identity", ""),
+                ("server_identity", ""),
+            ]
+        ),
+        Some(1.0),
+        "the plaintext client"
+    );
+    assert_eq!(
+        inbound.sum(name, &[]),
+        Some(meshed + 1.0),
+        "nothing else counted"
+    );
+
+    let text = sidekiq.admin_get("/metrics").await.text();
+    let outbound = Exposition::parse(&text);
+    let count = |labels: &[(&str, &str)]| outbound.sum(name, labels);
+    assert_eq!(
+        count(&[
+            ("service", "web"),
+            ("tls", "true"),
+            ("client_identity", ""),
+            ("server_identity", WEB),
+            ("status_code", "200"),
+        ]),
+        Some(meshed),
+        "{text}"
+    );
+    assert_eq!(
+        count(&[
+            ("service", "plain"),
+            ("tls", "false"),
+            ("client_identity", ""),
+            ("server_identity", ""),
+        ]),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(&[
+            ("service", "impostor"),
+            ("tls", "true"),
+            ("server_identity", db),
+            ("error", "tls"),
+        ]),
+        Some(1.0),
+        "a mismatch counts under the identity the endpoint had to present"
+    );
+    assert_eq!(
+        count(&[
+            ("service", "unknown"),
+            ("tls", "false"),
+            ("server_identity", ""),
+            ("error", "no-route"),
+        ]),
+        Some(1.0),
+        "no endpoint was tried"
+    );
+    assert_eq!(count(&[]), Some(meshed + 3.0), "nothing else counted");
+    // Requests are counted before an endpoint is chosen: no such labels there.
+    let requests: Vec<_> = outbound.find("herd_http_requests_total", &[]).collect();
+    assert!(!requests.is_empty());
+    assert!(
+        requests.iter().all(|s| !s.labels.contains_key("tls")),
+        "{requests:?}"
+    );
+}
+
 #[tokio::test]
 async fn websockets_and_opaque_bytes_cross_the_mesh_over_mutual_tls() {
     let mesh = mesh().await;
@@ -636,6 +784,33 @@ async fn websockets_and_opaque_bytes_cross_the_mesh_over_mutual_tls() {
             1.0,
             "{text}"
         );
+        // The tunnel (an upgraded WebSocket, opaque bytes) counts with the client's identity.
+        let opened = Exposition::parse(&text).sum(
+            "herd_tcp_connections_opened_total",
+            &[
+                ("direction", "inbound"),
+                ("tls", "true"),
+                ("client_identity", SIDEKIQ),
+                ("server_identity", ""),
+            ],
+        );
+        assert_eq!(opened, Some(1.0), "{text}");
+    }
+    // And on the calling side, with the identity each endpoint presented.
+    let text = sidekiq.admin_get("/metrics").await.text();
+    let outbound = Exposition::parse(&text);
+    for service in ["stream", "redis"] {
+        let opened = outbound.sum(
+            "herd_tcp_connections_opened_total",
+            &[
+                ("direction", "outbound"),
+                ("service", service),
+                ("tls", "true"),
+                ("client_identity", ""),
+                ("server_identity", WEB),
+            ],
+        );
+        assert_eq!(opened, Some(1.0), "{service}: {text}");
     }
 }
 
@@ -840,7 +1015,8 @@ async fn policies_from_the_control_plane_govern_the_proxies_they_name() {
 }
 
 /// The dashboard's identity row, against a real Prometheus scraping a proxy with a certificate,
-/// a policy, mutual-TLS clients and refused ones: every expression must return data.
+/// a policy, mutual-TLS clients and refused ones, and the proxy of a client pod calling it over
+/// mutual TLS: every expression must return data.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboards_identity_row_has_data_for_a_meshed_proxy() {
     let mesh = mesh().await;
@@ -857,10 +1033,36 @@ async fn the_dashboards_identity_row_has_data_for_a_meshed_proxy() {
         ),
     ))
     .await;
-    let prometheus = herd_tests::prometheus::Prometheus::scraping(proxy.admin()).await;
+    let caller = mesh
+        .client_proxy(&format!(
+            "
+              - name: web
+                authorities: [web]
+                endpoints: [{{address: {inbound}, identity: {WEB}}}]
+            ",
+            inbound = proxy.inbound(),
+        ))
+        .await;
+    let prometheus =
+        herd_tests::prometheus::Prometheus::scraping_all(&[proxy.admin(), caller.admin()]).await;
     let sidekiq = mesh.client("sidekiq", SIDEKIQ, SIDEKIQ_TOKEN).await;
     let streaming = mesh.client("streaming", STREAMING, STREAMING_TOKEN).await;
-    for _ in 0..3 {
+    for round in 0..3 {
+        if round == 1 {
+            // A series is born at its first count, which rate() cannot see as an increase: the
+            // success rates by identity need a scrape of them between two rounds (0 / 0 else).
+            // Three: from sidekiq (200), from streaming (403), to web (200).
+            prometheus
+                .wait_for(r#"count(herd_http_responses_total{tls="true"})"#, |v| {
+                    v.first().is_some_and(|(_, n)| *n >= 3.0)
+                })
+                .await;
+        }
+        let out = curl()
+            .proxy(caller.outbound())
+            .get("http://web/whoami")
+            .await;
+        assert_eq!((out.status(), out.text().as_str()), (200, SIDEKIQ));
         assert_eq!(
             mesh.curl_tls(&proxy, Some(&sidekiq), &[]).await.status(),
             200
@@ -880,7 +1082,13 @@ async fn the_dashboards_identity_row_has_data_for_a_meshed_proxy() {
     }
     prometheus
         .wait_for("sum(herd_authorization_decisions_total)", |v| {
-            v.first().is_some_and(|(_, n)| *n >= 6.0)
+            v.first().is_some_and(|(_, n)| *n >= 9.0)
+        })
+        .await;
+    // Per round: from sidekiq twice (curl, the caller's proxy), from streaming, to web.
+    prometheus
+        .wait_for(r#"sum(herd_http_responses_total{tls="true"})"#, |v| {
+            v.first().is_some_and(|(_, n)| *n >= 12.0)
         })
         .await;
     // rate() needs two samples after the traffic.
@@ -908,7 +1116,7 @@ async fn the_dashboards_identity_row_has_data_for_a_meshed_proxy() {
         }
     }
     assert!(
-        exprs.len() >= 5,
+        exprs.len() >= 8,
         "the identity row has its panels: {exprs:?}"
     );
     let mut problems = Vec::new();

@@ -25,6 +25,7 @@ use super::ConnCtx;
 use super::own::{self, Listeners};
 use crate::endpoint;
 use crate::errors::ProxyError;
+use crate::metrics::TlsPeer;
 use crate::opaque;
 use crate::response::ResponseBody;
 use crate::snapshot::Snapshot;
@@ -44,14 +45,18 @@ pub async fn tunnel(
         .authority()
         .ok_or(ProxyError::NoAuthority)?
         .clone();
-    let (upstream, lease, tcp, idle) = match snapshot.routes.lookup(authority.as_str()) {
-        Ok(service) => {
-            let (upstream, lease) = opaque::connect(service, ctx.client.ip()).await?;
-            (upstream, lease, service.tcp.clone(), service.tunnel_idle)
-        }
+    let (upstream, tcp, idle) = match snapshot.routes.lookup(authority.as_str()) {
+        Ok(service) => (
+            opaque::connect(service, ctx.client.ip()).await?,
+            service.tcp.clone(),
+            service.tunnel_idle,
+        ),
         Err(ProxyError::NoService(_)) => (
-            tokio_util::either::Either::Left(egress(&authority, snapshot, ctx).await?),
-            None,
+            opaque::Upstream {
+                io: tokio_util::either::Either::Left(egress(&authority, snapshot, ctx).await?),
+                lease: None,
+                identity: None,
+            },
             snapshot.egress.clone(),
             snapshot.config.proxy.tunnel_idle(),
         ),
@@ -60,9 +65,16 @@ pub async fn tunnel(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let drain = ctx.drain.clone();
     ctx.drain.spawn(async move {
-        let _lease = lease;
+        let opaque::Upstream {
+            io,
+            lease: _lease,
+            identity,
+        } = upstream;
         match on_upgrade.await {
-            Ok(client) => opaque::tunnel(TokioIo::new(client), upstream, idle, &drain, &tcp).await,
+            Ok(client) => {
+                let peer = TlsPeer::server(identity.as_deref());
+                opaque::tunnel(TokioIo::new(client), io, idle, &drain, &tcp, peer).await
+            }
             Err(error) => debug!(%error, "CONNECT upgrade failed"),
         }
     });

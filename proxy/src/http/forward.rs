@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use herd_config::AccessLogFormat;
 use herd_config::Protocol;
+use herd_identity::SpiffeId;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
@@ -25,7 +26,7 @@ use crate::body::RequestBody;
 use crate::endpoint::{Wire, for_wire};
 use crate::errors::ProxyError;
 use crate::listen::Direction;
-use crate::metrics::RouteMetrics;
+use crate::metrics::{RouteMetrics, TlsPeer};
 use crate::response::{ResponseBody, Timing};
 use crate::retry::Trace;
 use crate::route::ServiceTarget;
@@ -69,7 +70,14 @@ pub async fn forward(
                 snapshot.unknown_route.requests.inc();
                 &snapshot.unknown_route
             });
-            metrics.error(&error);
+            metrics.error(
+                &error,
+                tls_peer(
+                    ctx.direction,
+                    ctx.client_identity.as_deref(),
+                    trace.server_identity.as_deref(),
+                ),
+            );
             let elapsed = started.elapsed();
             metrics.latency.observe(elapsed.as_secs_f64());
             metrics.duration.observe(elapsed.as_secs_f64());
@@ -238,7 +246,12 @@ async fn proxy<'s>(
         trace,
     )
     .await?;
-    route.metrics.response(resp.status().as_u16());
+    let peer = tls_peer(
+        ctx.direction,
+        ctx.client_identity.as_deref(),
+        trace.server_identity.as_deref(),
+    );
+    route.metrics.response(resp.status().as_u16(), peer);
     route
         .metrics
         .latency
@@ -258,13 +271,21 @@ async fn proxy<'s>(
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let drain = ctx.drain.clone();
         let (tcp, idle) = (service.tcp.clone(), service.tunnel_idle);
+        let direction = ctx.direction;
+        let identities = (ctx.client_identity.clone(), trace.server_identity.clone());
         ctx.drain.spawn(async move {
             // The lease counts the tunnel as the endpoint's load until it closes.
             let _lease = lease;
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
                     let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                    opaque::tunnel(client, upstream, idle, &drain, &tcp).await
+                    let (client_identity, server_identity) = &identities;
+                    let peer = tls_peer(
+                        direction,
+                        client_identity.as_deref(),
+                        server_identity.as_deref(),
+                    );
+                    opaque::tunnel(client, upstream, idle, &drain, &tcp, peer).await
                 }
                 Err(error) => debug!(%error, "upgrade failed"),
             }
@@ -293,6 +314,20 @@ async fn proxy<'s>(
         parts,
         ResponseBody::upstream(body, Some(lease), timing),
     ))
+}
+
+/// What mutual TLS proved about the other end of a request's exchange, as its response (or
+/// upgraded tunnel) is counted: inbound, the client's connection (`client`); outbound, the
+/// endpoint of the last try (`server`: plaintext when none was tried).
+fn tls_peer<'a>(
+    direction: Direction,
+    client: Option<&'a SpiffeId>,
+    server: Option<&'a SpiffeId>,
+) -> TlsPeer<'a> {
+    match direction {
+        Direction::Inbound => TlsPeer::client(client),
+        Direction::Outbound => TlsPeer::server(server),
+    }
 }
 
 /// The authority a request is for: its absolute-form or `:authority`, else `Host`.

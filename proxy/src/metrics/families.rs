@@ -48,11 +48,14 @@ impl Families {
             ),
             responses: counter(
                 "herd_http_responses_total",
-                "Responses sent to clients, by status code, classification (failure: 5xx, or proxy-generated because of the app or the proxy; success: the app's non-5xx, or a bad request the client caused) and proxy error kind (empty for the app's own responses).",
+                "Responses sent to clients, by mutual TLS (tls; inbound: the client's verified SPIFFE ID as client_identity; outbound: the answering endpoint's as server_identity), status code, classification (failure: 5xx, or proxy-generated because of the app or the proxy; success: the app's non-5xx, or a bad request the client caused) and proxy error kind (empty for the app's own responses).",
                 &[
                     "direction",
                     "service",
                     "route",
+                    PEER[0],
+                    PEER[1],
+                    PEER[2],
                     "status_code",
                     "classification",
                     "error",
@@ -94,13 +97,13 @@ impl Families {
             ),
             tcp_opened: counter(
                 "herd_tcp_connections_opened_total",
-                "Opaque TCP connections (tunnels) opened to an endpoint.",
-                &["direction", "service"],
+                "Opaque TCP connections (tunnels) opened to an endpoint, by mutual TLS (tls; inbound: the client's verified SPIFFE ID as client_identity; outbound: the endpoint's as server_identity).",
+                &["direction", "service", PEER[0], PEER[1], PEER[2]],
             ),
             tcp_closed: counter(
                 "herd_tcp_connections_closed_total",
-                "Opaque TCP connections closed, by outcome (ok, error, idle).",
-                &["direction", "service", "outcome"],
+                "Opaque TCP connections closed, by mutual TLS (as opened) and outcome (ok, error, idle).",
+                &["direction", "service", PEER[0], PEER[1], PEER[2], "outcome"],
             ),
             tcp_open: gauge(
                 "herd_tcp_connections_open",
@@ -186,3 +189,10 @@ fn histogram(name: &str, help: &str) -> HistogramVec {
 }
 
 const ROUTE: &[&str] = &["direction", "service", "route"];
+
+/// The labels of what mutual TLS proved about the other end (values from [`super::peer`]), in
+/// this order: the `prometheus` crate tells a family's series apart by a hash of their label
+/// values run together, so the same SPIFFE ID as client (`ID`, `true`, ``) and as server (``,
+/// `true`, `ID`) must not be the same bytes, as they would be with the identities side by side.
+/// (The exposition lists labels by name, whatever the order here.)
+pub(super) const PEER: [&str; 3] = ["client_identity", "tls", "server_identity"];

@@ -2,12 +2,14 @@
 //!
 //! Names follow the design's conventions: `herd_` prefix, base units (seconds, bytes), counters
 //! ending in `_total`, latency histograms with fixed buckets from 1 ms to 60 s. Labels are
-//! bounded: direction, service, route, status code, classification, error kind; never a path, a
-//! client address or a remote host's name (traffic to hosts outside the mesh is `egress`).
+//! bounded: direction, service, route, status code, classification, error kind, and the SPIFFE
+//! IDs mutual TLS proved (one per ServiceAccount, see [`TlsPeer`]); never a path, a client
+//! address or a remote host's name (traffic to hosts outside the mesh is `egress`).
 //!
 //! Recording is cheap on the request path: label handles are resolved when a route or service is
 //! installed (a snapshot is built), not per request, so recording is an atomic add. A status code
-//! resolves its series the first time it is seen on a route and keeps it. Handles are shared
+//! resolves its series the first time it is seen on a route and keeps it, and so does a peer's
+//! identity (its series are kept beside the route's plaintext ones). Handles are shared
 //! between snapshots that keep the same route or service, and when the last one goes (the route
 //! was removed and its requests are done) its series are removed from the exposition.
 
@@ -17,6 +19,7 @@
 
 mod families;
 mod handles;
+mod peer;
 #[cfg(test)]
 mod tests;
 
@@ -30,7 +33,10 @@ use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Registry, TextEncod
 
 pub use self::families::BUCKETS;
 use self::families::{Families, counter};
-pub use self::handles::{ErrorKind, RetryReason, RouteMetrics, ServiceMetrics, TcpMetrics};
+pub use self::handles::{
+    ErrorKind, RetryReason, RouteMetrics, ServiceMetrics, TcpConnections, TcpMetrics,
+};
+pub use self::peer::TlsPeer;
 use crate::listen::Direction;
 
 /// Per-endpoint latency gauges are exported only for services this small: beyond, one series per

@@ -19,7 +19,15 @@ fn start(idle: Option<Duration>) -> (DuplexStream, DuplexStream, JoinHandle<()>,
         let metrics = metrics.clone();
         async move {
             let drain = Drain::new();
-            tunnel(proxy_client, proxy_server, idle, &drain, &metrics).await
+            tunnel(
+                proxy_client,
+                proxy_server,
+                idle,
+                &drain,
+                &metrics,
+                TlsPeer::Plaintext,
+            )
+            .await
         }
     });
     (client, server, task, metrics)
@@ -59,8 +67,11 @@ async fn a_half_closed_tunnel_to_an_upstream_that_never_closes_is_closed_when_id
         "closed after {silent:?} of silence"
     );
     both_sides_closed(&mut client, &mut server).await;
-    assert_eq!(metrics.closed_idle.get(), 1);
-    assert_eq!(metrics.closed_ok.get() + metrics.closed_error.get(), 0);
+    assert_eq!(metrics.plaintext.closed_idle.get(), 1);
+    assert_eq!(
+        metrics.plaintext.closed_ok.get() + metrics.plaintext.closed_error.get(),
+        0
+    );
     assert_eq!(metrics.open.get(), 0);
 }
 
@@ -88,7 +99,7 @@ async fn traffic_either_way_keeps_a_tunnel_open() {
         "closed after {silent:?} of silence"
     );
     both_sides_closed(&mut client, &mut server).await;
-    assert_eq!(metrics.closed_idle.get(), 1);
+    assert_eq!(metrics.plaintext.closed_idle.get(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -108,7 +119,7 @@ async fn without_an_idle_timeout_a_silent_tunnel_is_held() {
     client.read_to_end(&mut answer).await.unwrap();
     assert_eq!(answer, b"late");
     task.await.unwrap();
-    assert_eq!(metrics.closed_ok.get(), 1);
+    assert_eq!(metrics.plaintext.closed_ok.get(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -124,5 +135,11 @@ async fn a_tunnel_both_sides_close_is_counted_ok() {
     let mut answer = Vec::new();
     client.read_to_end(&mut answer).await.unwrap();
     assert_eq!((&got[..], &answer[..]), (&b"hello"[..], &b"bye"[..]));
-    assert_eq!((metrics.closed_ok.get(), metrics.closed_idle.get()), (1, 0));
+    assert_eq!(
+        (
+            metrics.plaintext.closed_ok.get(),
+            metrics.plaintext.closed_idle.get()
+        ),
+        (1, 0)
+    );
 }
