@@ -8,13 +8,16 @@
 //! short-lived certificate for the identity its token proves.
 //!
 //! [`admin`] serves `/live`, `/ready` and `/metrics`; [`metrics`] holds the series; [`accept`]
-//! takes connections on the gRPC ports, TLS or plaintext.
+//! takes connections on the gRPC ports, TLS or plaintext; [`install`] is `herdctl install`'s
+//! manifests and [`cluster`] `herdctl check --kubeconfig`'s checks.
 #![forbid(unsafe_code)]
 
 pub mod accept;
 pub mod admin;
+pub mod cluster;
 pub mod identity;
 pub mod index;
+pub mod install;
 pub mod metrics;
 pub mod push;
 pub mod source;

@@ -5,6 +5,8 @@
 //! herdctl stat [--control ADDR]               # every proxy connected to that replica
 //! herdctl config PROXY-ID [--control ADDR]    # the routing state that proxy was last sent, as YAML
 //! herdctl check [--control ADDR]              # reachable, sources healthy, no proxy stuck on a NACK
+//! herdctl check --kubeconfig FILE [--pre]      # a cluster before installing, or herd in it after
+//! herdctl install [--namespace NS] ...         # the Helm chart's manifests, without Helm
 //! herdctl identity PROXY-ID [--control ADDR]  # the certificate that proxy presents
 //! herdctl certify --identity ADDR --token-file FILE --id SPIFFE-ID
 //!                                             # get a certificate as a proxy would; print it
@@ -54,10 +56,45 @@ enum Command {
         control: ControlAddr,
     },
     /// Is the control plane reachable, are its sources healthy, is any proxy stuck on a NACK?
+    /// With --kubeconfig: is the cluster ready for herd (--pre), or is herd working in it?
     Check {
         #[command(flatten)]
         control: ControlAddr,
+        /// Check a cluster through this kubeconfig instead of a control plane replica.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// Before installing: the API server's version and native sidecar support only.
+        #[arg(long, requires = "kubeconfig")]
+        pre: bool,
+        /// The namespace herd is installed in.
+        #[arg(
+            long,
+            value_name = "NS",
+            default_value = "herd",
+            requires = "kubeconfig"
+        )]
+        namespace: String,
+        /// The release name (`helm install NAME`; `herd` for `herdctl install`).
+        #[arg(
+            long,
+            value_name = "NAME",
+            default_value = "herd",
+            requires = "kubeconfig"
+        )]
+        release: String,
+        /// Where the injector is probed with a dry-run Pod (a namespace it serves).
+        #[arg(
+            long,
+            value_name = "NS",
+            default_value = "default",
+            requires = "kubeconfig"
+        )]
+        probe_namespace: String,
     },
+    /// Print the Helm chart's objects for `kubectl apply -f -`, without Helm: the chart's
+    /// defaults, changed by these flags. A new issuer (an ECDSA P-256 root) is generated unless
+    /// --issuer-cert and --issuer-key bring one.
+    Install(Install),
     /// The certificate a proxy presents in mutual TLS, as it reported it: SPIFFE ID, serial
     /// (as `openssl x509 -serial` prints it), not-after and the time left.
     Identity {
@@ -84,6 +121,43 @@ enum Command {
         #[arg(long, value_name = "SPIFFE-ID")]
         id: String,
     },
+}
+
+#[derive(clap::Args)]
+struct Install {
+    /// The namespace herd-control runs in (create it first).
+    #[arg(long, value_name = "NS", default_value = "herd")]
+    namespace: String,
+    /// The image with herd's binaries.
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+    /// herd-control replicas.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..))]
+    replicas: i32,
+    /// The SPIFFE trust domain.
+    #[arg(long, value_name = "NAME", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Proxy certificates' lifetime.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    certificate_lifetime: String,
+    /// The cluster's DNS domain.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Namespaces to discover, comma-separated; default all.
+    #[arg(long, value_name = "NS,...", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// What the API server does when the injector cannot be reached.
+    #[arg(long, value_name = "POLICY", default_value = "Ignore", value_parser = ["Ignore", "Fail"])]
+    failure_policy: String,
+    /// Injected proxies as native sidecars.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"])]
+    native_sidecars: String,
+    /// A CA certificate (PEM) to use as the issuer, with --issuer-key.
+    #[arg(long, value_name = "FILE", requires = "issuer_key")]
+    issuer_cert: Option<PathBuf>,
+    /// Its key (PKCS#8, or PKCS#1 for RSA).
+    #[arg(long, value_name = "FILE", requires = "issuer_cert")]
+    issuer_key: Option<PathBuf>,
 }
 
 /// `--control ADDR`: a herd-control replica's discovery address.
@@ -116,7 +190,32 @@ fn main() -> ExitCode {
         Command::Validate { path } => validate(&path),
         Command::Stat { control } => remote(stat(control.addr)),
         Command::Config { proxy_id, control } => remote(config(control.addr, proxy_id)),
-        Command::Check { control } => remote(check(control.addr)),
+        Command::Check {
+            kubeconfig: Some(kubeconfig),
+            pre,
+            namespace,
+            release,
+            probe_namespace,
+            ..
+        } => {
+            let target = herd_control::cluster::Target {
+                namespace,
+                name: release,
+                probe_namespace,
+            };
+            remote(check_cluster(kubeconfig, pre, target))
+        }
+        Command::Check { control, .. } => remote(check(control.addr)),
+        Command::Install(install) => match install_manifests(install) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(line) => {
+                eprintln!("herdctl: {line}");
+                ExitCode::from(EX_USAGE)
+            }
+        },
         Command::Identity { proxy_id, control } => remote(identity(control.addr, proxy_id)),
         Command::Certify {
             identity,
@@ -384,6 +483,77 @@ async fn check(control: String) -> Result<bool, String> {
         }
     }
     Ok(ok)
+}
+
+/// The manifests `herdctl install` prints; the error is one line.
+fn install_manifests(install: Install) -> Result<String, String> {
+    use herd_control::install::{self, Issuer as Brought, Options};
+    SpiffeId::trust_domain_id(&install.trust_domain)
+        .map_err(|e| format!("--trust-domain: `{}`: {e}", install.trust_domain))?;
+    humantime::parse_duration(&install.certificate_lifetime).map_err(|e| {
+        format!(
+            "--certificate-lifetime: `{}`: {e}",
+            install.certificate_lifetime
+        )
+    })?;
+    let issuer = match (&install.issuer_cert, &install.issuer_key) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &PathBuf| {
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            };
+            let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+            // Refused here, not by herd-control after the install.
+            herd_identity::Issuer::from_pem(&cert_pem, &key_pem)
+                .map_err(|e| format!("{}, {}: {e}", cert.display(), key.display()))?;
+            Brought { cert_pem, key_pem }
+        }
+        _ => {
+            let ten_years = Duration::from_secs(3650 * 86_400);
+            let generated = herd_identity::Issuer::generate(&install.trust_domain, ten_years)
+                .map_err(|e| format!("cannot generate an issuer: {e}"))?;
+            Brought {
+                cert_pem: generated.certificate_pem(),
+                key_pem: generated.key_pem(),
+            }
+        }
+    };
+    let mut options = Options::new(&install.namespace, issuer);
+    if let Some(image) = install.image {
+        options.image = image;
+    }
+    options.replicas = install.replicas;
+    options.trust_domain = install.trust_domain;
+    options.certificate_lifetime = install.certificate_lifetime;
+    options.cluster_domain = install.cluster_domain;
+    options.namespaces = install.namespaces;
+    options.failure_policy = install.failure_policy;
+    options.native_sidecars = install.native_sidecars;
+    install::to_yaml(&install::objects(&options)).map_err(|e| format!("cannot print: {e}"))
+}
+
+/// `herdctl check --kubeconfig`: one line per check, success unless one fails.
+async fn check_cluster(
+    kubeconfig: PathBuf,
+    pre: bool,
+    target: herd_control::cluster::Target,
+) -> Result<bool, String> {
+    use herd_control::cluster::{Level, after, before};
+    let file = kube::config::Kubeconfig::read_from(&kubeconfig)
+        .map_err(|e| format!("cannot read kubeconfig {}: {e}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+        .await
+        .map_err(|e| format!("kubeconfig {}: {e}", kubeconfig.display()))?;
+    let client = kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+    let lines = if pre {
+        before(&client).await
+    } else {
+        after(&client, &target).await
+    };
+    for line in &lines {
+        println!("{line}");
+    }
+    Ok(!lines.iter().any(|l| l.level == Level::Fail))
 }
 
 /// A fresh key in memory, a CSR for `id`, the answer checked as a proxy would check it: the
