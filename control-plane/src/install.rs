@@ -92,15 +92,15 @@ impl Options {
 #[derive(Serialize)]
 #[serde(untagged)]
 pub enum Object {
-    ServiceAccount(ServiceAccount),
-    ClusterRole(ClusterRole),
-    ClusterRoleBinding(ClusterRoleBinding),
-    Secret(Secret),
-    ConfigMap(ConfigMap),
+    ServiceAccount(Box<ServiceAccount>),
+    ClusterRole(Box<ClusterRole>),
+    ClusterRoleBinding(Box<ClusterRoleBinding>),
+    Secret(Box<Secret>),
+    ConfigMap(Box<ConfigMap>),
     Deployment(Box<Deployment>),
-    PodDisruptionBudget(PodDisruptionBudget),
-    Service(Service),
-    MutatingWebhookConfiguration(MutatingWebhookConfiguration),
+    PodDisruptionBudget(Box<PodDisruptionBudget>),
+    Service(Box<Service>),
+    MutatingWebhookConfiguration(Box<MutatingWebhookConfiguration>),
 }
 
 const CONTROL: &str = "herd-control";
@@ -149,12 +149,12 @@ fn strings(items: &[&str]) -> Vec<String> {
 pub fn objects(o: &Options) -> Vec<Object> {
     let ns = o.namespace.as_str();
     vec![
-        Object::ServiceAccount(ServiceAccount {
+        Object::ServiceAccount(Box::new(ServiceAccount {
             metadata: meta(CONTROL, Some(ns), Some("control-plane")),
             ..ServiceAccount::default()
-        }),
-        Object::ClusterRole(cluster_role()),
-        Object::ClusterRoleBinding(ClusterRoleBinding {
+        })),
+        Object::ClusterRole(Box::new(cluster_role())),
+        Object::ClusterRoleBinding(Box::new(ClusterRoleBinding {
             metadata: meta(CONTROL, None, Some("control-plane")),
             role_ref: RoleRef {
                 api_group: Some("rbac.authorization.k8s.io".into()),
@@ -167,19 +167,19 @@ pub fn objects(o: &Options) -> Vec<Object> {
                 namespace: Some(ns.into()),
                 ..Subject::default()
             }]),
-        }),
-        Object::Secret(issuer_secret(o)),
-        Object::ConfigMap(ConfigMap {
+        })),
+        Object::Secret(Box::new(issuer_secret(o))),
+        Object::ConfigMap(Box::new(ConfigMap {
             metadata: meta("herd-trust-anchors", Some(ns), Some("identity")),
             data: Some(BTreeMap::from([(
                 "bundle.pem".to_owned(),
                 format!("{}\n", o.issuer.cert_pem.trim()),
             )])),
             ..ConfigMap::default()
-        }),
-        Object::ConfigMap(dashboard(ns)),
+        })),
+        Object::ConfigMap(Box::new(dashboard(ns))),
         Object::Deployment(Box::new(deployment(o))),
-        Object::PodDisruptionBudget(PodDisruptionBudget {
+        Object::PodDisruptionBudget(Box::new(PodDisruptionBudget {
             metadata: meta(CONTROL, Some(ns), Some("control-plane")),
             spec: Some(PodDisruptionBudgetSpec {
                 min_available: Some(IntOrString::Int(1)),
@@ -190,10 +190,10 @@ pub fn objects(o: &Options) -> Vec<Object> {
                 ..PodDisruptionBudgetSpec::default()
             }),
             ..PodDisruptionBudget::default()
-        }),
-        Object::Service(service(ns, false)),
-        Object::Service(service(ns, true)),
-        Object::MutatingWebhookConfiguration(webhook(o)),
+        })),
+        Object::Service(Box::new(service(ns, false))),
+        Object::Service(Box::new(service(ns, true))),
+        Object::MutatingWebhookConfiguration(Box::new(webhook(o))),
     ]
 }
 
