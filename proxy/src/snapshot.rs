@@ -179,7 +179,9 @@ impl Snapshot {
             registry.discovery = Arc::new(Discovery::new(&config.proxy.resolver));
         }
         let mut services = Vec::new();
-        let inbound = config.proxy.inbound.as_ref().map(|inb| {
+        // `app` is absent only on a transparent inbound listener, which is not served yet.
+        let inbound = config.proxy.inbound.as_ref().and_then(|inb| {
+            let app = inb.app?;
             let limits = ServiceLimits {
                 connect_timeout: inb.upstream.connect_timeout,
                 idle_timeout: inb.upstream.idle_timeout,
@@ -195,7 +197,7 @@ impl Snapshot {
                 &Default::default(),
                 &Default::default(),
                 &limits,
-                endpoints.get([(inb.app, 1, None)]),
+                endpoints.get([(app, 1, None)]),
             )
             .with_metrics(registry.metrics.service("inbound"));
             let fallback = Route {
@@ -220,7 +222,7 @@ impl Snapshot {
                 subscription: None,
             });
             services.push(target.clone());
-            target
+            Some(target)
         });
 
         let mut routes = RouteTable::default();
