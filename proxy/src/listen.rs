@@ -86,6 +86,9 @@ pub async fn serve<H, F>(
             }
         };
         let _ = stream.set_nodelay(true);
+        // An IPv4 client of a dual-stack (`[::]`) listener as the IPv4 address it is: what
+        // X-Forwarded-For, access logs and policies' IPv4 networks expect.
+        let client = SocketAddr::new(client.ip().to_canonical(), client.port());
         let span = info_span!("conn", listener = name, client = %client);
         let conn = Accepted {
             stream,
