@@ -71,11 +71,7 @@ impl Rules {
             options.outbound_port
         )));
 
-        let jump = |from: &str, to: &str| {
-            [from, "-p", "tcp", "-j", to]
-                .map(str::to_owned)
-                .to_vec()
-        };
+        let jump = |from: &str, to: &str| [from, "-p", "tcp", "-j", to].map(str::to_owned).to_vec();
         Rules {
             chain_rules,
             jumps: vec![

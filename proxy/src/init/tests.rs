@@ -101,7 +101,7 @@ fn bad_flags_are_refused_with_what_was_wrong() {
     assert!(refused(&["--skip-outbound-ports", "90-80"]).contains("ends before it starts"));
     assert!(refused(&["--skip-outbound-cidrs", "10.0.0.0/33"]).contains("expected a CIDR"));
     assert!(refused(&["--backend", "iptables"]).contains("invalid value 'iptables'"));
-    assert!(refused(&["--proxy-uid", "-1"]).contains("--proxy-uid"));
+    assert!(refused(&["--proxy-uid", "root"]).contains("--proxy-uid"));
     assert!(refused(&["--no-such-flag"]).contains("--no-such-flag"));
     let empty = options(&["--skip-inbound-ports", "", "--skip-outbound-cidrs", " "]);
     assert_eq!(
@@ -122,7 +122,9 @@ fn the_failing_line_is_read_from_every_variants_message() {
         Some(12)
     );
     assert_eq!(
-        failing_line("iptables-restore v1.8.9 (legacy): unknown option \"--uid-ownerX\"; Error occurred at line: 6"),
+        failing_line(
+            "iptables-restore v1.8.9 (legacy): unknown option \"--uid-ownerX\"; Error occurred at line: 6"
+        ),
         Some(6)
     );
     assert_eq!(failing_line("Permission denied (you must be root)"), None);
