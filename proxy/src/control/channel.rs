@@ -5,7 +5,7 @@
 //! handshake uses the same rustls configurations (and SPIFFE verifiers) as every other mesh
 //! connection, instead of a second TLS setup inside tonic that only knows DNS names.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ pub async fn connect(
                 let tcp = TcpStream::connect(addr).await?;
                 let _ = tcp.set_nodelay(true);
                 // The server's SPIFFE ID is what is checked; an IP address sends no SNI.
-                let name = ServerName::IpAddress(IpAddr::from(addr.ip()).into());
+                let name = ServerName::IpAddress(addr.ip().into());
                 let tls = connector.connect(name, tcp).await?;
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
