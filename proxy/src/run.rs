@@ -116,6 +116,16 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
         ));
     }
     if let (Some(outbound), Some(listener)) = (&proxy.outbound, outbound_listener) {
+        if outbound.transparent {
+            // The redirects exempt one uid: a proxy running as another loops its own
+            // connections back into itself, so say which uid this is.
+            use std::os::unix::fs::MetadataExt;
+            let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+            info!(
+                uid,
+                "transparent outbound: herd-proxy init's --proxy-uid must be this uid"
+            );
+        }
         let ctx = Listening {
             rx: rx.clone(),
             drain: drain.clone(),
