@@ -58,10 +58,8 @@ async fn install(pod: &Pod) {
 async fn nat_rules(pod: &Pod, backend: &str) -> String {
     let mut all = String::new();
     for family in ["iptables", "ip6tables"] {
-        let output = pod
-            .command(format!("{family}-{backend}-save"))
-            .args(["-t", "nat"])
-            .output()
+        let mut save = pod.command(format!("{family}-{backend}-save"));
+        let output = within("iptables-save", TIMEOUT, save.args(["-t", "nat"]).output())
             .await
             .expect("run iptables-save");
         assert!(output.status.success(), "{family}-{backend}-save failed");
