@@ -235,8 +235,15 @@ impl Default for Downstream {
 #[serde(rename_all = "camelCase")]
 pub struct InboundListener {
     pub listen: SocketAddr,
-    /// Where the app listens.
-    pub app: SocketAddr,
+    /// Where the app listens: every connection goes there, except, with `transparent`, one
+    /// that iptables redirected, which goes to its original destination. Absent only with
+    /// `transparent`: a connection made to the listener itself is then refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<SocketAddr>,
+    /// Connections redirected here by iptables (`herd-proxy init`) go to the app on the port
+    /// the client meant (their original destination, `SO_ORIGINAL_DST`), at that address when it
+    /// is this pod's. Default false.
+    pub transparent: bool,
     /// How to speak to the app: `http` (HTTP/1.1 to the app, any HTTP from clients; non-HTTP
     /// is forwarded as opaque TCP), `http2` (HTTP/2 to the app), `opaque` (never sniffed).
     pub protocol: Protocol,
@@ -289,6 +296,11 @@ impl InboundListener {
 #[serde(rename_all = "camelCase")]
 pub struct OutboundListener {
     pub listen: SocketAddr,
+    /// Connections redirected here by iptables (`herd-proxy init`) are routed by their original
+    /// destination (`SO_ORIGINAL_DST`): a service's `clusterIps` address as that service, a meshed
+    /// endpoint's address to that endpoint, anything else to where it was going, as TCP (counted
+    /// under the service `egress`). Default false.
+    pub transparent: bool,
     /// Where `CONNECT` may open a tunnel. Default [`Egress::Any`].
     pub egress: Egress,
     #[serde(flatten)]
@@ -414,6 +426,12 @@ pub struct Service {
     pub dns: Option<DnsDiscovery>,
     /// Opaque services only: a listener of its own that forwards to the endpoints.
     pub listen: Option<SocketAddr>,
+    /// Addresses (`ip:port`) that mean this service to a transparent outbound listener: a
+    /// redirected connection whose original destination is one of them is routed as this
+    /// service. A Kubernetes Service's cluster IPs with its port; unique across services.
+    /// Default empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_ips: Vec<SocketAddr>,
     pub balancer: BalancerConfig,
     pub outlier_detection: OutlierDetection,
     pub limits: ServiceLimits,

@@ -52,7 +52,8 @@ pub struct Policy {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Proxy {
-    pub inbound: Option<Inbound>,
+    /// Spanned so that a key missing from it (`app`, without `transparent`) can point at it.
+    pub inbound: Option<Spanned<Inbound>>,
     pub outbound: Option<Outbound>,
     pub admin: Option<Admin>,
     pub resolver: Option<Resolver>,
@@ -90,7 +91,9 @@ pub struct Control {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Inbound {
     pub listen: Spanned<Addr>,
-    pub app: Spanned<Addr>,
+    /// Required unless `transparent` is true.
+    pub app: Option<Spanned<Addr>>,
+    pub transparent: Option<Spanned<Bool>>,
     pub protocol: Option<Spanned<Protocol>>,
     pub mtls: Option<Spanned<Mtls>>,
     pub client_identity_header: Option<Spanned<String>>,
@@ -112,6 +115,7 @@ pub struct Inbound {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Outbound {
     pub listen: Spanned<Addr>,
+    pub transparent: Option<Spanned<Bool>>,
     pub egress: Option<Spanned<Egress>>,
     // Downstream.
     pub max_connections: Option<Spanned<Count>>,
@@ -150,6 +154,7 @@ pub struct Service {
     pub endpoints: Option<Spanned<Vec<Spanned<Endpoint>>>>,
     pub dns: Option<Spanned<Dns>>,
     pub listen: Option<Spanned<Addr>>,
+    pub cluster_ips: Option<Spanned<Vec<Spanned<Addr>>>>,
     pub balancer: Option<Spanned<Balancer>>,
     pub outlier_detection: Option<OutlierDetection>,
     pub limits: Option<Limits>,

@@ -146,6 +146,7 @@ const EVERY_FIELD: &str = r#"proxy:
   inbound:
     listen: "[::1]:4143"
     app: 127.0.0.1:3000
+    transparent: true
     protocol: http2
     maxConnections: 5
     headerTimeout: 250ms
@@ -159,6 +160,7 @@ const EVERY_FIELD: &str = r#"proxy:
     defaultPolicy: cluster-authenticated
   outbound:
     listen: 127.0.0.1:4140
+    transparent: true
     egress: mesh-only
     maxConnections: 6
     headerTimeout: 3s
@@ -181,6 +183,7 @@ services:
     endpoints:
       - 10.0.0.1:80
       - { address: "[fe80::1]:8080", weight: 3, identity: "spiffe://cluster.local/ns/mastodon/sa/api" }
+    clusterIps: [10.96.0.10:8080, "[fd00:10:96::a]:8080"]
     balancer:
       algorithm: ring-hash
       hashOn: { header: X-User-Id }
@@ -224,7 +227,8 @@ fn every_field_is_read() {
         inbound,
         InboundListener {
             listen: addr("[::1]:4143"),
-            app: addr("127.0.0.1:3000"),
+            app: Some(addr("127.0.0.1:3000")),
+            transparent: true,
             protocol: Protocol::Http2,
             downstream: Downstream {
                 max_connections: 5,
@@ -260,6 +264,7 @@ fn every_field_is_read() {
         config.proxy.outbound.unwrap(),
         OutboundListener {
             listen: addr("127.0.0.1:4140"),
+            transparent: true,
             egress: Egress::MeshOnly,
             downstream: Downstream {
                 max_connections: 6,
@@ -292,6 +297,7 @@ fn every_field_is_read() {
             ],
             dns: None,
             listen: None,
+            cluster_ips: vec![addr("10.96.0.10:8080"), addr("[fd00:10:96::a]:8080")],
             balancer: BalancerConfig {
                 algorithm: Algorithm::RingHash,
                 decay: secs(10),
@@ -379,7 +385,8 @@ fn the_contract_file_parses_to_what_it_says() {
         proxy: ProxySettings {
             inbound: Some(InboundListener {
                 listen: addr("127.0.0.1:4143"),
-                app: addr("127.0.0.1:3000"),
+                app: Some(addr("127.0.0.1:3000")),
+                transparent: false,
                 protocol: Protocol::Http,
                 downstream: Downstream::default(),
                 upstream: Upstream::default(),
@@ -390,6 +397,7 @@ fn the_contract_file_parses_to_what_it_says() {
             }),
             outbound: Some(OutboundListener {
                 listen: addr("127.0.0.1:4140"),
+                transparent: false,
                 egress: Egress::Any,
                 downstream: Downstream::default(),
             }),
@@ -410,6 +418,7 @@ fn the_contract_file_parses_to_what_it_says() {
                 endpoints: vec![WeightedEndpoint::new(addr("127.0.0.1:3000"))],
                 dns: None,
                 listen: None,
+                cluster_ips: vec![],
                 balancer: BalancerConfig::default(),
                 outlier_detection: OutlierDetection::default(),
                 limits: ServiceLimits::default(),
@@ -423,6 +432,7 @@ fn the_contract_file_parses_to_what_it_says() {
                 endpoints: vec![WeightedEndpoint::new(addr("127.0.0.1:4000"))],
                 dns: None,
                 listen: None,
+                cluster_ips: vec![],
                 balancer: BalancerConfig::default(),
                 outlier_detection: OutlierDetection::default(),
                 limits: ServiceLimits::default(),
@@ -445,6 +455,7 @@ fn the_contract_file_parses_to_what_it_says() {
                 endpoints: vec![WeightedEndpoint::new(addr("127.0.0.1:6379"))],
                 dns: None,
                 listen: Some(addr("127.0.0.1:16379")),
+                cluster_ips: vec![],
                 balancer: BalancerConfig::default(),
                 outlier_detection: OutlierDetection::default(),
                 limits: ServiceLimits::default(),

@@ -28,7 +28,7 @@ fn an_unknown_key_is_named_with_what_is_allowed() {
     let err = fails(
         "services:\n  - name: web\n    endpoint: [127.0.0.1:3000]\n",
         "mesh.yaml:3:5: services[0].endpoint: unknown key `endpoint` (did you mean `endpoints`?); \
-         allowed: name, authorities, protocol, endpoints, dns, listen, balancer, outlierDetection, limits, retryBudget, routes",
+         allowed: name, authorities, protocol, endpoints, dns, listen, clusterIps, balancer, outlierDetection, limits, retryBudget, routes",
     );
     assert_eq!(
         (err.file(), err.line(), err.column()),
@@ -38,7 +38,7 @@ fn an_unknown_key_is_named_with_what_is_allowed() {
     fails(
         "proxy:\n  inbound:\n    max_connections: 5\n",
         "mesh.yaml:3:5: proxy.inbound.max_connections: unknown key `max_connections` (did you mean \
-         `maxConnections`?); allowed: listen, app, protocol, mtls, clientIdentityHeader, defaultPolicy, maxConnections, headerTimeout, \
+         `maxConnections`?); allowed: listen, app, transparent, protocol, mtls, clientIdentityHeader, defaultPolicy, maxConnections, headerTimeout, \
          maxHeaderBytes, detectTimeout, accessLog, requestId, timeout, connectTimeout, idleTimeout",
     );
     fails(
@@ -170,7 +170,8 @@ fn shapes_are_checked() {
 fn required_keys_are_named() {
     fails(
         "proxy:\n  inbound:\n    listen: 127.0.0.1:4143\n",
-        "mesh.yaml:3:5: proxy.inbound: missing required key `app`",
+        "mesh.yaml:3:5: proxy.inbound: missing required key `app` (optional only with \
+         `transparent: true`, where connections go to their original destination)",
     );
     fails(
         "services:\n  - endpoints: [127.0.0.1:1]\n",
@@ -230,7 +231,7 @@ fn errors_are_one_line() {
     let err = fails(
         "services:\n  - name: web\n    \"bad\\nkey\": []\n",
         "mesh.yaml:3:5: services[0].bad\\nkey: unknown key `bad\\nkey`; allowed: name, \
-         authorities, protocol, endpoints, dns, listen, balancer, outlierDetection, limits, retryBudget, routes",
+         authorities, protocol, endpoints, dns, listen, clusterIps, balancer, outlierDetection, limits, retryBudget, routes",
     );
     assert_eq!(err.message().lines().count(), 1);
 }

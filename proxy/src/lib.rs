@@ -48,6 +48,7 @@ pub mod endpoint;
 pub mod errors;
 pub mod http;
 pub mod identity;
+pub mod init;
 pub mod listen;
 pub mod metrics;
 pub mod opaque;

@@ -2,9 +2,10 @@
 //!
 //! A listener holds at most `maxConnections` connections; beyond that it stops accepting and
 //! new clients wait in the kernel's backlog until one closes, so a flood costs the proxy no
-//! memory. Each accepted connection becomes an [`Accepted`], which already carries the
-//! connection's original destination: `None` for now, filled from `SO_ORIGINAL_DST` when the
-//! proxy runs transparently behind iptables, without reshaping anything downstream.
+//! memory. Each accepted connection becomes an [`Accepted`], which carries the connection's
+//! original destination: on a transparent listener (behind `herd-proxy init`'s iptables rules),
+//! where the client meant to connect, read with `SO_ORIGINAL_DST` ([`original`]); `None` when
+//! the listener is not transparent or the connection was made to the listener itself.
 
 use std::future::Future;
 use std::io;
@@ -21,6 +22,10 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::drain::Drain;
 
+mod original;
+
+pub use original::original_destination;
+
 /// A client connection, with everything later stages need to know about where it came from and
 /// where it was going.
 pub struct Accepted {
@@ -28,7 +33,8 @@ pub struct Accepted {
     pub client: SocketAddr,
     /// The address of the listener that accepted it.
     pub local: SocketAddr,
-    /// Where the client meant to connect, when iptables redirected it here.
+    /// Where the client meant to connect, when iptables redirected it to a transparent
+    /// listener.
     pub orig_dst: Option<SocketAddr>,
 }
 
@@ -49,10 +55,12 @@ impl Direction {
 }
 
 /// Accepts on `listener` until draining starts or `stop` fires, running `handle` for each
-/// connection as a task the drain tracks.
+/// connection as a task the drain tracks. A `transparent` listener reads each connection's
+/// original destination.
 pub async fn serve<H, F>(
     name: &'static str,
     listener: TcpListener,
+    transparent: bool,
     max_connections: usize,
     drain: Drain,
     stop: CancellationToken,
@@ -86,12 +94,23 @@ pub async fn serve<H, F>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let span = info_span!("conn", listener = name, client = %client);
+        // An IPv4 client of a dual-stack (`[::]`) listener as the IPv4 address it is: what
+        // X-Forwarded-For, access logs and policies' IPv4 networks expect.
+        let client = SocketAddr::new(client.ip().to_canonical(), client.port());
+        let orig_dst = if transparent {
+            original_destination(&stream)
+        } else {
+            None
+        };
+        let span = match orig_dst {
+            Some(dst) => info_span!("conn", listener = name, client = %client, original = %dst),
+            None => info_span!("conn", listener = name, client = %client),
+        };
         let conn = Accepted {
             stream,
             client,
             local,
-            orig_dst: None,
+            orig_dst,
         };
         // The permit travels with the connection's future rather than in an `async` block
         // around it: such a block would hold the future twice (captured, then awaited), doubling

@@ -1,8 +1,10 @@
-//! `herd-proxy --config FILE [--check]`.
+//! `herd-proxy --config FILE [--check]`, and `herd-proxy init [FLAGS]` (transparent mode's
+//! iptables rules, see [`herd_proxy::init`]).
 //!
-//! Exit codes: 0 after a clean shutdown or a passing `--check`; 64 (EX_USAGE) for a bad flag, an
-//! unreadable or invalid config file, or a bad `HERD_LOG`, always with one line on stderr; 1 when
-//! the proxy cannot start (a port already taken).
+//! Exit codes: 0 after a clean shutdown, a passing `--check` or rules installed; 64 (EX_USAGE)
+//! for a bad flag, an unreadable or invalid config file, or a bad `HERD_LOG`, always with one
+//! line on stderr; 1 when the proxy cannot start (a port already taken) or `init` cannot install
+//! its rules (the failing rule named).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -15,11 +17,13 @@ const EX_USAGE: u8 = 64;
 
 /// herd's sidecar proxy.
 #[derive(Parser)]
-#[command(name = "herd-proxy", version, about)]
+#[command(name = "herd-proxy", version, about, subcommand_negates_reqs = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Subcommand>,
     /// The mesh file: the proxy's listeners and the services it routes to.
-    #[arg(long, value_name = "FILE", env = "HERD_PROXY_CONFIG")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", env = "HERD_PROXY_CONFIG", required = true)]
+    config: Option<PathBuf>,
     /// Validate the file and exit: 0 when it is valid, 64 with `FILE:LINE:COLUMN: message` when not.
     #[arg(long)]
     check: bool,
@@ -28,6 +32,13 @@ struct Cli {
     #[arg(long, value_name = "N|auto", env = "HERD_PROXY_WORKERS", default_value = "auto",
           value_parser = parse_workers)]
     workers: Workers,
+}
+
+#[derive(clap::Subcommand)]
+enum Subcommand {
+    /// Install transparent mode's iptables and ip6tables rules in this network namespace (the
+    /// pod's init container), then exit.
+    Init(herd_proxy::init::Options),
 }
 
 #[derive(Clone, Copy)]
@@ -80,7 +91,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let config = match herd_config::load(&cli.config) {
+    let file = match (cli.command, cli.config) {
+        (Some(Subcommand::Init(options)), _) => {
+            return match herd_proxy::init::run(&options, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("herd-proxy init: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        (None, Some(file)) => file,
+        (None, None) => unreachable!("clap requires --config without a subcommand"),
+    };
+    let config = match herd_config::load(&file) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
@@ -88,7 +112,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        println!("{}: ok", cli.config.display());
+        println!("{}: ok", file.display());
         return ExitCode::SUCCESS;
     }
     if let Err(e) = init_logging() {
@@ -102,7 +126,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(herd_proxy::run(cli.config, config)) {
+    match runtime.block_on(herd_proxy::run(file, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -27,7 +27,9 @@ use crate::listen::{self, Accepted, Direction};
 use crate::metrics::{ListenerMetrics, Metrics, TlsPeer};
 use crate::route::ServiceTarget;
 use crate::snapshot::{Registry, Snapshot};
-use crate::{control, endpoint, opaque, reload};
+use crate::{control, opaque, reload};
+
+mod transparent;
 
 /// Runs the proxy with `config` (loaded from `file`) until SIGTERM, SIGINT or `/shutdown`, then
 /// drains and returns.
@@ -106,6 +108,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
         tokio::spawn(listen::serve(
             "inbound",
             listener,
+            inbound.transparent,
             inbound.downstream.max_connections,
             drain.clone(),
             CancellationToken::new(),
@@ -113,6 +116,16 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
         ));
     }
     if let (Some(outbound), Some(listener)) = (&proxy.outbound, outbound_listener) {
+        if outbound.transparent {
+            // The redirects exempt one uid: a proxy running as another loops its own
+            // connections back into itself, so say which uid this is.
+            use std::os::unix::fs::MetadataExt;
+            let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+            info!(
+                uid,
+                "transparent outbound: herd-proxy init's --proxy-uid must be this uid"
+            );
+        }
         let ctx = Listening {
             rx: rx.clone(),
             drain: drain.clone(),
@@ -125,6 +138,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
         tokio::spawn(listen::serve(
             "outbound",
             listener,
+            outbound.transparent,
             outbound.downstream.max_connections,
             drain.clone(),
             CancellationToken::new(),
@@ -243,6 +257,8 @@ struct Peer {
     expires: Option<tokio::time::Instant>,
     /// The port it connected to, as policies name it.
     port: u16,
+    /// Where a redirected connection was going (see [`ConnCtx::original_dst`]).
+    original_dst: Option<SocketAddr>,
 }
 
 impl Listening {
@@ -258,13 +274,14 @@ impl Listening {
         let _open = self.opened();
         // Copy what the connection needs rather than hold the snapshot for its whole life: a
         // WebSocket may outlive many reloads.
-        let (settings, app, mtls) = {
+        let (settings, app, mtls, original_dst) = {
             let snapshot = self.rx.borrow();
-            match (&snapshot.config.proxy.inbound, &snapshot.inbound) {
-                (Some(inbound), Some(app)) => {
-                    (inbound.downstream.clone(), app.clone(), inbound.mtls)
-                }
-                _ => return,
+            let Some(inbound) = &snapshot.config.proxy.inbound else {
+                return;
+            };
+            match self.inbound_app(&conn, &snapshot) {
+                Ok((app, original)) => (inbound.downstream.clone(), app, inbound.mtls, original),
+                Err(reason) => return self.refuse(Direction::Inbound, reason, &conn),
             }
         };
         // Policies name the port the client meant: the original destination's when the
@@ -274,6 +291,7 @@ impl Listening {
             identity: None,
             expires: None,
             port: conn.orig_dst.map_or(conn.local.port(), |d| d.port()),
+            original_dst,
         };
         let Some(identity) = self.identity.clone() else {
             if app.protocol == Protocol::Opaque {
@@ -430,37 +448,23 @@ impl Listening {
         else {
             return;
         };
-        let orig_dst = conn.orig_dst;
+        if let Some(dst) = conn.orig_dst {
+            // Boxed: most outbound connections are an app's own HTTP to the listener.
+            return Box::pin(self.outbound_redirected(conn, dst, &settings)).await;
+        }
         let client = Peer {
             addr: conn.client,
             identity: None,
             expires: None,
             port: conn.local.port(),
+            original_dst: None,
         };
-        let Some(io) = self
+        if self
             .serve_http(Direction::Outbound, conn.stream, client, &settings)
             .await
-        else {
-            return;
-        };
-        match orig_dst {
-            // Boxed, as on the inbound side.
-            Some(dst) => Box::pin(self.to_original_destination(io, dst)).await,
-            None => debug!("not HTTP and no original destination: closing"),
-        }
-    }
-
-    /// Carries a connection that is not HTTP to where the client meant it to go.
-    async fn to_original_destination(&self, io: Rewind<TcpStream>, dst: SocketAddr) {
-        match endpoint::connect(dst, ORIG_DST_CONNECT_TIMEOUT).await {
-            Ok(upstream) => {
-                let (egress, idle) = {
-                    let snapshot = self.rx.borrow();
-                    (snapshot.egress.clone(), snapshot.config.proxy.tunnel_idle())
-                };
-                opaque::tunnel(io, upstream, idle, &self.drain, &egress, TlsPeer::Plaintext).await
-            }
-            Err(error) => debug!(%error, "opaque connect failed"),
+            .is_some()
+        {
+            debug!("not HTTP and no original destination: closing");
         }
     }
 
@@ -525,6 +529,7 @@ impl Listening {
                 .access_log
                 .map(|a| (self.access_log.clone(), a.format)),
             own_listeners: self.own_listeners.clone(),
+            original_dst: client.original_dst,
         };
         let service = ConnService::new(ctx, self.rx.clone());
         crate::http::serve(io, http2, settings, service, &self.drain).await;
@@ -542,6 +547,7 @@ impl Listening {
                     identity: None,
                     expires: None,
                     port: conn.local.port(),
+                    original_dst: None,
                 };
                 forward_opaque(conn.stream, &client, &service, &self.drain).await
             }
@@ -646,9 +652,6 @@ where
     }
 }
 
-/// Connecting to a transparently redirected connection's original destination.
-const ORIG_DST_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Connections one opaque service listener holds at once (pooled database and Redis clients
 /// keep few, long-lived ones).
 const OPAQUE_MAX_CONNECTIONS: usize = 10_000;
@@ -705,6 +708,7 @@ impl OpaqueListeners {
             tokio::spawn(listen::serve(
                 "opaque",
                 listener,
+                false,
                 OPAQUE_MAX_CONNECTIONS,
                 self.drain.clone(),
                 stop.clone(),

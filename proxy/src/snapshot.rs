@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use herd_config::{Config, Protocol, Route, ServiceLimits, WeightedEndpoint};
 use herd_identity::SpiffeId;
@@ -35,8 +35,13 @@ pub struct Snapshot {
     pub version: u64,
     pub file: PathBuf,
     pub config: Arc<Config>,
-    /// Where inbound traffic goes: the app.
+    /// Where inbound traffic goes: the app (`proxy.inbound.app`).
     pub inbound: Option<Arc<ServiceTarget>>,
+    /// The app at the addresses redirected inbound connections meant (`proxy.inbound.transparent`).
+    pub inbound_apps: Option<InboundApps>,
+    /// Services by their `clusterIps`: what a redirected outbound connection's original
+    /// destination may name.
+    pub by_cluster_ip: HashMap<SocketAddr, Arc<ServiceTarget>>,
     /// Outbound HTTP services by authority.
     pub routes: RouteTable,
     /// Opaque services by the address of their own listener.
@@ -179,52 +184,55 @@ impl Snapshot {
             registry.discovery = Arc::new(Discovery::new(&config.proxy.resolver));
         }
         let mut services = Vec::new();
-        let inbound = config.proxy.inbound.as_ref().map(|inb| {
+        let apps = config.proxy.inbound.as_ref().map(|inb| {
             let limits = ServiceLimits {
                 connect_timeout: inb.upstream.connect_timeout,
                 idle_timeout: inb.upstream.idle_timeout,
                 ..ServiceLimits::default()
             };
-            let endpoints = Endpoints {
-                pools: registry.pools.clone(),
-                wire: wire(inb.protocol),
-                limits: limits.clone(),
-            };
-            let balancer = Balancer::new(
-                "inbound",
-                &Default::default(),
-                &Default::default(),
-                &limits,
-                endpoints.get([(inb.app, 1, None)]),
-            )
-            .with_metrics(registry.metrics.service("inbound"));
             let fallback = Route {
                 timeout: inb.timeout,
                 ..Route::fallback()
             };
-            let target = Arc::new(ServiceTarget {
-                name: "inbound".into(),
+            InboundApps {
+                endpoints: Endpoints {
+                    pools: registry.pools.clone(),
+                    wire: wire(inb.protocol),
+                    limits,
+                },
                 protocol: inb.protocol,
-                routes: Vec::new(),
-                fallback: RouteTarget::new(
-                    &fallback,
-                    registry
-                        .metrics
-                        .route(Direction::Inbound, "inbound", &fallback.name),
-                ),
-                balancer: Arc::new(balancer),
-                budget: None,
-                tcp: registry.metrics.tcp(Direction::Inbound, "inbound"),
+                fallback: fallback.clone(),
                 tunnel_idle: config.proxy.tunnel_idle(),
-                resolution: None,
-                subscription: None,
+                route: registry
+                    .metrics
+                    .route(Direction::Inbound, "inbound", &fallback.name),
+                service: registry.metrics.service("inbound"),
+                tcp: registry.metrics.tcp(Direction::Inbound, "inbound"),
+                targets: RwLock::default(),
+            }
+        });
+        let inbound = config
+            .proxy
+            .inbound
+            .as_ref()
+            .and_then(|inb| inb.app)
+            .zip(apps.as_ref())
+            .map(|(app, apps)| {
+                let target = apps.target(app);
+                services.push(target.clone());
+                target
             });
-            services.push(target.clone());
-            target
+        let inbound_apps = apps.filter(|_| {
+            config
+                .proxy
+                .inbound
+                .as_ref()
+                .is_some_and(|inb| inb.transparent)
         });
 
         let mut routes = RouteTable::default();
         let mut by_listener = HashMap::new();
+        let mut by_cluster_ip = HashMap::new();
         for svc in &config.services {
             let endpoints = Endpoints {
                 pools: registry.pools.clone(),
@@ -319,6 +327,9 @@ impl Snapshot {
             if let Some(listen) = svc.listen {
                 by_listener.insert(listen, target.clone());
             }
+            for &addr in &svc.cluster_ips {
+                by_cluster_ip.insert(canonical(addr), target.clone());
+            }
             services.push(target);
         }
         let client_identity_header = config
@@ -337,6 +348,8 @@ impl Snapshot {
             client_identity_header,
             config: Arc::new(config),
             inbound,
+            inbound_apps,
+            by_cluster_ip,
             routes,
             by_listener,
             services,
@@ -348,7 +361,93 @@ impl Snapshot {
     }
 }
 
+/// How many app addresses [`InboundApps`] keeps a target for; beyond it (an app listening on
+/// thousands of ports) each connection gets one of its own.
+const MAX_INBOUND_APPS: usize = 4096;
+
+/// The app behind a transparent inbound listener, at each address redirected connections meant
+/// (the pod's address and the port the client chose). A target is made on first use and kept
+/// while this snapshot is in force; its endpoint comes from the shared pools, so warm
+/// connections outlive a reload. Every one counts under the service `inbound`, as `app` does.
+pub struct InboundApps {
+    endpoints: Endpoints,
+    protocol: Protocol,
+    /// The app's route: `proxy.inbound.timeout`, nothing else.
+    fallback: Route,
+    tunnel_idle: Option<std::time::Duration>,
+    route: Arc<RouteMetrics>,
+    service: Arc<crate::metrics::ServiceMetrics>,
+    tcp: Arc<TcpMetrics>,
+    targets: RwLock<HashMap<SocketAddr, Arc<ServiceTarget>>>,
+}
+
+impl InboundApps {
+    /// The app at `app`.
+    pub fn get(&self, app: SocketAddr) -> Arc<ServiceTarget> {
+        let app = canonical(app);
+        if let Some(target) = self.targets.read().expect("inbound apps lock").get(&app) {
+            return target.clone();
+        }
+        let target = self.target(app);
+        let mut targets = self.targets.write().expect("inbound apps lock");
+        if targets.len() >= MAX_INBOUND_APPS {
+            return target;
+        }
+        targets.entry(app).or_insert(target).clone()
+    }
+
+    fn target(&self, app: SocketAddr) -> Arc<ServiceTarget> {
+        let limits = &self.endpoints.limits;
+        let balancer = Balancer::new(
+            "inbound",
+            &Default::default(),
+            &Default::default(),
+            limits,
+            self.endpoints.get([(app, 1, None)]),
+        )
+        .with_metrics(self.service.clone());
+        Arc::new(ServiceTarget {
+            name: "inbound".into(),
+            protocol: self.protocol,
+            routes: Vec::new(),
+            fallback: RouteTarget::new(&self.fallback, self.route.clone()),
+            balancer: Arc::new(balancer),
+            budget: None,
+            tcp: self.tcp.clone(),
+            tunnel_idle: self.tunnel_idle,
+            resolution: None,
+            subscription: None,
+        })
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 one it is, so both spellings find the same entry.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 impl Snapshot {
+    /// The service whose `clusterIps` include `addr`.
+    pub fn by_cluster_ip(&self, addr: SocketAddr) -> Option<&Arc<ServiceTarget>> {
+        self.by_cluster_ip.get(&canonical(addr))
+    }
+
+    /// A meshed endpoint (one with an identity) at `addr`, among the endpoints this proxy
+    /// holds now, with its service: how a connection to a meshed pod's own address is known.
+    /// Looks through every held endpoint: a proxy holds those of the services it uses.
+    pub fn meshed_endpoint(&self, addr: SocketAddr) -> Option<(Arc<ServiceTarget>, Arc<Member>)> {
+        let addr = canonical(addr);
+        self.services.iter().find_map(|service| {
+            let endpoints = service.balancer.endpoints();
+            endpoints
+                .iter()
+                .find(|(member, _)| {
+                    canonical(member.addr()) == addr && member.endpoint.key().peer.is_some()
+                })
+                .map(|(member, _)| (service.clone(), member.clone()))
+        })
+    }
+
     /// Sets the gauges read from the balancers' state (endpoints by state, pending requests,
     /// endpoint latency) in `metrics`; called at each scrape.
     pub fn observe_balancers(&self, metrics: &Metrics) {
@@ -403,3 +502,6 @@ async fn follow_control(
         balancer.set_endpoints(endpoints.get(addrs));
     }
 }
+
+#[cfg(test)]
+mod tests;

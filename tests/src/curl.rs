@@ -17,6 +17,8 @@ use tokio::process::Command;
 
 /// A curl invocation being built.
 pub struct Curl {
+    /// What runs curl (empty: curl itself), e.g. a pod's `ip netns exec ... setpriv ...`.
+    wrapper: Vec<OsString>,
     args: Vec<OsString>,
     max_time: Duration,
     stdin: Option<Vec<u8>>,
@@ -25,6 +27,7 @@ pub struct Curl {
 /// Starts a curl command line.
 pub fn curl() -> Curl {
     Curl {
+        wrapper: Vec::new(),
         args: Vec::new(),
         max_time: crate::TIMEOUT,
         stdin: None,
@@ -119,6 +122,12 @@ impl Curl {
         self
     }
 
+    /// Runs curl inside `pod` as `uid` (an app of the pod, as far as iptables can tell).
+    pub fn in_pod(mut self, pod: &crate::netns::Pod, uid: u32) -> Self {
+        self.wrapper = pod.wrapper_as(uid);
+        self
+    }
+
     /// `-H header` (`"Name: value"`).
     pub fn header(self, header: &str) -> Self {
         self.arg("-H").arg(header)
@@ -167,7 +176,18 @@ impl Curl {
     pub async fn run(self) -> Output {
         let dir = tempfile::tempdir().expect("temp dir");
         let heads = dir.path().join("heads");
-        let mut command = Command::new("curl");
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                // curl, as another user, writes the heads here.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+                    .expect("chmod curl's directory");
+                let mut command = Command::new(program);
+                command.args(args).arg("curl");
+                command
+            }
+            None => Command::new("curl"),
+        };
         command
             .arg("-sS")
             .arg("--max-time")

@@ -19,7 +19,7 @@
 //!
 //! Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN), as CI and the project's machines have.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::Stdio;
@@ -132,6 +132,39 @@ impl Pod {
             .stdin(Stdio::null())
             .kill_on_drop(true);
         command
+    }
+
+    /// [`Pod::command`] as user and group `uid` (util-linux's `setpriv`, no supplementary
+    /// groups): how a test runs the app, or the proxy, as the user the iptables rules of
+    /// `herd-proxy init` tell apart.
+    pub fn command_as(&self, uid: u32, program: impl AsRef<OsStr>) -> Command {
+        let wrapper = self.wrapper_as(uid);
+        let mut command = Command::new(&wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .arg(program)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// The command line that runs what follows it inside the pod as `uid` (see
+    /// [`Pod::command_as`]), for kit helpers that build their own command.
+    pub fn wrapper_as(&self, uid: u32) -> Vec<OsString> {
+        [
+            ip_binary(),
+            "netns",
+            "exec",
+            &self.netns,
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "--",
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect()
     }
 
     /// Spawns `argv` inside the pod with stdout and stderr inherited (shown with the test's

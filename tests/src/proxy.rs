@@ -29,6 +29,8 @@ pub struct Proxy {
     stderr: PathBuf,
     stdout: Arc<Mutex<Vec<String>>>,
     listeners: Listeners,
+    /// Where the test reaches the admin listener (`listeners.admin`, or a pod's address).
+    admin_at: SocketAddr,
     exited: Option<ExitStatus>,
 }
 
@@ -74,20 +76,61 @@ impl Proxy {
         proxy
     }
 
+    /// Starts a proxy inside `pod`'s network namespace as `uid` (what `herd-proxy init` exempts
+    /// from the redirects) and waits until it is ready. Its listeners are a pod's:
+    /// `$INBOUND`, `$OUTBOUND` and `$ADMIN` are `[::]:4143`, `[::]:4140` and `[::]:4191` (every
+    /// address, both families: the redirects' targets are the pod's address inbound and
+    /// loopback outbound); the kit reaches the admin port at the pod's IPv4 address.
+    pub async fn start_in(pod: &crate::netns::Pod, uid: u32, yaml: &str) -> Proxy {
+        let any = |port: u16| SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+        let listeners = Listeners {
+            inbound: any(4143),
+            outbound: any(4140),
+            admin: any(4191),
+        };
+        let admin_at = SocketAddr::from((pod.ip(), 4191));
+        let command = pod.command_as(uid, binary());
+        let mut proxy = Self::launch(yaml, &[], listeners, admin_at, command);
+        proxy.wait_ready().await;
+        proxy
+    }
+
     fn spawn(yaml: &str, env: &[(&str, &str)]) -> Proxy {
-        assert!(
-            yaml.contains("$ADMIN"),
-            "the proxy's YAML must put its admin listener on $ADMIN"
-        );
         let listeners = Listeners {
             inbound: crate::ports::addr(),
             outbound: crate::ports::addr(),
             admin: crate::ports::addr(),
         };
+        Self::launch(
+            yaml,
+            env,
+            listeners,
+            listeners.admin,
+            Command::new(binary()),
+        )
+    }
+
+    /// Runs `command` (the binary, possibly in a namespace as another user) with the YAML's
+    /// placeholders filled from `listeners`.
+    fn launch(
+        yaml: &str,
+        env: &[(&str, &str)],
+        listeners: Listeners,
+        admin_at: SocketAddr,
+        mut command: Command,
+    ) -> Proxy {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(
+            yaml.contains("$ADMIN"),
+            "the proxy's YAML must put its admin listener on $ADMIN"
+        );
         let dir = tempfile::Builder::new()
             .prefix("herd-proxy-")
             .tempdir()
             .expect("temp dir");
+        // Readable by a proxy running as another user.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the proxy's directory");
         let config = dir.path().join("mesh.yaml");
         std::fs::write(&config, listeners.fill(yaml)).expect("write config");
         let stderr = dir.path().join("stderr.log");
@@ -98,7 +141,6 @@ impl Proxy {
             .open(&stderr)
             .expect("create stderr log");
         let (stdout_pipe, stdout_writer) = std::io::pipe().expect("pipe for the proxy's stdout");
-        let mut command = Command::new(binary());
         command
             .arg("--config")
             .arg(&config)
@@ -131,6 +173,7 @@ impl Proxy {
             stderr,
             stdout,
             listeners,
+            admin_at,
             exited: None,
         }
     }
@@ -184,9 +227,9 @@ impl Proxy {
         self.listeners.outbound
     }
 
-    /// The admin listener (`$ADMIN`).
+    /// The admin listener (`$ADMIN`; in a pod, at the pod's address).
     pub fn admin(&self) -> SocketAddr {
-        self.listeners.admin
+        self.admin_at
     }
 
     /// `http://INBOUND{path}`.

@@ -23,15 +23,24 @@ pub struct Redis {
 impl Redis {
     /// Starts redis-server and waits until it answers `PING`.
     pub async fn start() -> Redis {
+        Redis::start_on(crate::ports::addr()).await
+    }
+
+    /// [`Redis::start`] on `addr` (an address of the host's, e.g. on a pod's link).
+    pub async fn start_on(addr: SocketAddr) -> Redis {
         let dir = tempfile::Builder::new()
             .prefix("herd-redis-")
             .tempdir()
             .expect("temp dir");
-        let addr = crate::ports::addr();
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port"])
+            .arg("--bind")
+            .arg(addr.ip().to_string())
+            .arg("--port")
             .arg(addr.port().to_string())
             .args([
+                // Bound to the address given, reachable from pods on their link.
+                "--protected-mode",
+                "no",
                 "--save",
                 "",
                 "--appendonly",
@@ -70,8 +79,24 @@ pub async fn cli(addr: SocketAddr, args: &[&str]) -> String {
         .unwrap_or_else(|| panic!("redis-cli {args:?} against {addr} failed"))
 }
 
+/// [`cli`] run inside `pod` as `uid`: an app of the pod calling `addr`.
+pub async fn cli_in(pod: &crate::netns::Pod, uid: u32, addr: SocketAddr, args: &[&str]) -> String {
+    try_cli_with(pod.command_as(uid, "redis-cli"), addr, args)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "redis-cli {args:?} against {addr} in pod {} failed",
+                pod.netns()
+            )
+        })
+}
+
 async fn try_cli(addr: SocketAddr, args: &[&str]) -> Option<String> {
-    let output = Command::new("redis-cli")
+    try_cli_with(Command::new("redis-cli"), addr, args).await
+}
+
+async fn try_cli_with(mut command: Command, addr: SocketAddr, args: &[&str]) -> Option<String> {
+    let output = command
         .arg("-h")
         .arg(addr.ip().to_string())
         .arg("-p")

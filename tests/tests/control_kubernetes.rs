@@ -215,6 +215,23 @@ async fn the_proxy_routes_a_discovered_service_by_its_kubernetes_names_to_its_po
             assert_eq!(tally.ok(), 4, "{authority}: {:?}", tally.failures());
         }
 
+        // The Service's cluster IP with its port reaches the proxy as the service's
+        // `clusterIps`: what a transparent proxy routes a connection to it by.
+        let service = cluster.kube.get("mastodon", "service", "web").await;
+        let cluster_ip = service["spec"]["clusterIP"].as_str().expect("a cluster IP");
+        let config = cluster.proxy.admin_get("/config").await.json();
+        let web = &config["config"]["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .find(|s| s["name"] == "web.mastodon")
+            .expect("web.mastodon in the proxy's state");
+        assert_eq!(
+            web["clusterIps"],
+            json!([format!("{cluster_ip}:3000")]),
+            "{web}"
+        );
+
         let metrics = cluster.control.metrics().await;
         assert!(
             metrics.contains("herd_control_source_problems{source=\"kubernetes\"} 0"),

@@ -126,6 +126,7 @@ fn services(
     let mut services = Vec::new();
     let mut names: HashMap<String, (usize, u64)> = HashMap::new();
     let mut authorities: HashMap<Authority, Claim> = HashMap::new();
+    let mut cluster_ips: HashMap<SocketAddr, Claim> = HashMap::new();
     for (i, raw) in raw.unwrap_or_default().into_iter().enumerate() {
         let path = format!("services[{i}]");
         let name = &raw.value.name;
@@ -140,7 +141,14 @@ fn services(
             ));
         }
         let line = name.referenced.line();
-        let service = service::service(raw, &path, &mut authorities, listeners, endpoints)?;
+        let service = service::service(
+            raw,
+            &path,
+            &mut authorities,
+            &mut cluster_ips,
+            listeners,
+            endpoints,
+        )?;
         names.insert(service.name.clone(), (i, line));
         services.push(service);
     }
@@ -155,7 +163,7 @@ fn proxy(raw: Option<raw::Proxy>, listeners: &mut Listeners) -> Result<ProxySett
     };
     // `strict` refuses every client without a certificate, so it needs one of its own to offer.
     if raw.identity.is_none()
-        && let Some(mtls) = raw.inbound.as_ref().and_then(|i| i.mtls.as_ref())
+        && let Some(mtls) = raw.inbound.as_ref().and_then(|i| i.value.mtls.as_ref())
         && mtls.value.0 == Mtls::Strict
     {
         return Err(problem(
@@ -404,24 +412,42 @@ fn resolver(raw: raw::Resolver) -> Result<ResolverConfig> {
     Ok(ResolverConfig { nameservers })
 }
 
-fn inbound(raw: raw::Inbound, listeners: &mut Listeners) -> Result<InboundListener> {
+fn inbound(node: Spanned<raw::Inbound>, listeners: &mut Listeners) -> Result<InboundListener> {
     const PATH: &str = "proxy.inbound";
+    let at = node.referenced;
+    let raw = node.value;
     listeners.add(
         "proxy.inbound.listen",
         raw.listen.value.0,
         Some(raw.listen.referenced),
     )?;
-    let app = endpoint(&raw.app, "proxy.inbound.app")?;
-    if overlaps(app, raw.listen.value.0) {
-        return Err(problem(
-            &raw.app,
-            "proxy.inbound.app",
-            format!(
-                "{app} is proxy.inbound.listen ({}): every request would loop back into the proxy",
-                raw.listen.value.0
-            ),
-        ));
-    }
+    let transparent = raw.transparent.is_some_and(|t| t.value.0);
+    let app = match &raw.app {
+        Some(node) => {
+            let app = endpoint(node, "proxy.inbound.app")?;
+            if overlaps(app, raw.listen.value.0) {
+                return Err(problem(
+                    node,
+                    "proxy.inbound.app",
+                    format!(
+                        "{app} is proxy.inbound.listen ({}): every request would loop back into the proxy",
+                        raw.listen.value.0
+                    ),
+                ));
+            }
+            Some(app)
+        }
+        None if transparent => None,
+        None => {
+            return Err(Problem {
+                at: Some(at),
+                path: PATH.to_owned(),
+                message: "missing required key `app` (optional only with `transparent: true`, \
+                          where connections go to their original destination)"
+                    .to_owned(),
+            });
+        }
+    };
     let downstream = downstream(
         PATH,
         raw.max_connections,
@@ -448,6 +474,7 @@ fn inbound(raw: raw::Inbound, listeners: &mut Listeners) -> Result<InboundListen
     Ok(InboundListener {
         listen: raw.listen.value.0,
         app,
+        transparent,
         protocol: raw.protocol.map_or(Protocol::Http, |p| p.value.0),
         downstream,
         upstream,
@@ -477,6 +504,7 @@ fn outbound(raw: raw::Outbound, listeners: &mut Listeners) -> Result<OutboundLis
     )?;
     Ok(OutboundListener {
         listen: raw.listen.value.0,
+        transparent: raw.transparent.is_some_and(|t| t.value.0),
         egress: raw.egress.map_or(Egress::default(), |e| e.value.0),
         downstream,
     })

@@ -27,6 +27,7 @@ pub(super) fn service(
     node: Spanned<raw::Service>,
     path: &str,
     claims: &mut HashMap<Authority, Claim>,
+    addresses: &mut HashMap<SocketAddr, Claim>,
     listeners: &mut Listeners,
     discovery: super::Endpoints,
 ) -> Result<Service> {
@@ -132,6 +133,10 @@ pub(super) fn service(
         }
         None => None,
     };
+    let cluster_ips = match raw.cluster_ips {
+        Some(list) => cluster_ips(list, &format!("{path}.clusterIps"), &name, addresses)?,
+        None => Vec::new(),
+    };
     let balancer = traffic::balancer(raw.balancer, &format!("{path}.balancer"), protocol)?;
     let outlier_detection =
         traffic::outlier_detection(raw.outlier_detection, &format!("{path}.outlierDetection"))?;
@@ -157,12 +162,61 @@ pub(super) fn service(
         endpoints,
         dns,
         listen,
+        cluster_ips,
         balancer,
         outlier_detection,
         limits,
         retry_budget,
         routes,
     })
+}
+
+/// `clusterIps:`: addresses a client connects to that mean this service; each claimed by one
+/// service only (a transparent proxy could not tell which of two was meant), none that no
+/// client can connect to (port 0, the unspecified address).
+fn cluster_ips(
+    list: Spanned<Vec<Spanned<raw::Addr>>>,
+    path: &str,
+    service: &str,
+    claims: &mut HashMap<SocketAddr, Claim>,
+) -> Result<Vec<SocketAddr>> {
+    let mut addresses = Vec::with_capacity(list.value.len());
+    for (j, node) in list.value.iter().enumerate() {
+        let at = format!("{path}[{j}]");
+        let addr = connectable(node, node.value.0, &at)?;
+        if addr.ip().is_unspecified() {
+            return Err(problem(
+                node,
+                at,
+                format!("{addr}: no client connects to the unspecified address"),
+            ));
+        }
+        if let Some(claim) = claims.get(&addr) {
+            let owner = if claim.service == service {
+                "this service".to_owned()
+            } else {
+                format!("service `{}`", claim.service)
+            };
+            return Err(problem(
+                node,
+                at,
+                format!(
+                    "{addr} is already claimed by {owner} at {} (line {})",
+                    claim.path, claim.line
+                ),
+            ));
+        }
+        claims.insert(
+            addr,
+            Claim {
+                service: service.to_owned(),
+                path: at,
+                line: node.referenced.line(),
+            },
+        );
+        addresses.push(addr);
+    }
+    Ok(addresses)
 }
 
 /// `endpoints:`: at least one, each address once.

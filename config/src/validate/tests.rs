@@ -420,3 +420,74 @@ services:
 ");
     assert_eq!(config.proxy.admin.listen.port(), 0);
 }
+
+#[test]
+fn transparent_listeners_and_an_optional_app() {
+    let config = ok("proxy:
+  inbound: { listen: \"[::]:4143\", transparent: true }
+  outbound: { listen: 127.0.0.1:4140, transparent: true }
+");
+    let inbound = config.proxy.inbound.unwrap();
+    assert_eq!((inbound.app, inbound.transparent), (None, true));
+    assert!(config.proxy.outbound.unwrap().transparent);
+    // Off unless asked for.
+    let config = ok(
+        "proxy:\n  inbound: { listen: 127.0.0.1:4143, app: 127.0.0.1:3000 }\n  outbound: { listen: 127.0.0.1:4140 }\n",
+    );
+    assert!(!config.proxy.inbound.unwrap().transparent);
+    assert!(!config.proxy.outbound.unwrap().transparent);
+    fails(
+        "proxy:\n  inbound: { listen: 127.0.0.1:4143, transparent: false }\n",
+        "mesh.yaml:2:12: proxy.inbound: missing required key `app` (optional only with \
+         `transparent: true`, where connections go to their original destination)",
+    );
+    fails(
+        "proxy:\n  outbound:\n    listen: 127.0.0.1:4140\n    transparent: yes\n",
+        "mesh.yaml:4:18: proxy.outbound.transparent: expected true or false, found `yes`",
+    );
+}
+
+#[test]
+fn cluster_ips_are_connectable_and_claimed_once() {
+    let config = ok("services:
+  - name: web
+    endpoints: [127.0.0.1:3000]
+    clusterIps: [10.96.0.10:80, \"[fd00:10:96::a]:80\"]
+  - name: redis
+    protocol: opaque
+    endpoints: [127.0.0.1:6379]
+    clusterIps: [10.96.0.11:6379]
+");
+    assert_eq!(config.services[0].cluster_ips.len(), 2);
+    fails(
+        "services:
+  - name: web
+    endpoints: [127.0.0.1:3000]
+    clusterIps: [10.96.0.10:80]
+  - name: api
+    endpoints: [127.0.0.1:3001]
+    clusterIps: [10.96.0.11:80, 10.96.0.10:80]
+",
+        "mesh.yaml:7:33: services[1].clusterIps[1]: 10.96.0.10:80 is already claimed by service \
+         `web` at services[0].clusterIps[0] (line 4)",
+    );
+    fails(
+        "services:\n  - name: web\n    endpoints: [127.0.0.1:3000]\n    clusterIps: [10.96.0.10:80, 10.96.0.10:80]\n",
+        "mesh.yaml:4:33: services[0].clusterIps[1]: 10.96.0.10:80 is already claimed by this \
+         service at services[0].clusterIps[0] (line 4)",
+    );
+    fails(
+        "services:\n  - name: web\n    endpoints: [127.0.0.1:3000]\n    clusterIps: [10.96.0.10:0]\n",
+        "mesh.yaml:4:18: services[0].clusterIps[0]: cannot connect to port 0 (`10.96.0.10:0`)",
+    );
+    fails(
+        "services:\n  - name: web\n    endpoints: [127.0.0.1:3000]\n    clusterIps: [0.0.0.0:80]\n",
+        "mesh.yaml:4:18: services[0].clusterIps[0]: 0.0.0.0:80: no client connects to the \
+         unspecified address",
+    );
+    fails(
+        "services:\n  - name: web\n    endpoints: [127.0.0.1:3000]\n    clusterIps: [10.96.0.10]\n",
+        "mesh.yaml:4:18: services[0].clusterIps[0]: invalid socket address `10.96.0.10`: expected \
+         ip:port, e.g. 127.0.0.1:4143 or \"[::1]:4143\"",
+    );
+}

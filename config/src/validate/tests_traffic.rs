@@ -454,7 +454,7 @@ fn timeouts_moved_into_limits() {
     fails(
         &web("    connectTimeout: 1s\n"),
         "mesh.yaml:4:5: services[0].connectTimeout: unknown key `connectTimeout`; allowed: name, \
-         authorities, protocol, endpoints, dns, listen, balancer, outlierDetection, limits, retryBudget, routes",
+         authorities, protocol, endpoints, dns, listen, clusterIps, balancer, outlierDetection, limits, retryBudget, routes",
     );
     fails(
         &web("    limits: { timeout: 1s }\n"),

@@ -25,12 +25,10 @@ use herd_config::{Authority, Service};
 /// One service found by a discovery source (Kubernetes): its settings and where it runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Discovered {
-    /// Name, authorities and protocol as discovered, other settings at their defaults; no
-    /// `endpoints` or `dns`.
+    /// Name, authorities, protocol and cluster IPs (`clusterIps`: the Service's cluster IPs
+    /// with this port, `10.96.0.10:3000`, how a transparent proxy knows a connection is for it)
+    /// as discovered, other settings at their defaults; no `endpoints` or `dns`.
     pub service: Service,
-    /// The Service's cluster IPs with this port (`10.96.0.10:3000`): kept for routing by
-    /// original destination (transparent mode), not sent to proxies yet.
-    pub cluster_ips: Vec<SocketAddr>,
     /// By address.
     pub endpoints: BTreeMap<String, Endpoint>,
 }
@@ -108,6 +106,14 @@ pub(super) fn merge(mesh: &[Service], discovered: &[Discovered]) -> Merged {
         true
     };
 
+    // A cluster address goes to one service: a mesh-file service keeps those it lists, and a
+    // discovered service gets only those no other service has (a cluster gives each Service
+    // its own; two at once means a state caught mid-change).
+    let mut addresses: HashMap<SocketAddr, &str> = mesh
+        .iter()
+        .flat_map(|s| s.cluster_ips.iter().map(|a| (*a, s.name.as_str())))
+        .collect();
+    let mut address_notes = Vec::new();
     let mut overrides: HashMap<&str, Service> = HashMap::new();
     let mut others = Vec::new();
     for found in kept {
@@ -119,6 +125,20 @@ pub(super) fn merge(mesh: &[Service], discovered: &[Discovered]) -> Merged {
             .cloned()
             .collect();
         let name = found.service.name.as_str();
+        let mut cluster_ips = Vec::new();
+        for &addr in &found.service.cluster_ips {
+            match addresses.get(&addr) {
+                // The file entry that shapes this service lists it already.
+                Some(owner) if *owner == name => {}
+                Some(owner) => address_notes.push(format!(
+                    "cluster address {addr} of discovered service `{name}` is claimed by service `{owner}`, which keeps it"
+                )),
+                None => {
+                    addresses.insert(addr, name);
+                    cluster_ips.push(addr);
+                }
+            }
+        }
         merged
             .endpoints
             .insert(name.to_owned(), found.endpoints.clone());
@@ -126,10 +146,12 @@ pub(super) fn merge(mesh: &[Service], discovered: &[Discovered]) -> Merged {
             Some(file) => {
                 let mut service = (*file).clone();
                 service.authorities.extend(authorities);
+                service.cluster_ips.extend(cluster_ips);
                 overrides.insert(name, service);
             }
             None => others.push(Service {
                 authorities,
+                cluster_ips,
                 ..found.service.clone()
             }),
         }
@@ -146,6 +168,7 @@ pub(super) fn merge(mesh: &[Service], discovered: &[Discovered]) -> Merged {
         }
     }
     merged.services.extend(others);
+    notes.extend(address_notes);
     merged.notes = notes;
     merged
 }

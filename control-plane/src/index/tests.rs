@@ -252,11 +252,7 @@ fn found(name: &str, authorities: &[&str], addresses: &[&str]) -> Discovered {
             ((*a).to_owned(), endpoint)
         })
         .collect();
-    Discovered {
-        service,
-        cluster_ips: vec!["10.96.0.10:3000".parse().unwrap()],
-        endpoints,
-    }
+    Discovered { service, endpoints }
 }
 
 fn both() -> Index {
@@ -432,6 +428,47 @@ fn an_authority_claimed_twice_goes_to_the_mesh_file_or_to_no_discovered_service(
         index.watch_endpoints("web.other").borrow().unknown,
         "a Service gone is unknown to its watchers"
     );
+}
+
+#[test]
+fn cluster_ips_reach_the_proxies_each_claimed_by_one_service() {
+    let mut index = both();
+    index.apply_mesh(&mesh(
+        "services:
+  - name: web.mastodon
+    clusterIps: [10.96.0.20:3000]
+  - name: cache
+    protocol: opaque
+    clusterIps: [10.96.0.30:6379]
+    endpoints: [10.0.0.9:6379]
+",
+    ));
+    let with_ips = |name: &str, ips: &[&str]| {
+        let mut found = found(name, &[name], &["198.18.0.2:3000"]);
+        found.service.cluster_ips = ips.iter().map(|ip| ip.parse().unwrap()).collect();
+        found
+    };
+    index.apply_discovered(vec![
+        // Shaped by the file: the file's address first, then the cluster's.
+        with_ips("web.mastodon", &["10.96.0.10:3000", "[fd00:10:96::a]:3000"]),
+        // Caught mid-change: an address the file gives another service.
+        with_ips("redis.mastodon", &["10.96.0.30:6379", "10.96.0.31:6379"]),
+    ]);
+    // The proxy's own validation accepts it: no address claimed twice.
+    let services = routed(&index);
+    let ips = |name: &str| {
+        let s = services.iter().find(|s| s.name == name).unwrap();
+        s.cluster_ips
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ips("web.mastodon"),
+        ["10.96.0.20:3000", "10.96.0.10:3000", "[fd00:10:96::a]:3000"]
+    );
+    assert_eq!(ips("cache"), ["10.96.0.30:6379"]);
+    assert_eq!(ips("redis.mastodon"), ["10.96.0.31:6379"]);
 }
 
 #[test]

@@ -52,9 +52,15 @@ pub async fn forward(
         .map(|(log, format)| (log.clone(), Box::new(entry(&req, *format, ctx))));
     let mut counted = None;
     let mut trace = Trace::default();
+    // A transparent inbound connection's app: the one at the address it was going to.
+    let app = match (ctx.direction, ctx.original_dst, &snapshot.inbound_apps) {
+        (Direction::Inbound, Some(dst), Some(apps)) => Some(apps.get(dst)),
+        _ => None,
+    };
     match proxy(
         req,
         snapshot,
+        app.as_ref(),
         ctx,
         started,
         &mut counted,
@@ -139,9 +145,11 @@ fn entry(req: &Request<Incoming>, format: AccessLogFormat, ctx: &ConnCtx) -> Ent
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn proxy<'s>(
     mut req: Request<Incoming>,
     snapshot: &'s Snapshot,
+    app: Option<&'s Arc<ServiceTarget>>,
     ctx: &ConnCtx,
     started: Instant,
     counted: &mut Option<&'s Arc<RouteMetrics>>,
@@ -159,9 +167,7 @@ async fn proxy<'s>(
         .and_then(|authority| listeners.check_absolute_form(&req).map(|()| authority));
     let (service, refused): (&Arc<ServiceTarget>, _) = match ctx.direction {
         Direction::Inbound => (
-            snapshot
-                .inbound
-                .as_ref()
+            app.or(snapshot.inbound.as_ref())
                 .ok_or(ProxyError::NoService("inbound".into()))?,
             // Who may call this pod's port, before anything about the request itself.
             ctx.authorize(snapshot).err().or(checked.err()),
@@ -172,7 +178,13 @@ async fn proxy<'s>(
                 return Box::pin(connect::tunnel(req, snapshot, ctx)).await;
             }
             let authority = authority.ok_or(ProxyError::NoAuthority)?;
-            (snapshot.routes.lookup(authority)?, None)
+            // A redirected connection to a service's cluster address is that service's, whatever
+            // authority its requests name: the client chose the service by its address.
+            let pinned = ctx.original_dst.and_then(|dst| snapshot.by_cluster_ip(dst));
+            match pinned {
+                Some(service) => (service, None),
+                None => (snapshot.routes.lookup(authority)?, None),
+            }
         }
     };
     let route = service.route(req.method(), req.uri().path());

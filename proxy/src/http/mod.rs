@@ -16,7 +16,7 @@ mod connect;
 mod forward;
 pub mod framing;
 pub mod headers;
-mod own;
+pub(crate) mod own;
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -70,6 +70,10 @@ pub struct ConnCtx {
     pub request_id: bool,
     /// Where and how to log each request, when the listener logs.
     pub access_log: Option<(AccessLog, AccessLogFormat)>,
+    /// Where a connection redirected by iptables was going (transparent mode): inbound, the
+    /// app address its requests go to; outbound, the service address (`clusterIps`) that routes
+    /// them, whatever authority they name.
+    pub original_dst: Option<SocketAddr>,
     /// The inbound, outbound and admin listeners' addresses as bound: a request may not name
     /// them as its destination (nor an opaque service's listener, which the snapshot lists).
     pub own_listeners: Arc<[SocketAddr]>,

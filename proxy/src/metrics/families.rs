@@ -36,6 +36,7 @@ pub struct Families {
     pub(super) tls_failures: IntCounterVec,
     pub(super) plaintext_refused: IntCounterVec,
     pub(super) authorizations: IntCounterVec,
+    pub(super) transparent_refused: IntCounterVec,
 }
 
 impl Families {
@@ -167,6 +168,11 @@ impl Families {
                 "herd_authorization_decisions_total",
                 "Inbound requests (HTTP) and connections (opaque) checked against authorization policy, by port, client (its SPIFFE ID, or unauthenticated) and result (allowed, denied).",
                 &["port", "client", "result"],
+            ),
+            transparent_refused: counter(
+                "herd_transparent_refused_total",
+                "Connections redirected to a transparent listener that were closed unforwarded, by reason (loop: the original destination is one of the proxy's own listeners; not-local: an inbound destination that is not this pod's; no-destination: an inbound connection made to the listener itself with no app configured; egress-refused: an outbound destination no service claims under egress mesh-only).",
+                &["direction", "reason"],
             ),
         }
     }

@@ -161,6 +161,7 @@ impl Metrics {
             Box::new(f.tls_failures.clone()),
             Box::new(f.plaintext_refused.clone()),
             Box::new(f.authorizations.clone()),
+            Box::new(f.transparent_refused.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -217,6 +218,14 @@ impl Metrics {
             allowed: family.with_label_values(&[&port, client, "allowed"]),
             denied: family.with_label_values(&[&port, client, "denied"]),
         }
+    }
+
+    /// Counts a redirected connection closed unforwarded (`reason`: see the family's help).
+    pub fn transparent_refused(&self, direction: Direction, reason: &str) {
+        self.families
+            .transparent_refused
+            .with_label_values(&[direction.as_str(), reason])
+            .inc();
     }
 
     /// Series for one listener: `listener` is `inbound`, `outbound`, or an opaque service's name.

@@ -231,16 +231,16 @@ pub fn translate(
                 endpoints: Vec::new(),
                 dns: None,
                 listen: None,
+                cluster_ips: cluster_ips
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, port.port as u16))
+                    .collect(),
                 balancer: BalancerConfig::default(),
                 outlier_detection: OutlierDetection::default(),
                 limits: ServiceLimits::default(),
                 retry_budget: RetryBudget::default(),
                 routes: Vec::new(),
             },
-            cluster_ips: cluster_ips
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, port.port as u16))
-                .collect(),
             endpoints,
         });
     }

@@ -244,7 +244,7 @@ fn a_one_port_service_is_name_dot_namespace_with_every_authority_kubernetes_dns_
         ]
     );
     assert_eq!(
-        found.cluster_ips,
+        found.service.cluster_ips,
         [
             "10.96.0.10:3000".parse::<SocketAddr>().unwrap(),
             "[fd00:10:96::a]:3000".parse().unwrap()
@@ -430,7 +430,7 @@ fn what_herd_cannot_use_is_skipped_and_said() {
     let [found] = &out.discovered[..] else {
         panic!("{:?}", out.discovered)
     };
-    assert!(found.cluster_ips.is_empty());
+    assert!(found.service.cluster_ips.is_empty());
     assert_eq!(
         found.endpoints.keys().collect::<Vec<_>>(),
         ["198.18.0.2:3000"]
