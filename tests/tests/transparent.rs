@@ -361,11 +361,28 @@ async fn outbound_to_an_unknown_address_goes_there_as_tcp_counted_as_egress() {
     assert_eq!(metric(&proxy, "herd_http_requests_total", &[]).await, 0.0);
     for labels in tcp_labels(&proxy, "egress").await {
         let keys: Vec<&str> = labels.keys().map(String::as_str).collect();
+        let allowed = [
+            "direction",
+            "service",
+            "outcome",
+            "tls",
+            "client_identity",
+            "server_identity",
+        ];
         assert!(
-            keys.iter()
-                .all(|k| ["direction", "service", "outcome"].contains(k)),
+            keys.iter().all(|k| allowed.contains(k)),
             "no label names a host: {labels:?}"
         );
+        // Egress is plain TCP to no one the mesh knows (where a family has these labels).
+        for (key, plain) in [
+            ("tls", "false"),
+            ("server_identity", ""),
+            ("client_identity", ""),
+        ] {
+            if let Some(value) = labels.get(key) {
+                assert_eq!(value, plain, "{labels:?}");
+            }
+        }
     }
 
     // Under `egress: mesh-only` such a connection is closed, and counted.
