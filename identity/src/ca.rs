@@ -17,6 +17,10 @@
 //! - the SPIFFE ID as the only subjectAltName (a URI), an empty subject (so the SAN is marked
 //!   critical, as RFC 5280 asks), the authority key identifier of the issuer.
 //!
+//! [`Issuer::issue_server`] signs the other kind: a server certificate for DNS names and IP
+//! addresses, for clients that check names rather than SPIFFE IDs (the API server calling the
+//! injector webhook); see `server`.
+//!
 //! An issuer is loaded from a CA certificate and its key ([`Issuer::from_pem`], the files or the
 //! Kubernetes Secret an operator provides) or generated ([`Issuer::generate`], for tests and for
 //! `herdctl install`). The CA certificate may be an intermediate: the certificates after the
@@ -38,8 +42,10 @@ use crate::spiffe::{SpiffeId, SpiffeIdError};
 use crate::svid;
 
 mod leaf;
+mod server;
 
 pub use leaf::{Leaf, LeafError};
+pub use server::{ServerCertificate, ServerName, ServerNameError};
 
 /// How far before "now" a leaf's validity starts.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
@@ -104,6 +110,8 @@ pub enum IssueError {
     ZeroLifetime,
     #[error("the issuer's certificate is no longer valid (it expired {ago:?} ago)")]
     IssuerExpired { ago: Duration },
+    #[error("a server certificate needs at least one DNS name or IP address")]
+    NoServerNames,
     #[error("signing the leaf failed: {0}")]
     Sign(#[from] rcgen::Error),
 }
@@ -256,18 +264,7 @@ impl Issuer {
                 expected: expected.clone(),
             });
         }
-        if lifetime.is_zero() {
-            return Err(IssueError::ZeroLifetime);
-        }
-        let now = whole_seconds(now);
-        if let Ok(ago) = now.duration_since(self.not_after) {
-            return Err(IssueError::IssuerExpired { ago });
-        }
-        let not_before = now - CLOCK_SKEW;
-        let not_after = now
-            .checked_add(lifetime)
-            .map_or(self.not_after, |end| end.min(self.not_after));
-
+        let (not_before, not_after) = self.validity(lifetime, whole_seconds(now))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.subject_alt_names = vec![SanType::URI(expected.as_str().try_into()?)];
@@ -325,6 +322,27 @@ fn der_tlv(tag: u8, value: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&bytes[skip..]);
     }
     out.extend_from_slice(value);
+}
+
+impl Issuer {
+    /// A new certificate's validity when issued at `now` for `lifetime`: from [`CLOCK_SKEW`]
+    /// before now, to the lifetime's end or the issuer's, whichever comes first.
+    fn validity(
+        &self,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<(SystemTime, SystemTime), IssueError> {
+        if lifetime.is_zero() {
+            return Err(IssueError::ZeroLifetime);
+        }
+        if let Ok(ago) = now.duration_since(self.not_after) {
+            return Err(IssueError::IssuerExpired { ago });
+        }
+        let not_after = now
+            .checked_add(lifetime)
+            .map_or(self.not_after, |end| end.min(self.not_after));
+        Ok((now - CLOCK_SKEW, not_after))
+    }
 }
 
 #[cfg(test)]

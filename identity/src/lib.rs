@@ -29,7 +29,10 @@ pub mod verify;
 mod testkit;
 
 pub use bundle::{BundleError, TrustBundle};
-pub use ca::{IssueError, Issuer, IssuerError, Leaf, LeafError};
+pub use ca::{
+    IssueError, Issuer, IssuerError, Leaf, LeafError, ServerCertificate, ServerName,
+    ServerNameError,
+};
 pub use csr::{CsrError, CsrLimits, CsrRequest, KeyType, Keypair, build_csr, inspect_csr};
 pub use spiffe::{Matcher, SpiffeId, SpiffeIdError};
 pub use svid::SvidError;

@@ -7,6 +7,10 @@
 //! was verified as). When the leaf is renewed or the bundle changes, the proxy builds new
 //! configurations; connections already open keep the ones they started with.
 //!
+//! [`name_server_config`] is the one configuration outside the mesh: a server certificate for
+//! DNS names and IP addresses (see `ca::server`), no client certificate asked for, for clients
+//! that check names (the API server calling the injector webhook).
+//!
 //! The server name a client passes to rustls is not checked against anything (see `verify`);
 //! it is still sent as SNI when it is a DNS name, so pass an IP address to send none.
 
@@ -16,7 +20,7 @@ use rustls::version::TLS13;
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::bundle::TrustBundle;
-use crate::ca::Leaf;
+use crate::ca::{Leaf, ServerCertificate};
 use crate::csr::Keypair;
 use crate::spiffe::SpiffeId;
 use crate::verify::{SpiffeClientVerifier, SpiffeServerVerifier, VerifierError, provider};
@@ -28,6 +32,8 @@ pub enum TlsConfigError {
     Verifier(#[from] VerifierError),
     #[error("the key is not the key of the leaf for {0}")]
     KeyMismatch(SpiffeId),
+    #[error("the key is not the key of the server certificate for {0}")]
+    NameKeyMismatch(String),
     #[error("rustls refused the configuration: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -103,6 +109,31 @@ pub fn service_server_config(
         .with_protocol_versions(&[&TLS13])?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(leaf.chain(), key.private_key_der())?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// A server configuration for clients outside the mesh: presents `certificate` (with `key`),
+/// asks for no client certificate. TLS 1.3 only, like every configuration here.
+pub fn name_server_config(
+    certificate: &ServerCertificate,
+    key: &Keypair,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, TlsConfigError> {
+    let matches = crate::svid::parse(certificate.certificate())
+        .is_ok_and(|parsed| parsed.public_key().raw == key.public_key_spki().as_slice());
+    if !matches {
+        let names: Vec<String> = certificate
+            .names()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        return Err(TlsConfigError::NameKeyMismatch(names.join(", ")));
+    }
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certificate.chain(), key.private_key_der())?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
