@@ -92,6 +92,12 @@ pub struct IdentitySettings {
     /// authenticated, acceptable on loopback only. Read again at every attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust_anchors: Option<String>,
+    /// The same roots written in the configuration itself, as PEM: for a proxy whose whole
+    /// configuration is one environment variable (the injector's `HERD_PROXY_CONFIG_YAML`), so
+    /// no file has to be mounted. At most one of `trustAnchors` and `trustAnchorsPem`; checked
+    /// to hold at least one CA certificate when the configuration is read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_anchors_pem: Option<String>,
     /// The SPIFFE ID herd-control presents (its `--control-identity`): the identity service
     /// must present it when `trustAnchors` is set, and the control plane (`proxy.control`) must
     /// present it on the mutual-TLS connection the proxy opens once certified. Default:
@@ -262,6 +268,78 @@ pub struct InboundListener {
     /// that came over mutual TLS, removed from every other). Absent (the default): none is sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_identity_header: Option<String>,
+    /// Ports whose connections are forwarded to the app as opaque TCP, never sniffed: the port
+    /// the client connected to (in transparent mode, the original destination's). For protocols
+    /// where the server speaks first (SMTP, MySQL), which detection would hold up until
+    /// `detectTimeout`. Default: none (`protocol` decides for every port).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub opaque_ports: Vec<PortRange>,
+}
+
+impl InboundListener {
+    /// Whether connections for `port` are opaque: `protocol: opaque`, or `port` in
+    /// `opaquePorts`.
+    pub fn is_opaque(&self, port: u16) -> bool {
+        self.protocol == Protocol::Opaque || self.opaque_ports.iter().any(|r| r.contains(port))
+    }
+}
+
+/// A port or an inclusive range of ports, written `5432` or `8000-8010`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    /// Reads `5432` or `8000-8010` (ports 1 to 65535, the first not above the last).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let port = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    format!("`{text}` is not a port (1 to 65535) or a range of ports (`8000-8010`)")
+                })
+        };
+        let range = match text.split_once('-') {
+            Some((first, last)) => PortRange {
+                first: port(first)?,
+                last: port(last)?,
+            },
+            None => {
+                let p = port(text)?;
+                PortRange { first: p, last: p }
+            }
+        };
+        if range.first > range.last {
+            return Err(format!(
+                "`{text}`: a range's first port must not be above its last"
+            ));
+        }
+        Ok(range)
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// `proxy.inbound.mtls`: what the inbound listener does with a client that does not speak

@@ -72,6 +72,7 @@ pub struct Identity {
     pub id: Option<Spanned<String>>,
     pub token_file: Option<Spanned<String>>,
     pub trust_anchors: Option<Spanned<String>>,
+    pub trust_anchors_pem: Option<Spanned<String>>,
     pub control_identity: Option<Spanned<String>>,
 }
 
@@ -98,6 +99,7 @@ pub struct Inbound {
     pub mtls: Option<Spanned<Mtls>>,
     pub client_identity_header: Option<Spanned<String>>,
     pub default_policy: Option<Spanned<DefaultPolicy>>,
+    pub opaque_ports: Option<Spanned<Vec<Spanned<PortRange>>>>,
     // Downstream.
     pub max_connections: Option<Spanned<Count>>,
     pub header_timeout: Option<Spanned<Dur>>,
@@ -287,6 +289,19 @@ impl<'de> Deserialize<'de> for Count {
             .parse()
             .map(Count)
             .map_err(|_| D::Error::custom(format!("expected a whole number, found `{text}`")))
+    }
+}
+
+/// A port (`5432`) or an inclusive range of ports (`8000-8010`), each 1 to 65535.
+#[derive(Debug, Clone, Copy)]
+pub struct PortRange(pub crate::model::PortRange);
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::model::PortRange::parse(&text)
+            .map(PortRange)
+            .map_err(D::Error::custom)
     }
 }
 

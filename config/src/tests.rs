@@ -158,6 +158,7 @@ const EVERY_FIELD: &str = r#"proxy:
     mtls: strict
     clientIdentityHeader: X-Client-Identity
     defaultPolicy: cluster-authenticated
+    opaquePorts: [25, "8000-8010"]
   outbound:
     listen: 127.0.0.1:4140
     transparent: true
@@ -245,6 +246,16 @@ fn every_field_is_read() {
             mtls: Mtls::Strict,
             default_policy: DefaultPolicy::ClusterAuthenticated,
             client_identity_header: Some("x-client-identity".into()),
+            opaque_ports: vec![
+                PortRange {
+                    first: 25,
+                    last: 25
+                },
+                PortRange {
+                    first: 8000,
+                    last: 8010
+                }
+            ],
         }
     );
     assert_eq!(
@@ -257,6 +268,7 @@ fn every_field_is_read() {
             id: "spiffe://cluster.local/ns/mastodon/sa/web".into(),
             token_file: "/var/run/secrets/herd/token".into(),
             trust_anchors: None,
+            trust_anchors_pem: None,
             control_identity: "spiffe://cluster.local/ns/herd/sa/herd-control".into(),
         }
     );
@@ -394,6 +406,7 @@ fn the_contract_file_parses_to_what_it_says() {
                 mtls: Mtls::Permissive,
                 default_policy: DefaultPolicy::All,
                 client_identity_header: None,
+                opaque_ports: Vec::new(),
             }),
             outbound: Some(OutboundListener {
                 listen: addr("127.0.0.1:4140"),
@@ -795,4 +808,40 @@ fn control_settings_errors() {
         let err = crate::parse(text, "f").unwrap_err().to_string();
         assert!(err.starts_with(want), "{text}\n got: {err}\nwant: {want}");
     }
+}
+
+#[test]
+fn opaque_ports_are_ports_or_ranges() {
+    let config = ok(
+        "proxy:\n  inbound: {listen: 127.0.0.1:4143, app: 127.0.0.1:3000, opaquePorts: [25, 3306, \"8000-8010\"]}\n",
+    );
+    let inbound = config.proxy.inbound.unwrap();
+    for (port, opaque) in [
+        (25, true),
+        (26, false),
+        (3306, true),
+        (7999, false),
+        (8000, true),
+        (8010, true),
+        (8011, false),
+    ] {
+        assert_eq!(inbound.is_opaque(port), opaque, "{port}");
+    }
+    let json = serde_json::to_value(&inbound).unwrap();
+    assert_eq!(
+        json["opaquePorts"],
+        serde_json::json!(["25", "3306", "8000-8010"])
+    );
+}
+
+#[test]
+fn trust_anchors_may_be_written_inline_as_pem() {
+    let root = include_str!("../../identity/src/ca/testdata/openssl-ca.crt");
+    let indented: String = root.lines().map(|l| format!("      {l}\n")).collect();
+    let text = format!(
+        "proxy:\n  identity:\n    addresses: [127.0.0.1:8080]\n    id: spiffe://cluster.local/ns/mastodon/sa/web\n    tokenFile: /t\n    trustAnchorsPem: |\n{indented}"
+    );
+    let identity = ok(&text).proxy.identity.unwrap();
+    assert_eq!(identity.trust_anchors_pem.as_deref(), Some(root));
+    assert_eq!(identity.trust_anchors, None);
 }

@@ -38,7 +38,7 @@ fn an_unknown_key_is_named_with_what_is_allowed() {
     fails(
         "proxy:\n  inbound:\n    max_connections: 5\n",
         "mesh.yaml:3:5: proxy.inbound.max_connections: unknown key `max_connections` (did you mean \
-         `maxConnections`?); allowed: listen, app, transparent, protocol, mtls, clientIdentityHeader, defaultPolicy, maxConnections, headerTimeout, \
+         `maxConnections`?); allowed: listen, app, transparent, protocol, mtls, clientIdentityHeader, defaultPolicy, opaquePorts, maxConnections, headerTimeout, \
          maxHeaderBytes, detectTimeout, accessLog, requestId, timeout, connectTimeout, idleTimeout",
     );
     fails(
@@ -273,6 +273,20 @@ fn identity_settings_are_checked() {
         "mesh.yaml:7:19: proxy.identity.trustAnchors: must not be empty",
     );
     fails(
+        &identity(
+            "    addresses: [127.0.0.1:8080]\n    id: spiffe://cluster.local/ns/mastodon/sa/web\n    tokenFile: /t\n    trustAnchors: /a.pem\n    trustAnchorsPem: x\n",
+        ),
+        "mesh.yaml:8:22: proxy.identity.trustAnchorsPem: `trustAnchorsPem` and `trustAnchors` \
+         (line 7) cannot both be given",
+    );
+    fails(
+        &identity(
+            "    addresses: [127.0.0.1:8080]\n    id: spiffe://cluster.local/ns/mastodon/sa/web\n    tokenFile: /t\n    trustAnchorsPem: not a certificate\n",
+        ),
+        "mesh.yaml:7:22: proxy.identity.trustAnchorsPem: not a trust bundle: the PEM has no \
+         certificate",
+    );
+    fails(
         &identity("    id: spiffe://cluster.local/ns/mastodon/sa/web\n    tokenFile: /t\n"),
         "mesh.yaml:4:5: proxy.identity: missing required key `addresses` (or `dns: NAME:PORT`)",
     );
@@ -280,6 +294,25 @@ fn identity_settings_are_checked() {
         "proxy:\n  inbound: {listen: 127.0.0.1:4143, app: 127.0.0.1:3000, mtls: required}\n",
         "mesh.yaml:2:64: proxy.inbound.mtls: unknown mtls mode `required` (did you mean \
          `strict`?); expected one of: permissive, strict",
+    );
+    let opaque = |ports: &str| {
+        format!(
+            "proxy:\n  inbound: {{listen: 127.0.0.1:4143, app: 127.0.0.1:3000, opaquePorts: {ports}}}\n"
+        )
+    };
+    fails(
+        &opaque("[0]"),
+        "mesh.yaml:2:72: proxy.inbound.opaquePorts[0]: `0` is not a port (1 to 65535) or a range \
+         of ports (`8000-8010`)",
+    );
+    fails(
+        &opaque("[\"9-8\"]"),
+        "mesh.yaml:2:72: proxy.inbound.opaquePorts[0]: `9-8`: a range's first port must not be \
+         above its last",
+    );
+    fails(
+        &opaque("[25, \"20-30\"]"),
+        "mesh.yaml:2:76: proxy.inbound.opaquePorts[1]: 20-30 overlaps proxy.inbound.opaquePorts[0]",
     );
     fails(
         "proxy:\n  inbound: {listen: 127.0.0.1:4143, app: 127.0.0.1:3000, clientIdentityHeader: \"x client\"}\n",

@@ -19,7 +19,7 @@ use serde_saphyr::{Location, Spanned};
 use crate::authority::Authority;
 use crate::model::{
     AccessLog, AdminListener, Config, ControlSettings, ControlTarget, DefaultPolicy, Downstream,
-    Egress, IdentitySettings, InboundListener, Mesh, Mtls, OutboundListener, Protocol,
+    Egress, IdentitySettings, InboundListener, Mesh, Mtls, OutboundListener, PortRange, Protocol,
     ProxySettings, ResolverConfig, Service, Upstream,
 };
 use crate::raw;
@@ -366,6 +366,25 @@ fn identity(node: Spanned<raw::Identity>) -> Result<IdentitySettings> {
             "must not be empty",
         ));
     }
+    if let Some(pem) = &raw.trust_anchors_pem {
+        if let Some(file) = &raw.trust_anchors {
+            return Err(problem(
+                pem,
+                format!("{PATH}.trustAnchorsPem"),
+                format!(
+                    "`trustAnchorsPem` and `trustAnchors` (line {}) cannot both be given",
+                    file.referenced.line()
+                ),
+            ));
+        }
+        if let Err(e) = herd_identity::TrustBundle::from_pem(&pem.value) {
+            return Err(problem(
+                pem,
+                format!("{PATH}.trustAnchorsPem"),
+                format!("not a trust bundle: {e}"),
+            ));
+        }
+    }
     let control_identity = match raw.control_identity {
         Some(given) => match herd_identity::SpiffeId::parse(&given.value) {
             Ok(parsed) => parsed.to_string(),
@@ -391,6 +410,7 @@ fn identity(node: Spanned<raw::Identity>) -> Result<IdentitySettings> {
         id: id.value,
         token_file: token_file.value,
         trust_anchors: raw.trust_anchors.map(|a| a.value),
+        trust_anchors_pem: raw.trust_anchors_pem.map(|a| a.value),
         control_identity,
     })
 }
@@ -471,6 +491,23 @@ fn inbound(node: Spanned<raw::Inbound>, listeners: &mut Listeners) -> Result<Inb
         },
         None => None,
     };
+    let mut opaque_ports: Vec<PortRange> = Vec::new();
+    if let Some(list) = &raw.opaque_ports {
+        for (i, node) in list.value.iter().enumerate() {
+            let range = node.value.0;
+            if let Some(first) = opaque_ports
+                .iter()
+                .position(|r| r.first <= range.last && range.first <= r.last)
+            {
+                return Err(problem(
+                    node,
+                    format!("{PATH}.opaquePorts[{i}]"),
+                    format!("{range} overlaps {PATH}.opaquePorts[{first}]"),
+                ));
+            }
+            opaque_ports.push(range);
+        }
+    }
     Ok(InboundListener {
         listen: raw.listen.value.0,
         app,
@@ -484,6 +521,7 @@ fn inbound(node: Spanned<raw::Inbound>, listeners: &mut Listeners) -> Result<Inb
             .default_policy
             .map_or(DefaultPolicy::default(), |p| p.value.0),
         client_identity_header,
+        opaque_ports,
     })
 }
 
