@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `GET /live` | 200 while the process runs |
 //! | `GET /ready` | 200 once every listener is bound and a config is loaded; 503 before, and while draining |
+//! | `GET /ready?wait=DURATION` | the same, answered as soon as the proxy is ready or after DURATION (at most 10m), whichever comes first: the injector's `postStart` hook, which holds the app's start until the proxy can carry its traffic |
 //! | `GET /config` | the configuration in force, its version and file, as JSON |
 //! | `GET /endpoints` | every service's endpoints as the balancer sees them: state, load, latency |
 //! | `GET /metrics` | Prometheus text |
@@ -14,6 +15,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -56,9 +58,21 @@ impl Admin {
             };
             let admin = self.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| {
+                let service = service_fn(move |req: Request<Incoming>| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(req, peer)) }
+                    async move {
+                        if req.uri().path() == "/ready"
+                            && let Some(wait) = req.uri().query().and_then(wait_param)
+                        {
+                            match wait {
+                                Ok(wait) => admin.wait_ready(wait).await,
+                                Err(message) => {
+                                    return Ok(text_owned(StatusCode::BAD_REQUEST, message));
+                                }
+                            }
+                        }
+                        Ok::<_, Infallible>(admin.handle(req, peer))
+                    }
                 });
                 if let Err(error) = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -70,14 +84,29 @@ impl Admin {
         }
     }
 
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+            && self.certified.load(Ordering::Acquire)
+            && !self.drain.is_draining()
+    }
+
+    /// Returns when the proxy is ready, is draining (it will not turn ready), or after `wait`.
+    /// Readiness is a few flags set once, so they are looked at every 50 ms.
+    async fn wait_ready(&self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while !self.is_ready() && !self.drain.is_draining() {
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+
     fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/live") => text(StatusCode::OK, "live\n"),
             (&Method::GET | &Method::HEAD, "/ready") => {
-                if self.ready.load(Ordering::Acquire)
-                    && self.certified.load(Ordering::Acquire)
-                    && !self.drain.is_draining()
-                {
+                if self.is_ready() {
                     text(StatusCode::OK, "ready\n")
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
@@ -133,6 +162,33 @@ impl Admin {
             ),
         }
     }
+}
+
+/// How often `/ready?wait=` looks at the flags.
+const READY_POLL: Duration = Duration::from_millis(50);
+/// The longest `/ready?wait=` holds a request.
+const READY_WAIT_MAX: Duration = Duration::from_secs(600);
+
+/// The `wait=DURATION` of a query string, if there is one: the duration, or why it is refused.
+fn wait_param(query: &str) -> Option<Result<Duration, String>> {
+    let value = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("wait="))?;
+    Some(match humantime::parse_duration(value) {
+        Ok(wait) if wait <= READY_WAIT_MAX => Ok(wait),
+        Ok(_) => Err(format!("wait={value}: at most 10m\n")),
+        Err(e) => Err(format!("wait={value}: {e}\n")),
+    })
+}
+
+fn text_owned(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

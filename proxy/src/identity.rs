@@ -239,7 +239,7 @@ pub fn start(settings: IdentitySettings, metrics: &Metrics) -> Identity {
     let metrics = IdentityMetrics::new(metrics);
     let control =
         SpiffeId::parse(&settings.control_identity).expect("validated with the configuration");
-    if settings.trust_anchors.is_none() {
+    if settings.trust_anchors.is_none() && settings.trust_anchors_pem.is_none() {
         warn!(
             "proxy.identity has no trustAnchors: the token is sent to the identity service in \
              plaintext and the service is not authenticated (fine on loopback only)"
@@ -311,9 +311,23 @@ async fn certify(settings: &IdentitySettings, id: &SpiffeId) -> Result<Credentia
         })?;
     let key = Keypair::generate()?;
     let csr = herd_identity::build_csr(&key, id)?;
-    let tls = match &settings.trust_anchors {
-        Some(path) => Some(service_tls(path, &settings.control_identity).await?),
-        None => None,
+    let tls = match (&settings.trust_anchors, &settings.trust_anchors_pem) {
+        (Some(path), _) => {
+            let pem =
+                tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| CertifyError::TrustAnchors {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+            Some(service_tls(&pem, path, &settings.control_identity)?)
+        }
+        (None, Some(pem)) => Some(service_tls(
+            pem,
+            "proxy.identity.trustAnchorsPem",
+            &settings.control_identity,
+        )?),
+        (None, None) => None,
     };
     let targets = crate::control::resolve(&settings.target)
         .await
@@ -345,15 +359,13 @@ async fn certify(settings: &IdentitySettings, id: &SpiffeId) -> Result<Credentia
 /// The TLS client configuration `Certify` goes over with `trustAnchors`: no certificate of
 /// this proxy's (it is asking for one), the service's chain checked against the anchors and its
 /// SPIFFE ID against `control`.
-async fn service_tls(path: &str, control: &str) -> Result<Arc<ClientConfig>, CertifyError> {
-    let unusable = |reason: String| CertifyError::TrustAnchors {
-        path: path.to_owned(),
-        reason,
-    };
-    let pem = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| unusable(e.to_string()))?;
-    let anchors = TrustBundle::from_pem(&pem).map_err(|e| unusable(e.to_string()))?;
+/// `pem` is the anchors' text, `source` where it came from (a file, or the configuration's
+/// `trustAnchorsPem`).
+fn service_tls(pem: &str, source: &str, control: &str) -> Result<Arc<ClientConfig>, CertifyError> {
+    let anchors = TrustBundle::from_pem(pem).map_err(|e| CertifyError::TrustAnchors {
+        path: source.to_owned(),
+        reason: e.to_string(),
+    })?;
     let control = SpiffeId::parse(control).expect("validated with the configuration");
     let config = herd_identity::tls::anonymous_client_config(&anchors, &control, &[b"h2"])?;
     Ok(Arc::new(config))

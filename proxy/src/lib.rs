@@ -61,4 +61,4 @@ mod run;
 pub mod snapshot;
 pub mod wire;
 
-pub use run::run;
+pub use run::{Origin, run};

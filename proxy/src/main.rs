@@ -1,5 +1,8 @@
-//! `herd-proxy --config FILE [--check]`, and `herd-proxy init [FLAGS]` (transparent mode's
-//! iptables rules, see [`herd_proxy::init`]).
+//! `herd-proxy --config FILE [--check]`, or `herd-proxy [--check]` with the whole configuration
+//! in `HERD_PROXY_CONFIG_YAML` (what the injector sets: no file to mount; read once, never
+//! reloaded; its errors are located as `$HERD_PROXY_CONFIG_YAML:LINE:COLUMN`; a file, when
+//! given, wins); and `herd-proxy init [FLAGS]` (transparent mode's iptables rules, see
+//! [`herd_proxy::init`]).
 //!
 //! Exit codes: 0 after a clean shutdown, a passing `--check` or rules installed; 64 (EX_USAGE)
 //! for a bad flag, an unreadable or invalid config file, or a bad `HERD_LOG`, always with one
@@ -11,9 +14,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use herd_proxy::Origin;
 use tracing_subscriber::EnvFilter;
 
 const EX_USAGE: u8 = 64;
+
+/// The environment variable that holds the whole configuration when no file is given.
+const CONFIG_YAML: &str = "HERD_PROXY_CONFIG_YAML";
 
 /// herd's sidecar proxy.
 #[derive(Parser)]
@@ -21,8 +28,9 @@ const EX_USAGE: u8 = 64;
 struct Cli {
     #[command(subcommand)]
     command: Option<Subcommand>,
-    /// The mesh file: the proxy's listeners and the services it routes to.
-    #[arg(long, value_name = "FILE", env = "HERD_PROXY_CONFIG", required = true)]
+    /// The mesh file: the proxy's listeners and the services it routes to. Without it, the
+    /// configuration's text is read from `HERD_PROXY_CONFIG_YAML`.
+    #[arg(long, value_name = "FILE", env = "HERD_PROXY_CONFIG")]
     config: Option<PathBuf>,
     /// Validate the file and exit: 0 when it is valid, 64 with `FILE:LINE:COLUMN: message` when not.
     #[arg(long)]
@@ -91,20 +99,31 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let file = match (cli.command, cli.config) {
-        (Some(Subcommand::Init(options)), _) => {
-            return match herd_proxy::init::run(&options, &mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("herd-proxy init: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
-        (None, Some(file)) => file,
-        (None, None) => unreachable!("clap requires --config without a subcommand"),
+    if let Some(Subcommand::Init(options)) = cli.command {
+        return match herd_proxy::init::run(&options, &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("herd-proxy init: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let (origin, loaded) = match &cli.config {
+        Some(path) => (Origin::File(path.clone()), herd_config::load(path)),
+        None => match std::env::var(CONFIG_YAML) {
+            Ok(text) => (
+                Origin::Environment(CONFIG_YAML),
+                herd_config::parse(&text, &format!("${CONFIG_YAML}")),
+            ),
+            Err(e) => {
+                eprintln!(
+                    "herd-proxy: no configuration: give --config FILE (or HERD_PROXY_CONFIG), or the YAML itself in {CONFIG_YAML} ({e})"
+                );
+                return ExitCode::from(EX_USAGE);
+            }
+        },
     };
-    let config = match herd_config::load(&file) {
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
@@ -112,7 +131,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        println!("{}: ok", file.display());
+        println!("{}: ok", origin.name().display());
         return ExitCode::SUCCESS;
     }
     if let Err(e) = init_logging() {
@@ -126,7 +145,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(herd_proxy::run(file, config)) {
+    match runtime.block_on(herd_proxy::run(origin, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use herd_config::{Config, Downstream, Mtls, Protocol};
+use herd_config::{Config, Downstream, Mtls};
 use herd_identity::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,9 +31,30 @@ use crate::{control, opaque, reload};
 
 mod transparent;
 
-/// Runs the proxy with `config` (loaded from `file`) until SIGTERM, SIGINT or `/shutdown`, then
-/// drains and returns.
-pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
+/// Where the configuration came from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A file, watched and reloaded as it changes (unless `proxy.control` takes over).
+    File(PathBuf),
+    /// An environment variable (its name, e.g. `HERD_PROXY_CONFIG_YAML`): read once at start,
+    /// never reloaded, since a process's environment does not change.
+    Environment(&'static str),
+}
+
+impl Origin {
+    /// How messages and `/config` name it: the path, or `$NAME`.
+    pub fn name(&self) -> PathBuf {
+        match self {
+            Origin::File(path) => path.clone(),
+            Origin::Environment(var) => PathBuf::from(format!("${var}")),
+        }
+    }
+}
+
+/// Runs the proxy with `config` (loaded from `origin`) until SIGTERM, SIGINT or `/shutdown`,
+/// then drains and returns.
+pub async fn run(origin: Origin, config: Config) -> anyhow::Result<()> {
+    let file = origin.name();
     let metrics = Metrics::new();
     // The certificate is asked for at once; `/ready` waits for the first one (a pod that cannot
     // speak mutual TLS yet should not be sent traffic), and never turns back because a renewal
@@ -162,6 +183,7 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
     // Services come from the file, reloaded as it changes, or from the control plane (the
     // file's `proxy:` section then holds until a restart).
     let mut _watcher = None;
+    let mut _unchanging = None;
     let mut wait_for_control = false;
     match (control_settings, bootstrap, control_endpoints) {
         (Some(settings), Some(bootstrap), Some((endpoints, commands))) => {
@@ -181,12 +203,17 @@ pub async fn run(file: PathBuf, config: Config) -> anyhow::Result<()> {
                 commands,
             );
         }
-        _ => {
-            _watcher = Some(
-                reload::watch(file.clone(), tx, registry, metrics.clone())
-                    .with_context(|| format!("cannot watch {}", file.display()))?,
-            );
-        }
+        _ => match &origin {
+            Origin::File(path) => {
+                _watcher = Some(
+                    reload::watch(path.clone(), tx, registry, metrics.clone())
+                        .with_context(|| format!("cannot watch {}", path.display()))?,
+                );
+            }
+            // Nothing replaces the snapshot; the sender is kept so that readers see an open
+            // channel, as with a file that never changes.
+            Origin::Environment(_) => _unchanging = Some(tx),
+        },
     }
 
     if !wait_for_control {
@@ -272,29 +299,37 @@ impl Listening {
     /// TLS from other proxies first (see [`Listening::inbound_tls`]).
     async fn inbound(self, conn: Accepted) {
         let _open = self.opened();
+        // Policies (and opaquePorts) name the port the client meant: the original
+        // destination's when the connection was redirected to this listener, else the
+        // listener's own.
+        let port = conn.orig_dst.map_or(conn.local.port(), |d| d.port());
         // Copy what the connection needs rather than hold the snapshot for its whole life: a
         // WebSocket may outlive many reloads.
-        let (settings, app, mtls, original_dst) = {
+        let (settings, app, mtls, original_dst, opaque) = {
             let snapshot = self.rx.borrow();
             let Some(inbound) = &snapshot.config.proxy.inbound else {
                 return;
             };
             match self.inbound_app(&conn, &snapshot) {
-                Ok((app, original)) => (inbound.downstream.clone(), app, inbound.mtls, original),
+                Ok((app, original)) => (
+                    inbound.downstream.clone(),
+                    app,
+                    inbound.mtls,
+                    original,
+                    inbound.is_opaque(port),
+                ),
                 Err(reason) => return self.refuse(Direction::Inbound, reason, &conn),
             }
         };
-        // Policies name the port the client meant: the original destination's when the
-        // connection was redirected to this listener, else the listener's own.
         let peer = Peer {
             addr: conn.client,
             identity: None,
             expires: None,
-            port: conn.orig_dst.map_or(conn.local.port(), |d| d.port()),
+            port,
             original_dst,
         };
         let Some(identity) = self.identity.clone() else {
-            if app.protocol == Protocol::Opaque {
+            if opaque {
                 if self.admit_opaque(&peer) {
                     forward_opaque(conn.stream, &peer, &app, &self.drain).await;
                 }
@@ -317,14 +352,14 @@ impl Listening {
         };
         match (detected, mtls) {
             (Detected::Tls, _) => {
-                Box::pin(self.inbound_tls(io, peer, &identity, &settings, &app)).await
+                Box::pin(self.inbound_tls(io, peer, &identity, &settings, &app, opaque)).await
             }
             (Detected::Closed, _) => {}
             (_, Mtls::Strict) => {
                 self.metrics.plaintext_refused.inc();
                 refuse_plaintext(io, detected, peer.port, peer.addr).await;
             }
-            (_, Mtls::Permissive) if app.protocol == Protocol::Opaque => {
+            (_, Mtls::Permissive) if opaque => {
                 if self.admit_opaque(&peer) {
                     forward_opaque(io, &peer, &app, &self.drain).await
                 }
@@ -372,6 +407,7 @@ impl Listening {
         identity: &Identity,
         settings: &Downstream,
         app: &Arc<ServiceTarget>,
+        opaque: bool,
     ) {
         let client = peer.addr;
         let Some(credentials) = identity.current() else {
@@ -407,7 +443,7 @@ impl Listening {
                 .unwrap_or_default();
             tokio::time::Instant::now() + left
         });
-        if app.protocol == Protocol::Opaque {
+        if opaque {
             if self.admit_opaque(&peer) {
                 forward_opaque_while_valid(tls, &peer, app, &self.drain).await;
             }

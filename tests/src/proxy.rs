@@ -64,10 +64,27 @@ impl Proxy {
         proxy
     }
 
+    /// [`Proxy::start`] with the configuration in `HERD_PROXY_CONFIG_YAML` and no `--config`,
+    /// as the injector runs it (the file is still written, for [`Proxy::config_path`]'s
+    /// readers, but the proxy is not told of it).
+    pub async fn start_from_environment(yaml: &str) -> Proxy {
+        let mut proxy = Self::spawn_via(yaml, &[], Via::Environment);
+        proxy.wait_ready().await;
+        proxy
+    }
+
     /// Starts a proxy that is not expected to be ready yet (it waits for a certificate or a
     /// control plane): returns once its admin port answers, whatever `/ready` says.
     pub async fn start_unready(yaml: &str) -> Proxy {
-        let proxy = Self::spawn(yaml, &[]);
+        Self::unready(Self::spawn(yaml, &[])).await
+    }
+
+    /// [`Proxy::start_unready`] with the configuration in `HERD_PROXY_CONFIG_YAML`.
+    pub async fn start_unready_from_environment(yaml: &str) -> Proxy {
+        Self::unready(Self::spawn_via(yaml, &[], Via::Environment)).await
+    }
+
+    async fn unready(proxy: Proxy) -> Proxy {
         let admin = proxy.admin();
         crate::eventually("the admin port to answer", TIMEOUT, || async {
             tcp::try_get(admin, "/ready").await.map(|_| ())
@@ -90,12 +107,16 @@ impl Proxy {
         };
         let admin_at = SocketAddr::from((pod.ip(), 4191));
         let command = pod.command_as(uid, binary());
-        let mut proxy = Self::launch(yaml, &[], listeners, admin_at, command);
+        let mut proxy = Self::launch(yaml, &[], listeners, admin_at, command, Via::File);
         proxy.wait_ready().await;
         proxy
     }
 
     fn spawn(yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        Self::spawn_via(yaml, env, Via::File)
+    }
+
+    fn spawn_via(yaml: &str, env: &[(&str, &str)], via: Via) -> Proxy {
         let listeners = Listeners {
             inbound: crate::ports::addr(),
             outbound: crate::ports::addr(),
@@ -107,6 +128,7 @@ impl Proxy {
             listeners,
             listeners.admin,
             Command::new(binary()),
+            via,
         )
     }
 
@@ -118,6 +140,7 @@ impl Proxy {
         listeners: Listeners,
         admin_at: SocketAddr,
         mut command: Command,
+        via: Via,
     ) -> Proxy {
         use std::os::unix::fs::PermissionsExt;
         assert!(
@@ -141,9 +164,16 @@ impl Proxy {
             .open(&stderr)
             .expect("create stderr log");
         let (stdout_pipe, stdout_writer) = std::io::pipe().expect("pipe for the proxy's stdout");
+        match via {
+            Via::File => {
+                command.arg("--config").arg(&config);
+            }
+            Via::Environment => {
+                command.env("HERD_PROXY_CONFIG_YAML", listeners.fill(yaml));
+            }
+        }
         command
-            .arg("--config")
-            .arg(&config)
+            .env_remove("HERD_PROXY_CONFIG")
             .env(
                 "HERD_LOG",
                 std::env::var("HERD_LOG").unwrap_or_else(|_| "info".to_owned()),
@@ -499,6 +529,15 @@ pub fn bin(name: &str) -> PathBuf {
     })
 }
 
+/// How a proxy under test is given its configuration.
+#[derive(Clone, Copy)]
+enum Via {
+    /// `--config FILE`.
+    File,
+    /// `HERD_PROXY_CONFIG_YAML`.
+    Environment,
+}
+
 /// The outcome of running `herd-proxy` to completion (`--check`, bad flags).
 pub struct Exit {
     pub code: Option<i32>,
@@ -508,9 +547,18 @@ pub struct Exit {
 
 /// Runs `herd-proxy ARGS` and waits (bounded) for it to exit.
 pub async fn run(args: &[&str]) -> Exit {
+    run_with_env(args, &[]).await
+}
+
+/// [`run`] with environment variables (`HERD_PROXY_CONFIG_YAML`); `HERD_PROXY_CONFIG` and
+/// `HERD_PROXY_CONFIG_YAML` are unset unless given.
+pub async fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Exit {
     let mut command = Command::new(binary());
     command
         .args(args)
+        .env_remove("HERD_PROXY_CONFIG")
+        .env_remove("HERD_PROXY_CONFIG_YAML")
+        .envs(env.iter().copied())
         .env("HERD_LOG", "info")
         .stdin(Stdio::null())
         .kill_on_drop(true);
