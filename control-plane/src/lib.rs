@@ -7,6 +7,8 @@
 //! Beside them, [`identity`] is the mesh's certificate authority: it signs each proxy's
 //! short-lived certificate for the identity its token proves.
 //!
+//! [`inject`] adds the proxy to pods: an admission webhook, and `herdctl inject` offline.
+//!
 //! [`admin`] serves `/live`, `/ready` and `/metrics`; [`metrics`] holds the series; [`accept`]
 //! takes connections on the gRPC ports, TLS or plaintext; [`install`] is `herdctl install`'s
 //! manifests and [`cluster`] `herdctl check --kubeconfig`'s checks.
@@ -17,6 +19,7 @@ pub mod admin;
 pub mod cluster;
 pub mod identity;
 pub mod index;
+pub mod inject;
 pub mod install;
 pub mod metrics;
 pub mod push;

@@ -32,6 +32,11 @@ pub struct Metrics {
     /// Connections accepted on the gRPC ports, by `port` (`discovery`, `identity`) and
     /// `security` (`plaintext`, `tls`, `mutual`, or `failed` for a refused handshake).
     pub connections: IntCounterVec,
+    /// Admission reviews the injector answered, by `result` (`injected`, `already-injected`,
+    /// `not-wanted`, `refused`, `malformed`).
+    pub injections: IntCounterVec,
+    /// The injector webhook's certificate's notAfter, Unix seconds (0 without a CA).
+    pub webhook_not_after: IntGauge,
 }
 
 impl Default for Metrics {
@@ -126,6 +131,15 @@ impl Metrics {
             "Connections accepted on the gRPC ports, by port (discovery, identity) and security (plaintext; tls: the server authenticated; mutual: both sides; failed: a handshake refused or not finished within 10 s).",
             &["port", "security"],
         );
+        let injections = counter_vec(
+            "herd_control_injections_total",
+            "Admission reviews the injector answered, by result (injected, already-injected, not-wanted, refused: herd cannot patch the pod, malformed: the review could not be read).",
+            &["result"],
+        );
+        let webhook_not_after = gauge(
+            "herd_control_webhook_certificate_not_after_timestamp_seconds",
+            "When the injector webhook's serving certificate expires, in Unix seconds (0: no CA).",
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -147,6 +161,8 @@ impl Metrics {
             trust_bundle_roots,
             own_not_after,
             connections,
+            injections,
+            webhook_not_after,
         }
     }
 

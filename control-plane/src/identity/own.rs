@@ -8,7 +8,8 @@
 //! a new one at 70 % of the lifetime and whenever the CA files change (a new issuer or a new
 //! bundle: the bundle also decides which client certificates are accepted), and publishes a
 //! rustls server configuration each time. Connections already open keep the configuration they
-//! were accepted with, as a proxy's do.
+//! were accepted with, as a proxy's do. The injector webhook's certificate (for DNS names, see
+//! `inject::webhook`) is kept fresh by the same loop, [`keep_signed`].
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,12 +39,13 @@ pub enum OwnError {
     Tls { id: SpiffeId, reason: String },
 }
 
-/// A signed leaf for `id` and the server configuration that presents it.
-struct Signed {
-    config: Arc<ServerConfig>,
-    not_before: SystemTime,
-    not_after: SystemTime,
-    serial: String,
+/// A signed certificate and the server configuration that presents it.
+pub(crate) struct Signed {
+    pub config: Arc<ServerConfig>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// For the log line.
+    pub serial: String,
 }
 
 fn sign(ca: &Ca, id: &SpiffeId, lifetime: Duration) -> Result<Signed, OwnError> {
@@ -85,13 +87,36 @@ fn renew_in(not_before: SystemTime, not_after: SystemTime, now: SystemTime) -> D
 /// Signs the first leaf now (an error stops herd-control before it serves), then keeps it fresh
 /// for as long as the process runs. The receiver always holds a configuration.
 pub fn keep_certified(
-    mut ca: watch::Receiver<Arc<Ca>>,
+    ca: watch::Receiver<Arc<Ca>>,
     id: SpiffeId,
     lifetime: Duration,
     metrics: Metrics,
 ) -> Result<watch::Receiver<Arc<ServerConfig>>, OwnError> {
-    let first = sign(&ca.borrow_and_update(), &id, lifetime)?;
-    report(&id, &first, &metrics);
+    let report_id = id.clone();
+    keep_signed(
+        "control plane certificate",
+        ca,
+        move |ca| sign(ca, &id, lifetime),
+        move |signed| report(&report_id, signed, &metrics),
+    )
+}
+
+/// The loop both of herd-control's own certificates share (this one, and the injector
+/// webhook's): `sign` once now (its error is the caller's), then again at 70 % of each
+/// certificate's lifetime and whenever the CA changes, retrying every 5 s after a failure
+/// (logged, naming `what`) while the last configuration stays in use; `signed` hears of each
+/// success.
+pub(crate) fn keep_signed<E>(
+    what: &'static str,
+    mut ca: watch::Receiver<Arc<Ca>>,
+    sign: impl Fn(&Ca) -> Result<Signed, E> + Send + 'static,
+    signed: impl Fn(&Signed) + Send + 'static,
+) -> Result<watch::Receiver<Arc<ServerConfig>>, E>
+where
+    E: std::fmt::Display,
+{
+    let first = sign(&ca.borrow_and_update())?;
+    signed(&first);
     let mut renew = renew_in(first.not_before, first.not_after, SystemTime::now());
     let (tx, rx) = watch::channel(first.config);
     tokio::spawn(async move {
@@ -102,14 +127,14 @@ pub fn keep_certified(
                 () = tx.closed() => return,
             }
             let current = ca.borrow_and_update().clone();
-            match sign(&current, &id, lifetime) {
-                Ok(signed) => {
-                    report(&id, &signed, &metrics);
-                    renew = renew_in(signed.not_before, signed.not_after, SystemTime::now());
-                    tx.send_replace(signed.config);
+            match sign(&current) {
+                Ok(new) => {
+                    signed(&new);
+                    renew = renew_in(new.not_before, new.not_after, SystemTime::now());
+                    tx.send_replace(new.config);
                 }
                 Err(error) => {
-                    warn!(%error, "control plane certificate not renewed; retrying");
+                    warn!(%error, "{what} not renewed; retrying");
                     renew = RETRY;
                 }
             }
