@@ -1,7 +1,7 @@
 //! `herd-control [--mesh DIR] [--kubeconfig FILE | --kubernetes] [--namespaces NS,...]
 //! [--discovery-listen ADDR] [--admin-listen ADDR] [--ca-cert FILE --ca-key FILE
 //! [--trust-bundle FILE] [--bootstrap-tokens FILE] [--identity-listen ADDR] ...]`: at least one
-//! source; the identity service runs when a CA is given.
+//! source; the identity service and the injector webhook run when a CA is given.
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT; 64 with one line for a bad flag, no source, an unreadable
 //! mesh directory or kubeconfig, unusable CA, bundle or tokens files; 1 when a port cannot be
@@ -29,11 +29,13 @@ use herd_control::identity::review::TokenReviewer;
 use herd_control::identity::token::Chain;
 use herd_control::identity::{IdentityService, watch_bootstrap, watch_ca};
 use herd_control::index::{Index, Sources};
+use herd_control::inject;
+use herd_control::inject::webhook::{NativeSidecars, Webhook, native_sidecars};
 use herd_control::metrics::Metrics;
 use herd_control::push::{MAX_STREAMS_PER_CONNECTION, Push, SourceStatus};
 use herd_control::source::kubernetes;
 use herd_control::source::mesh::{MeshDir, MeshState};
-use herd_identity::SpiffeId;
+use herd_identity::{ServerName, SpiffeId};
 use tokio::sync::mpsc;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
@@ -163,6 +165,62 @@ struct Cli {
     /// `spiffe://TRUST-DOMAIN/ns/herd/sa/herd-control`.
     #[arg(long, value_name = "SPIFFE-ID", env = "HERD_CONTROL_IDENTITY")]
     control_identity: Option<String>,
+    /// The injector webhook (HTTPS, `POST /inject`); served only with a CA.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8443",
+        env = "HERD_CONTROL_WEBHOOK_LISTEN"
+    )]
+    webhook_listen: SocketAddr,
+    /// The names the webhook's certificate is for, comma-separated: DNS names (the Service the
+    /// webhook configuration names, `SERVICE.NAMESPACE.svc`) and IP addresses (for a `url:`
+    /// webhook such as `https://127.0.0.1:8443/inject`).
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        default_value = "herd-control.herd.svc",
+        env = "HERD_CONTROL_WEBHOOK_DNS_NAMES"
+    )]
+    webhook_dns_names: Vec<String>,
+    /// The image of both injected containers (`herd-init` and `herd-proxy`); `herd-proxy` must be
+    /// on its PATH.
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        default_value = inject::sidecar::DEFAULT_IMAGE,
+        env = "HERD_CONTROL_PROXY_IMAGE"
+    )]
+    proxy_image: String,
+    /// Inject the proxy as a native sidecar (an init container with `restartPolicy: Always`) or a
+    /// regular container: `auto` asks the API server's version (native from 1.29 on) and, without
+    /// a Kubernetes client, injects regular sidecars.
+    #[arg(
+        long,
+        value_name = "auto|always|never",
+        default_value = "auto",
+        env = "HERD_CONTROL_NATIVE_SIDECARS"
+    )]
+    native_sidecars: NativeSidecars,
+    /// Where injected proxies take their routing from: `NAME:PORT` of this control plane's
+    /// discovery port (their `proxy.control.dns`).
+    #[arg(
+        long,
+        value_name = "NAME:PORT",
+        default_value = inject::sidecar::DEFAULT_CONTROL,
+        env = "HERD_CONTROL_INJECTED_CONTROL"
+    )]
+    injected_control: String,
+    /// Where injected proxies get their certificates: `NAME:PORT` of this control plane's
+    /// identity port (their `proxy.identity.dns`).
+    #[arg(
+        long,
+        value_name = "NAME:PORT",
+        default_value = inject::sidecar::DEFAULT_IDENTITY,
+        env = "HERD_CONTROL_INJECTED_IDENTITY"
+    )]
+    injected_identity: String,
 }
 
 /// What the identity service starts with, read and checked before anything else starts.
@@ -172,6 +230,8 @@ struct IdentityStart {
     bootstrap: Option<(PathBuf, BootstrapTokens)>,
     /// What herd-control presents on its ports.
     own: SpiffeId,
+    /// The webhook certificate's names.
+    webhook_names: Vec<ServerName>,
 }
 
 fn main() -> ExitCode {
@@ -293,6 +353,30 @@ fn identity_start(cli: &Cli) -> Result<Option<IdentityStart>, String> {
             cli.trust_domain
         ));
     }
+    let webhook_names = cli
+        .webhook_dns_names
+        .iter()
+        .map(|name| ServerName::parse(name).map_err(|e| format!("--webhook-dns-names: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if webhook_names.is_empty() {
+        return Err("--webhook-dns-names: give at least one name".into());
+    }
+    for (flag, target) in [
+        ("--injected-control", &cli.injected_control),
+        ("--injected-identity", &cli.injected_identity),
+    ] {
+        if !is_dns_target(target) {
+            return Err(format!(
+                "{flag}: `{target}` is not NAME:PORT (a DNS name and a port from 1 to 65535)"
+            ));
+        }
+    }
+    if cli.proxy_image.is_empty() || cli.proxy_image.contains(char::is_whitespace) {
+        return Err(format!(
+            "--proxy-image: `{}` is not an image reference",
+            cli.proxy_image
+        ));
+    }
     let (Some(cert), Some(key)) = (&cli.ca_cert, &cli.ca_key) else {
         return Ok(None);
     };
@@ -315,7 +399,17 @@ fn identity_start(cli: &Cli) -> Result<Option<IdentityStart>, String> {
         ca,
         bootstrap,
         own,
+        webhook_names,
     }))
+}
+
+/// `NAME:PORT` with a DNS name (not an address: proxies resolve it at every connection).
+fn is_dns_target(target: &str) -> bool {
+    let Some((name, port)) = target.rsplit_once(':') else {
+        return false;
+    };
+    matches!(ServerName::parse(name), Ok(ServerName::Dns(_)))
+        && port.parse::<u16>().is_ok_and(|p| p != 0)
 }
 
 /// A Kubernetes namespace name: a DNS label.
@@ -366,6 +460,14 @@ async fn run(
                 .with_context(|| {
                     format!("cannot bind identity listener {}", cli.identity_listen)
                 })?,
+        ),
+        None => None,
+    };
+    let webhook_listener = match identity {
+        Some(_) => Some(
+            tokio::net::TcpListener::bind(cli.webhook_listen)
+                .await
+                .with_context(|| format!("cannot bind webhook listener {}", cli.webhook_listen))?,
         ),
         None => None,
     };
@@ -420,6 +522,33 @@ async fn run(
         )
         .context("cannot certify the control plane itself")?;
         own_tls = Some(tls.clone());
+        if let Some(listener) = webhook_listener {
+            let webhook_tls = inject::webhook::keep_certified(
+                ca.clone(),
+                start.webhook_names.clone(),
+                cli.identity_lifetime,
+                metrics.clone(),
+            )
+            .context("cannot certify the injector webhook")?;
+            let webhook = Webhook {
+                settings: inject::Settings {
+                    image: cli.proxy_image.clone(),
+                    native_sidecars: false,
+                    control: cli.injected_control.clone(),
+                    identity: cli.injected_identity.clone(),
+                    trust_domain: cli.trust_domain.clone(),
+                    control_identity: start.own.to_string(),
+                    token_audience: cli.token_audience.clone(),
+                    trust_anchors_pem: String::new(),
+                },
+                ca: ca.clone(),
+                native: native_sidecars(cli.native_sidecars, client.clone()).await,
+                client: client.clone(),
+                metrics: metrics.clone(),
+            };
+            info!(webhook = %cli.webhook_listen, names = ?cli.webhook_dns_names, image = %cli.proxy_image, "injector ready");
+            tokio::spawn(webhook.serve(listener, webhook_tls));
+        }
         let mut tokens = Chain::new();
         if let Some((path, first)) = start.bootstrap {
             let (current, watcher) = watch_bootstrap(path.clone(), cli.trust_domain.clone(), first)

@@ -23,6 +23,7 @@ pub mod fleet;
 pub mod h2raw;
 pub mod helm;
 pub mod identity;
+pub mod inject;
 pub mod kube;
 pub mod load;
 pub mod netns;

@@ -10,9 +10,11 @@
 //! herdctl identity PROXY-ID [--control ADDR]  # the certificate that proxy presents
 //! herdctl certify --identity ADDR --token-file FILE --id SPIFFE-ID
 //!                                             # get a certificate as a proxy would; print it
+//! herdctl inject FILE|- --trust-anchors FILE  # the injector's patch, offline, on a YAML stream
 //! ```
 //!
-//! Exit codes: 0 when all is well; 64 for a bad flag or an invalid mesh (validate); 1 when the
+//! Exit codes: 0 when all is well; 64 for a bad flag, an invalid mesh (validate) or a document
+//! that is not YAML or a workload without a pod template (inject); 1 when the
 //! control plane cannot be reached, a proxy id is unknown (or, for `identity`, has reported no
 //! certificate), or `check` finds a problem.
 #![forbid(unsafe_code)]
@@ -121,6 +123,48 @@ enum Command {
         #[arg(long, value_name = "SPIFFE-ID")]
         id: String,
     },
+    /// Add herd's proxy to the Pods, Deployments, StatefulSets, DaemonSets, Jobs and CronJobs of
+    /// a multi-document YAML stream (FILE, or `-` for stdin) as the injector webhook would, and
+    /// print the stream; every other document comes out as it went in. What happened to each
+    /// workload goes to stderr.
+    Inject(InjectArgs),
+}
+
+/// `herdctl inject`'s flags: what herd-control's injector flags say in a cluster.
+#[derive(clap::Args)]
+struct InjectArgs {
+    /// The manifests, or `-` for stdin.
+    file: String,
+    /// The mesh's trust anchors (PEM), written into each proxy's configuration: the CA's trust
+    /// bundle, as herd-control's `--trust-bundle` (or `--ca-cert`).
+    #[arg(long, value_name = "FILE")]
+    trust_anchors: PathBuf,
+    /// The image of both injected containers.
+    #[arg(long, value_name = "IMAGE", default_value = herd_control::inject::sidecar::DEFAULT_IMAGE)]
+    proxy_image: String,
+    /// `always`: native sidecars (Kubernetes 1.29 on); `never`: regular ones.
+    #[arg(long, value_name = "always|never", default_value = "always")]
+    native_sidecars: OfflineSidecars,
+    /// herd-control's discovery port, `NAME:PORT`.
+    #[arg(long, value_name = "NAME:PORT", default_value = herd_control::inject::sidecar::DEFAULT_CONTROL)]
+    injected_control: String,
+    /// herd-control's identity port, `NAME:PORT`.
+    #[arg(long, value_name = "NAME:PORT", default_value = herd_control::inject::sidecar::DEFAULT_IDENTITY)]
+    injected_identity: String,
+    #[arg(long, value_name = "NAME", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Default: `spiffe://TRUST-DOMAIN/ns/herd/sa/herd-control`.
+    #[arg(long, value_name = "SPIFFE-ID")]
+    control_identity: Option<String>,
+    /// The projected ServiceAccount token's audience (herd-control's `--token-audience`).
+    #[arg(long, value_name = "AUD", default_value = "herd")]
+    token_audience: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OfflineSidecars {
+    Always,
+    Never,
 }
 
 #[derive(clap::Args)]
@@ -188,6 +232,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Validate { path } => validate(&path),
+        Command::Inject(args) => inject(args),
         Command::Stat { control } => remote(stat(control.addr)),
         Command::Config { proxy_id, control } => remote(config(control.addr, proxy_id)),
         Command::Check {
@@ -243,6 +288,78 @@ fn main() -> ExitCode {
 
 /// A directory: its files merged as herd-control does. A file: a mesh file, or a proxy's own
 /// file when it has `proxy:` (herd-proxy --check's rules).
+/// `herdctl inject`: the stream on stdout, one line per workload on stderr.
+fn inject(args: InjectArgs) -> ExitCode {
+    let usage = |line: String| {
+        eprintln!("herdctl: {line}");
+        ExitCode::from(EX_USAGE)
+    };
+    let anchors = match std::fs::read_to_string(&args.trust_anchors) {
+        Ok(pem) => pem,
+        Err(e) => {
+            return usage(format!(
+                "--trust-anchors {}: {e}",
+                args.trust_anchors.display()
+            ));
+        }
+    };
+    if let Err(e) = TrustBundle::from_pem(&anchors) {
+        return usage(format!(
+            "--trust-anchors {}: {e}",
+            args.trust_anchors.display()
+        ));
+    }
+    let control_identity = match &args.control_identity {
+        Some(id) => match SpiffeId::parse(id) {
+            Ok(id) => id,
+            Err(e) => return usage(format!("--control-identity: `{id}`: {e}")),
+        },
+        None => match SpiffeId::kubernetes(&args.trust_domain, "herd", "herd-control") {
+            Ok(id) => id,
+            Err(e) => return usage(format!("--trust-domain: `{}`: {e}", args.trust_domain)),
+        },
+    };
+    if control_identity.trust_domain() != args.trust_domain {
+        return usage(format!(
+            "--control-identity: `{control_identity}` is not in the trust domain `{}`",
+            args.trust_domain
+        ));
+    }
+    let (text, source) = if args.file == "-" {
+        let mut text = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+            return usage(format!("cannot read stdin: {e}"));
+        }
+        (text, "-".to_owned())
+    } else {
+        match std::fs::read_to_string(&args.file) {
+            Ok(text) => (text, args.file.clone()),
+            Err(e) => return usage(format!("{}: cannot read: {e}", args.file)),
+        }
+    };
+    let settings = herd_control::inject::Settings {
+        image: args.proxy_image,
+        native_sidecars: matches!(args.native_sidecars, OfflineSidecars::Always),
+        control: args.injected_control,
+        identity: args.injected_identity,
+        trust_domain: args.trust_domain,
+        control_identity: control_identity.to_string(),
+        token_audience: args.token_audience,
+        trust_anchors_pem: anchors,
+    };
+    match herd_control::inject::manifest::inject(&text, &source, &settings) {
+        Ok(injected) => {
+            print!("{}", injected.output);
+            for report in &injected.reports {
+                let level = if report.is_refusal() { "warning: " } else { "" };
+                eprintln!("herdctl: {level}{}: {}", report.workload, report.outcome);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage(e.to_string()),
+    }
+}
+
 fn validate(path: &std::path::Path) -> ExitCode {
     if path.is_dir() {
         let texts = match read_dir(path) {

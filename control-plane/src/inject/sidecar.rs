@@ -45,6 +45,11 @@ use super::annotations::{Shape, port_list_text};
 /// The proxy container's name: herd-control's Kubernetes source calls a pod with a container
 /// (or init container) of this name meshed.
 pub const PROXY: &str = "herd-proxy";
+/// The image injected by default: this release's proxy.
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/herd-mesh/herd-proxy:", env!("CARGO_PKG_VERSION"));
+/// Where injected proxies find herd-control by default: its Service in namespace `herd`.
+pub const DEFAULT_CONTROL: &str = "herd-control.herd.svc.cluster.local:8086";
+pub const DEFAULT_IDENTITY: &str = "herd-control.herd.svc.cluster.local:8080";
 /// The init container's name.
 pub const INIT: &str = "herd-init";
 /// The token volume's name.
@@ -97,16 +102,13 @@ pub struct Settings {
 
 /// The `herd-init` container.
 pub fn init_container(settings: &Settings, shape: &Shape) -> Container {
-    let mut skip_inbound = vec![PortRange {
+    // The admin port always, so the kubelet's probes reach the proxy itself.
+    let admin = PortRange {
         first: ADMIN_PORT,
         last: ADMIN_PORT,
-    }];
-    skip_inbound.extend(
-        shape
-            .skip_inbound_ports
-            .iter()
-            .filter(|r| !r.contains(ADMIN_PORT) || r.first != r.last),
-    );
+    };
+    let mut skip_inbound = vec![admin];
+    skip_inbound.extend(shape.skip_inbound_ports.iter().filter(|r| **r != admin));
     let mut args: Vec<String> = [
         "init",
         "--inbound-port",

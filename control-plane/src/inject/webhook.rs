@@ -35,7 +35,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::api::core::v1::Namespace;
 use rustls::ServerConfig;
 use serde_json::Value;
@@ -62,6 +62,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often `auto` asks the API server's version again.
 const VERSION_EVERY: Duration = Duration::from_secs(600);
+/// How long the first `/version` answer is waited for.
+const FIRST_VERSION: Duration = Duration::from_secs(5);
 /// The first minor version of Kubernetes 1 with native sidecars on by default.
 const NATIVE_FROM_MINOR: u32 = 29;
 
@@ -85,8 +87,12 @@ pub fn supports_native(major: &str, minor: &str) -> Option<bool> {
     Some(major > 1 || (major == 1 && minor >= NATIVE_FROM_MINOR))
 }
 
-/// The current choice, kept up to date for `auto` with a client (see the module doc).
-pub fn native_sidecars(mode: NativeSidecars, client: Option<kube::Client>) -> Arc<AtomicBool> {
+/// The current choice, kept up to date for `auto` with a client (see the module doc). The
+/// first answer is waited for (up to 5 s), so the first pods get the right shape.
+pub async fn native_sidecars(
+    mode: NativeSidecars,
+    client: Option<kube::Client>,
+) -> Arc<AtomicBool> {
     let native = Arc::new(AtomicBool::new(mode == NativeSidecars::Always));
     let (NativeSidecars::Auto, Some(client)) = (mode, client) else {
         if mode == NativeSidecars::Auto {
@@ -96,34 +102,49 @@ pub fn native_sidecars(mode: NativeSidecars, client: Option<kube::Client>) -> Ar
         }
         return native;
     };
+    let mut last = None;
+    if let Ok(answer) = tokio::time::timeout(FIRST_VERSION, client.apiserver_version()).await {
+        last = ask(answer, &native, None);
+    }
     let shared = native.clone();
     tokio::spawn(async move {
-        let mut last = None;
         loop {
-            match client.apiserver_version().await {
-                Ok(info) => {
-                    let choice = supports_native(&info.major, &info.minor);
-                    if choice != last {
-                        info!(
-                            version = %info.git_version,
-                            native = choice.unwrap_or(false),
-                            "injector: sidecar shape for this API server"
-                        );
-                        last = choice;
-                    }
-                    shared.store(choice.unwrap_or(false), Ordering::Release);
-                }
-                Err(error) => warn!(%error, "injector: cannot read the API server's version"),
-            }
             let wait = if last.is_some() {
                 VERSION_EVERY
             } else {
                 Duration::from_secs(5)
             };
             tokio::time::sleep(wait).await;
+            last = ask(client.apiserver_version().await, &shared, last);
         }
     });
     native
+}
+
+/// Sets `native` from a `/version` answer; returns the choice (`last` when there is none).
+fn ask(
+    answer: Result<k8s_openapi::apimachinery::pkg::version::Info, kube::Error>,
+    native: &AtomicBool,
+    last: Option<bool>,
+) -> Option<bool> {
+    match answer {
+        Ok(info) => {
+            let choice = supports_native(&info.major, &info.minor);
+            if choice != last {
+                info!(
+                    version = %info.git_version,
+                    native = choice.unwrap_or(false),
+                    "injector: sidecar shape for this API server"
+                );
+            }
+            native.store(choice.unwrap_or(false), Ordering::Release);
+            choice.or(last)
+        }
+        Err(error) => {
+            warn!(%error, "injector: cannot read the API server's version");
+            last
+        }
+    }
 }
 
 /// Why the webhook's certificate could not be made.
@@ -218,6 +239,7 @@ impl Webhook {
                     async move { Ok::<_, Infallible>(webhook.handle(req).await) }
                 });
                 let served = http1::Builder::new()
+                    .timer(TokioTimer::new())
                     .header_read_timeout(CLIENT_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
