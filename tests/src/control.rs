@@ -22,6 +22,8 @@ pub struct Control {
     dir: TempDir,
     discovery: SocketAddr,
     admin: SocketAddr,
+    /// `--webhook-listen`, unless the test's flags give one.
+    webhook: SocketAddr,
     starts: usize,
     /// Flags beyond the kit's own (`--kubeconfig FILE`, ...).
     args: Vec<String>,
@@ -54,6 +56,7 @@ impl Control {
             dir,
             discovery: crate::ports::addr(),
             admin: crate::ports::addr(),
+            webhook: crate::ports::addr(),
             starts: 0,
             args: Vec::new(),
         };
@@ -109,7 +112,15 @@ impl Control {
             .arg(self.discovery.to_string())
             .arg("--admin-listen")
             .arg(self.admin.to_string())
-            .args(&self.args)
+            .args(&self.args);
+        // With a CA, herd-control serves its injector webhook too: on a port of its own unless
+        // the test chose one, never the default 8443 that every parallel test would share.
+        if !self.args.iter().any(|a| a.starts_with("--webhook-listen")) {
+            command
+                .arg("--webhook-listen")
+                .arg(self.webhook.to_string());
+        }
+        command
             .env("HERD_LOG", "info,herd_control=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

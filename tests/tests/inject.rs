@@ -205,6 +205,17 @@ async fn the_mastodon_example_is_stored_with_native_sidecars_as_annotated() {
             .count();
         assert_eq!(tokens, 1);
 
+        // `herdctl check`'s probe (a dry-run Pod asking for injection) sees the proxy added.
+        let kubeconfig = kube.kubeconfig_path().display().to_string();
+        let check = herd_tests::control::herdctl(&["check", "--kubeconfig", &kubeconfig]).await;
+        assert!(
+            check
+                .stdout
+                .contains("ok   injector: a dry-run Pod in default came back with the proxy"),
+            "{}",
+            check.stdout
+        );
+
         let metrics = injector.control.metrics().await;
         assert!(
             metrics.contains("herd_control_injections_total{result=\"already-injected\"} 1"),

@@ -246,6 +246,8 @@ fn start_herd_control(ctx: &mut Ctx, tag: &str) -> Result<(Proc, u16)> {
         .as_ref()
         .ok_or_else(|| anyhow!("no certificates made for two-hops-mtls"))?;
     let (identity, discovery, admin) = (http::free_port()?, http::free_port()?, http::free_port()?);
+    // With a CA herd-control also serves its injector webhook: on a free port, not 8443.
+    let webhook = http::free_port()?;
     let addr = |port: u16| http::addr(port).to_string();
     let mut cmd = pinned(LOAD_CORE, &files.herd_control);
     cmd.arg("--mesh")
@@ -253,6 +255,7 @@ fn start_herd_control(ctx: &mut Ctx, tag: &str) -> Result<(Proc, u16)> {
         .args(["--discovery-listen", &addr(discovery)])
         .args(["--admin-listen", &addr(admin)])
         .args(["--identity-listen", &addr(identity)])
+        .args(["--webhook-listen", &addr(webhook)])
         .arg("--ca-cert")
         .arg(&files.pki.ca_cert)
         .arg("--ca-key")
