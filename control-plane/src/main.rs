@@ -204,23 +204,15 @@ struct Cli {
     )]
     native_sidecars: NativeSidecars,
     /// Where injected proxies take their routing from: `NAME:PORT` of this control plane's
-    /// discovery port (their `proxy.control.dns`).
-    #[arg(
-        long,
-        value_name = "NAME:PORT",
-        default_value = inject::sidecar::DEFAULT_CONTROL,
-        env = "HERD_CONTROL_INJECTED_CONTROL"
-    )]
-    injected_control: String,
+    /// discovery port (their `proxy.control.dns`). Default:
+    /// `herd-control-headless.herd.svc.CLUSTER-DOMAIN:8086`, the chart's headless Service.
+    #[arg(long, value_name = "NAME:PORT", env = "HERD_CONTROL_INJECTED_CONTROL")]
+    injected_control: Option<String>,
     /// Where injected proxies get their certificates: `NAME:PORT` of this control plane's
-    /// identity port (their `proxy.identity.dns`).
-    #[arg(
-        long,
-        value_name = "NAME:PORT",
-        default_value = inject::sidecar::DEFAULT_IDENTITY,
-        env = "HERD_CONTROL_INJECTED_IDENTITY"
-    )]
-    injected_identity: String,
+    /// identity port (their `proxy.identity.dns`). Default:
+    /// `herd-control-headless.herd.svc.CLUSTER-DOMAIN:8080`.
+    #[arg(long, value_name = "NAME:PORT", env = "HERD_CONTROL_INJECTED_IDENTITY")]
+    injected_identity: Option<String>,
 }
 
 /// What the identity service starts with, read and checked before anything else starts.
@@ -361,9 +353,10 @@ fn identity_start(cli: &Cli) -> Result<Option<IdentityStart>, String> {
     if webhook_names.is_empty() {
         return Err("--webhook-dns-names: give at least one name".into());
     }
+    let (control, identity) = injected_targets(cli);
     for (flag, target) in [
-        ("--injected-control", &cli.injected_control),
-        ("--injected-identity", &cli.injected_identity),
+        ("--injected-control", &control),
+        ("--injected-identity", &identity),
     ] {
         if !is_dns_target(target) {
             return Err(format!(
@@ -401,6 +394,16 @@ fn identity_start(cli: &Cli) -> Result<Option<IdentityStart>, String> {
         own,
         webhook_names,
     }))
+}
+
+/// Where injected proxies find this control plane: the flags, or their defaults in the
+/// cluster's domain.
+fn injected_targets(cli: &Cli) -> (String, String) {
+    let (control, identity) = inject::sidecar::default_targets(&cli.cluster_domain);
+    (
+        cli.injected_control.clone().unwrap_or(control),
+        cli.injected_identity.clone().unwrap_or(identity),
+    )
 }
 
 /// `NAME:PORT` with a DNS name (not an address: proxies resolve it at every connection).
@@ -534,8 +537,8 @@ async fn run(
                 settings: inject::Settings {
                     image: cli.proxy_image.clone(),
                     native_sidecars: false,
-                    control: cli.injected_control.clone(),
-                    identity: cli.injected_identity.clone(),
+                    control: injected_targets(&cli).0,
+                    identity: injected_targets(&cli).1,
                     trust_domain: cli.trust_domain.clone(),
                     control_identity: start.own.to_string(),
                     token_audience: cli.token_audience.clone(),

@@ -111,7 +111,7 @@ async fn the_mastodon_example_is_stored_with_native_sidecars_as_annotated() {
         for line in [
             "    transparent: true",
             "    app: 127.0.0.1:3000",
-            "    dns: herd-control.herd.svc.cluster.local:8086",
+            "    dns: herd-control-headless.herd.svc.cluster.local:8086",
             "    id: $(HERD_POD_NAME)",
             "    id: spiffe://cluster.local/ns/$(HERD_POD_NAMESPACE)/sa/$(HERD_POD_SERVICE_ACCOUNT)",
             "    controlIdentity: spiffe://cluster.local/ns/herd/sa/herd-control",
@@ -655,3 +655,44 @@ metadata: { name: debug, namespace: mastodon, annotations: { herd.io/inject: dis
 spec:
   containers: [{ name: shell, image: busybox }]
 ";
+
+/// A bad injector flag stops herd-control before it serves, with one line naming it.
+#[tokio::test]
+async fn a_bad_injector_flag_exits_64_with_one_line() {
+    let mesh = tempfile::tempdir().unwrap();
+    let mesh = mesh.path().to_str().unwrap();
+    for (flag, value, line) in [
+        (
+            "--webhook-dns-names",
+            "herd-control.herd.svc,bad name",
+            "herd-control: --webhook-dns-names: `bad name` is neither a DNS name nor an IP address",
+        ),
+        (
+            "--injected-control",
+            "10.0.0.1:8086",
+            "herd-control: --injected-control: `10.0.0.1:8086` is not NAME:PORT (a DNS name and a port from 1 to 65535)",
+        ),
+        (
+            "--injected-identity",
+            "herd-control-headless.herd.svc",
+            "herd-control: --injected-identity: `herd-control-headless.herd.svc` is not NAME:PORT (a DNS name and a port from 1 to 65535)",
+        ),
+        (
+            "--native-sidecars",
+            "maybe",
+            "herd-control: invalid value 'maybe' for '--native-sidecars <auto|always|never>'",
+        ),
+    ] {
+        let mut command = tokio::process::Command::new(herd_tests::proxy::bin("herd-control"));
+        command
+            .args(["--mesh", mesh, flag, value])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let output = herd_tests::within("herd-control to exit", TIMEOUT, command.output())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{flag}: {stderr}");
+        assert_eq!(stderr.trim_end(), line, "{flag}");
+    }
+}

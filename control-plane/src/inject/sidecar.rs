@@ -47,9 +47,16 @@ use super::annotations::{Shape, port_list_text};
 pub const PROXY: &str = "herd-proxy";
 /// The image injected by default: this release's proxy.
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/herd-mesh/herd-proxy:", env!("CARGO_PKG_VERSION"));
-/// Where injected proxies find herd-control by default: its Service in namespace `herd`.
-pub const DEFAULT_CONTROL: &str = "herd-control.herd.svc.cluster.local:8086";
-pub const DEFAULT_IDENTITY: &str = "herd-control.herd.svc.cluster.local:8080";
+/// Where injected proxies find herd-control by default: every replica through the headless
+/// Service the chart (release `herd`, namespace `herd`) makes, in the default cluster domain.
+pub const DEFAULT_CONTROL: &str = "herd-control-headless.herd.svc.cluster.local:8086";
+pub const DEFAULT_IDENTITY: &str = "herd-control-headless.herd.svc.cluster.local:8080";
+
+/// [`DEFAULT_CONTROL`] and [`DEFAULT_IDENTITY`] in cluster domain `domain`.
+pub fn default_targets(domain: &str) -> (String, String) {
+    let host = format!("herd-control-headless.herd.svc.{domain}");
+    (format!("{host}:8086"), format!("{host}:8080"))
+}
 /// The init container's name.
 pub const INIT: &str = "herd-init";
 /// The token volume's name.

@@ -14,8 +14,8 @@ fn settings(native: bool) -> Settings {
     Settings {
         image: "ghcr.io/herd/herd-proxy:0.1.0".into(),
         native_sidecars: native,
-        control: "herd-control.herd.svc.cluster.local:8086".into(),
-        identity: "herd-control.herd.svc.cluster.local:8080".into(),
+        control: "herd-control-headless.herd.svc.cluster.local:8086".into(),
+        identity: "herd-control-headless.herd.svc.cluster.local:8080".into(),
         trust_domain: "cluster.local".into(),
         control_identity: "spiffe://cluster.local/ns/herd/sa/herd-control".into(),
         token_audience: "herd".into(),
@@ -344,12 +344,12 @@ fn the_proxy_configuration_points_at_herd_control_with_the_pods_identity() {
                 "outbound": { "listen": "127.0.0.1:4140", "transparent": true },
                 "admin": { "listen": "0.0.0.0:4191" },
                 "control": {
-                    "dns": "herd-control.herd.svc.cluster.local:8086",
+                    "dns": "herd-control-headless.herd.svc.cluster.local:8086",
                     "id": "web-0",
                     "namespace": "mastodon",
                 },
                 "identity": {
-                    "dns": "herd-control.herd.svc.cluster.local:8080",
+                    "dns": "herd-control-headless.herd.svc.cluster.local:8080",
                     "id": "spiffe://cluster.local/ns/mastodon/sa/web",
                     "tokenFile": "/var/run/secrets/herd.io/identity/token",
                     "controlIdentity": "spiffe://cluster.local/ns/herd/sa/herd-control",
