@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use herd_tests::inject::{IMAGE, Injector, herdctl_with_stdin, is_injected};
+use herd_tests::proxy::run_with_env;
 use herd_tests::{TIMEOUT, curl, eventually};
 use serde_json::{Value, json};
 
@@ -53,6 +54,24 @@ fn bootstrap(pod: &Value) -> String {
         .to_owned()
 }
 
+/// The proxy's configuration with its `$(VAR)`s replaced by the stored pod's fields, as the
+/// kubelet does from the downward API when it starts the container.
+fn as_the_kubelet_fills_it(pod: &Value) -> String {
+    let field = |pointer: &str| {
+        pod.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned()
+    };
+    bootstrap(pod)
+        .replace("$(HERD_POD_NAME)", &field("/metadata/name"))
+        .replace("$(HERD_POD_NAMESPACE)", &field("/metadata/namespace"))
+        .replace(
+            "$(HERD_POD_SERVICE_ACCOUNT)",
+            &field("/spec/serviceAccountName"),
+        )
+}
+
 /// The API server stores each of Mastodon's pods with herd's proxy as a native sidecar, each
 /// pod's annotations honoured; the opted-out pod and pods in namespaces that did not ask are
 /// stored as written; a pod injected already is not injected twice.
@@ -83,8 +102,8 @@ async fn the_mastodon_example_is_stored_with_native_sidecars_as_annotated() {
         assert_eq!(
             args(init),
             [
-                "init", "--inbound-port", "4143", "--outbound-port", "4140", "--proxy-uid",
-                "2102", "--skip-inbound-ports", "4191,9394",
+                "init", "--inbound-port", "4143", "--outbound-port", "4140", "--admin-port",
+                "4191", "--proxy-uid", "2102", "--skip-inbound-ports", "9394",
             ],
             "herd.io/skip-inbound-ports"
         );
@@ -110,7 +129,7 @@ async fn the_mastodon_example_is_stored_with_native_sidecars_as_annotated() {
         let config = bootstrap(&web);
         for line in [
             "    transparent: true",
-            "    app: 127.0.0.1:3000",
+            "    listen: \"[::]:4143\"",
             "    dns: herd-control-headless.herd.svc.cluster.local:8086",
             "    id: $(HERD_POD_NAME)",
             "    id: spiffe://cluster.local/ns/$(HERD_POD_NAMESPACE)/sa/$(HERD_POD_SERVICE_ACCOUNT)",
@@ -128,11 +147,10 @@ async fn the_mastodon_example_is_stored_with_native_sidecars_as_annotated() {
 
         let streaming = kube.get("mastodon", "pod", "streaming").await;
         assert!(is_injected(&streaming));
-        assert!(bootstrap(&streaming).contains("    app: 127.0.0.1:4000\n"));
         let sidekiq = kube.get("mastodon", "pod", "sidekiq").await;
         assert_eq!(
-            args(container(&sidekiq, "herd-init"))[7..],
-            ["--skip-inbound-ports", "4191", "--skip-outbound-ports", "25,587"],
+            args(container(&sidekiq, "herd-init"))[9..],
+            ["--skip-outbound-ports", "25,587"],
             "herd.io/skip-outbound-ports"
         );
         assert!(
@@ -140,6 +158,20 @@ async fn the_mastodon_example_is_stored_with_native_sidecars_as_annotated() {
                 .get("limits")
                 .is_none()
         );
+
+        // Each stored configuration, with the pod's name, namespace and account filled in as the
+        // kubelet does, is one herd-proxy accepts.
+        for pod in [&web, &streaming, &sidekiq] {
+            let yaml = as_the_kubelet_fills_it(pod);
+            let check = run_with_env(&["--check"], &[("HERD_PROXY_CONFIG_YAML", &yaml)]).await;
+            assert_eq!(
+                (check.code, check.stdout.as_str()),
+                (Some(0), "$HERD_PROXY_CONFIG_YAML: ok\n"),
+                "{}\n{yaml}",
+                check.stderr
+            );
+            assert!(yaml.contains("id: spiffe://cluster.local/ns/mastodon/sa/"), "{yaml}");
+        }
 
         // Opted out: stored as written.
         let tootctl = kube.get("mastodon", "pod", "tootctl").await;

@@ -194,14 +194,8 @@ fn operations(
     shape: &Shape,
     settings: &Settings,
 ) -> Vec<Op> {
-    let app_port = spec
-        .containers
-        .iter()
-        .flat_map(|c| c.ports.as_deref().unwrap_or_default())
-        .find_map(|p| u16::try_from(p.container_port).ok().filter(|p| *p != 0))
-        .unwrap_or(80);
     let init = to_json(&sidecar::init_container(settings, shape));
-    let proxy = to_json(&sidecar::proxy_container(settings, shape, app_port));
+    let proxy = to_json(&sidecar::proxy_container(settings, shape));
     let volume = to_json(&sidecar::token_volume(settings));
 
     let mut ops = Vec::new();

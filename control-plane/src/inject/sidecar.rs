@@ -4,7 +4,8 @@
 //!   the pod's inbound TCP to the proxy's inbound port (4143) and its outbound TCP to the
 //!   outbound port (4140), except the proxy's own (uid 2102), the admin port (4191, so the
 //!   kubelet's probes reach the proxy itself) and the ports the pod's annotations skip. It needs
-//!   `NET_ADMIN` and `NET_RAW` and runs as root, and only it does.
+//!   `NET_ADMIN` and `NET_RAW` and runs as root, and only it does. Its flags are `herd-proxy
+//!   init`'s (README "herd-proxy init").
 //! - `herd-proxy`, the proxy, as uid 2102 with nothing else: no capabilities, a read-only root
 //!   file system. It is a **native sidecar** where the API server supports it (1.29 on: an init
 //!   container with `restartPolicy: Always`, started after `herd-init` and before every other
@@ -20,7 +21,7 @@
 //!   `--token-audience`, default `herd`), mounted in the proxy only: what proves the pod's
 //!   identity to herd-control's identity service.
 //! - The proxy's whole configuration in `HERD_PROXY_CONFIG_YAML`: transparent inbound and
-//!   outbound listeners, the admin port, `proxy.control` and `proxy.identity` pointing at
+//!   outbound listeners on `[::]` (both families), the admin port, `proxy.control` and `proxy.identity` pointing at
 //!   herd-control with the mesh's trust anchors written in. Nothing there depends on the pod's
 //!   name or namespace as the injector sees them (a Deployment's pods are named after
 //!   admission, and `herdctl inject` sees no namespace at all): the pod's name, namespace and
@@ -31,7 +32,6 @@
 
 use std::collections::BTreeMap;
 
-use herd_config::PortRange;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
     LifecycleHandler, ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements,
@@ -109,30 +109,30 @@ pub struct Settings {
 
 /// The `herd-init` container.
 pub fn init_container(settings: &Settings, shape: &Shape) -> Container {
-    // The admin port always, so the kubelet's probes reach the proxy itself.
-    let admin = PortRange {
-        first: ADMIN_PORT,
-        last: ADMIN_PORT,
-    };
-    let mut skip_inbound = vec![admin];
-    skip_inbound.extend(shape.skip_inbound_ports.iter().filter(|r| **r != admin));
+    // The admin port is never redirected inbound (init's --admin-port), so the kubelet's probes
+    // and Prometheus reach the proxy itself.
     let mut args: Vec<String> = [
         "init",
         "--inbound-port",
         &INBOUND_PORT.to_string(),
         "--outbound-port",
         &OUTBOUND_PORT.to_string(),
+        "--admin-port",
+        &ADMIN_PORT.to_string(),
         "--proxy-uid",
         &PROXY_UID.to_string(),
-        "--skip-inbound-ports",
-        &port_list_text(&skip_inbound),
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    if !shape.skip_outbound_ports.is_empty() {
-        args.push("--skip-outbound-ports".into());
-        args.push(port_list_text(&shape.skip_outbound_ports));
+    for (flag, list) in [
+        ("--skip-inbound-ports", &shape.skip_inbound_ports),
+        ("--skip-outbound-ports", &shape.skip_outbound_ports),
+    ] {
+        if !list.is_empty() {
+            args.push(flag.into());
+            args.push(port_list_text(list));
+        }
     }
     Container {
         name: INIT.into(),
@@ -154,7 +154,7 @@ pub fn init_container(settings: &Settings, shape: &Shape) -> Container {
 }
 
 /// The `herd-proxy` container, native sidecar or regular per `settings`.
-pub fn proxy_container(settings: &Settings, shape: &Shape, app_port: u16) -> Container {
+pub fn proxy_container(settings: &Settings, shape: &Shape) -> Container {
     let get = |path: &str| HTTPGetAction {
         path: Some(path.into()),
         port: IntOrString::Int(ADMIN_PORT.into()),
@@ -187,7 +187,7 @@ pub fn proxy_container(settings: &Settings, shape: &Shape, app_port: u16) -> Con
         },
         EnvVar {
             name: CONFIG_YAML.into(),
-            value: Some(bootstrap(settings, shape, app_port)),
+            value: Some(bootstrap(settings, shape)),
             ..EnvVar::default()
         },
     ];
@@ -287,10 +287,11 @@ pub fn token_volume(settings: &Settings) -> Volume {
     }
 }
 
-/// The proxy's configuration (see the module doc). `app_port` is the app's first declared
-/// port, where the inbound listener forwards what is not redirected with an original
-/// destination.
-pub fn bootstrap(settings: &Settings, shape: &Shape, app_port: u16) -> String {
+/// The proxy's configuration (see the module doc). Both listeners are transparent: inbound, a
+/// redirected connection goes to the app at the pod's address and the port the client chose,
+/// so every port of the app is meshed without listing them (no `app`); `[::]` takes both
+/// families (REDIRECT hands inbound traffic to the pod's own address, outbound to loopback).
+pub fn bootstrap(settings: &Settings, shape: &Shape) -> String {
     let opaque = if shape.opaque_ports.is_empty() {
         String::new()
     } else {
@@ -310,14 +311,13 @@ pub fn bootstrap(settings: &Settings, shape: &Shape, app_port: u16) -> String {
         "# Written by herd's injector. The kubelet fills in the pod's name, namespace and account.
 proxy:
   inbound:
-    listen: 0.0.0.0:{INBOUND_PORT}
-    app: 127.0.0.1:{app_port}
+    listen: \"[::]:{INBOUND_PORT}\"
     transparent: true
 {opaque}  outbound:
-    listen: 127.0.0.1:{OUTBOUND_PORT}
+    listen: \"[::]:{OUTBOUND_PORT}\"
     transparent: true
   admin:
-    listen: 0.0.0.0:{ADMIN_PORT}
+    listen: \"[::]:{ADMIN_PORT}\"
   control:
     dns: {control}
     id: $({POD_NAME})

@@ -8,7 +8,15 @@ use super::review;
 use super::webhook::supports_native;
 use super::*;
 
-const ANCHORS: &str = "-----BEGIN CERTIFICATE-----\nMIIBroot\n-----END CERTIFICATE-----\n";
+/// A real root, so the proxy's configuration validates as herd-proxy would read it.
+fn anchors() -> &'static str {
+    static PEM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PEM.get_or_init(|| {
+        herd_identity::Issuer::generate("cluster.local", std::time::Duration::from_secs(86400))
+            .unwrap()
+            .certificate_pem()
+    })
+}
 
 fn settings(native: bool) -> Settings {
     Settings {
@@ -19,7 +27,7 @@ fn settings(native: bool) -> Settings {
         trust_domain: "cluster.local".into(),
         control_identity: "spiffe://cluster.local/ns/herd/sa/herd-control".into(),
         token_audience: "herd".into(),
-        trust_anchors_pem: ANCHORS.into(),
+        trust_anchors_pem: anchors().into(),
     }
 }
 
@@ -123,6 +131,10 @@ fn bootstrap_of(proxy: &Value) -> Value {
         .replace("$(HERD_POD_NAMESPACE)", "mastodon")
         .replace("$(HERD_POD_SERVICE_ACCOUNT)", "web");
     assert!(!yaml.contains("$("), "{yaml}");
+    // What herd-proxy makes of it: a valid configuration.
+    let config = herd_config::parse(&yaml, "$HERD_PROXY_CONFIG_YAML")
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    assert!(config.proxy.inbound.as_ref().unwrap().transparent);
     serde_saphyr::from_str(&yaml).unwrap()
 }
 
@@ -216,10 +228,10 @@ fn a_native_sidecar_starts_after_herd_init_and_before_everything_else() {
             "4143",
             "--outbound-port",
             "4140",
+            "--admin-port",
+            "4191",
             "--proxy-uid",
             "2102",
-            "--skip-inbound-ports",
-            "4191",
         ])
     );
     assert_eq!(
@@ -295,9 +307,7 @@ fn a_pod_without_init_containers_volumes_labels_or_annotations_gets_them_whole()
         names(&pod["spec"]["initContainers"]),
         ["herd-init", "herd-proxy"]
     );
-    // No declared port: the inbound listener's app port falls back to 80.
-    let config = bootstrap_of(&pod["spec"]["initContainers"][1]);
-    assert_eq!(config["proxy"]["inbound"]["app"], "127.0.0.1:80");
+    bootstrap_of(&pod["spec"]["initContainers"][1]);
 
     let regular = injected(&bare, false);
     assert_eq!(names(&regular["spec"]["initContainers"]), ["herd-init"]);
@@ -340,9 +350,9 @@ fn the_proxy_configuration_points_at_herd_control_with_the_pods_identity() {
         config,
         json!({
             "proxy": {
-                "inbound": { "listen": "0.0.0.0:4143", "app": "127.0.0.1:3000", "transparent": true },
-                "outbound": { "listen": "127.0.0.1:4140", "transparent": true },
-                "admin": { "listen": "0.0.0.0:4191" },
+                "inbound": { "listen": "[::]:4143", "transparent": true },
+                "outbound": { "listen": "[::]:4140", "transparent": true },
+                "admin": { "listen": "[::]:4191" },
                 "control": {
                     "dns": "herd-control-headless.herd.svc.cluster.local:8086",
                     "id": "web-0",
@@ -353,7 +363,7 @@ fn the_proxy_configuration_points_at_herd_control_with_the_pods_identity() {
                     "id": "spiffe://cluster.local/ns/mastodon/sa/web",
                     "tokenFile": "/var/run/secrets/herd.io/identity/token",
                     "controlIdentity": "spiffe://cluster.local/ns/herd/sa/herd-control",
-                    "trustAnchorsPem": ANCHORS,
+                    "trustAnchorsPem": anchors(),
                 },
             }
         })
@@ -376,10 +386,10 @@ fn each_annotation_shapes_what_is_injected() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert_eq!(
-        args[7..],
+        args[9..],
         [
             "--skip-inbound-ports",
-            "4191,22",
+            "22,4191",
             "--skip-outbound-ports",
             "443,5432-5433"
         ]
