@@ -281,6 +281,14 @@ fn deployment(o: &Options) -> Deployment {
         format!("--webhook-dns-names={CONTROL}.{ns}.svc"),
         format!("--proxy-image={}", o.image),
         format!("--native-sidecars={}", o.native_sidecars),
+        format!(
+            "--injected-control={CONTROL}-headless.{ns}.svc.{}:{DISCOVERY}",
+            o.cluster_domain
+        ),
+        format!(
+            "--injected-identity={CONTROL}-headless.{ns}.svc.{}:{IDENTITY}",
+            o.cluster_domain
+        ),
     ]);
     let port = |name: &str, number: i32| ContainerPort {
         name: Some(name.into()),
