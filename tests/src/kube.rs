@@ -409,6 +409,9 @@ fn apiserver_args(etcd_url: &str, port: u16, dir: &Path, files: &pki::Files) -> 
         // What most clusters allow; the injector's init container may need it.
         "--allow-privileged=true".into(),
         "--profiling=false".into(),
+        // A webhook named by a Service is called at the Service's endpoints, not its cluster
+        // IP: no kube-proxy runs here to route a cluster IP.
+        "--enable-aggregator-routing=true".into(),
     ]
 }
 

@@ -4,7 +4,7 @@
 //! with exactly the arguments and the generated issuer the chart gives it.
 
 use base64::Engine as _;
-use herd_tests::control::Control;
+use herd_tests::control::{Control, herdctl};
 use herd_tests::helm::{self, find, kinds, objects, template};
 use herd_tests::kube::KubeApi;
 use herd_tests::ports;
@@ -329,5 +329,163 @@ async fn herd_control_starts_with_the_charts_arguments_and_generated_issuer() {
     assert!(
         log.contains("control plane certificate signed identity=spiffe://cluster.local/ns/herd/sa/herd-control"),
         "{log}"
+    );
+}
+
+/// The chart installed for real, herd-control run with its arguments where the chart's Service
+/// leads (an address of this host that a "pod" namespace's link gives it, in the Service's
+/// endpoints, as a kubelet and the endpoint controllers would have it), and a kubelet's report
+/// of ready replicas: the API server calls the injector by the Service's name and verifies its
+/// certificate against the chart's caBundle, pods are stored injected, and `herdctl check`
+/// passes every check.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_installed_chart_injects_pods_through_herd_control_and_herdctl_check_passes() {
+    let kube = KubeApi::start().await;
+    kube.namespace(NAMESPACE).await;
+    let rendered = template("herd", NAMESPACE, &[]).await;
+    let applied = kube
+        .try_kubectl(&["apply", "-f", "-"], Some(&rendered))
+        .await;
+    assert!(applied.success, "{}\n{}", applied.stdout, applied.stderr);
+    let all = objects(&rendered);
+
+    // The issuer and trust anchors where the chart mounts them.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = find(&all, "Secret", "herd-issuer");
+    let anchors = find(&all, "ConfigMap", "herd-trust-anchors");
+    for (sub, key, bytes) in [
+        ("issuer", "ca.crt", b64(&secret["data"]["ca.crt"])),
+        ("issuer", "ca.key", b64(&secret["data"]["ca.key"])),
+        (
+            "trust-anchors",
+            "bundle.pem",
+            anchors["data"]["bundle.pem"]
+                .as_str()
+                .unwrap()
+                .as_bytes()
+                .to_vec(),
+        ),
+    ] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        std::fs::write(dir.path().join(sub).join(key), bytes).unwrap();
+    }
+
+    // herd-control's "pod address": the host's side of a pod link (the API server refuses
+    // loopback endpoints).
+    let link = herd_tests::netns::Pod::new("herd-control");
+    let webhook = std::net::SocketAddr::new(link.host_ip().into(), ports::free());
+    let deployment = find(&all, "Deployment", "herd-control");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mut args = Vec::new();
+    for arg in container["args"].as_array().unwrap() {
+        let arg = arg.as_str().unwrap();
+        if arg.starts_with("--discovery-listen=") || arg.starts_with("--admin-listen=") {
+            continue;
+        }
+        args.push(match arg.split_once('=') {
+            Some(("--webhook-listen", _)) => format!("--webhook-listen={webhook}"),
+            Some((flag, _)) if flag.ends_with("-listen") => format!("{flag}={}", ports::addr()),
+            _ if arg == "--kubernetes" => {
+                format!("--kubeconfig={}", kube.kubeconfig_path().display())
+            }
+            _ => arg.replace("/var/run/herd", &dir.path().display().to_string()),
+        });
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _control = Control::start_with_args(&[], &args).await;
+
+    // What the endpoint controllers and a kubelet would report.
+    kube.apply(&format!(
+        "apiVersion: v1
+         kind: Endpoints
+         metadata: {{ name: herd-control, namespace: {NAMESPACE} }}
+         subsets:
+           - addresses: [{{ ip: {ip} }}]
+             ports: [{{ name: https-webhook, port: {port} }}]
+         ---
+         apiVersion: discovery.k8s.io/v1
+         kind: EndpointSlice
+         metadata:
+           name: herd-control-1
+           namespace: {NAMESPACE}
+           labels: {{ kubernetes.io/service-name: herd-control }}
+         addressType: IPv4
+         endpoints: [{{ addresses: [\"{ip}\"], conditions: {{ ready: true }} }}]
+         ports: [{{ name: https-webhook, port: {port}, protocol: TCP }}]",
+        ip = webhook.ip(),
+        port = webhook.port(),
+    ))
+    .await;
+    kube.kubectl(&[
+        "patch",
+        "deployment",
+        "herd-control",
+        "-n",
+        NAMESPACE,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":2,"readyReplicas":2,"availableReplicas":2}}"#,
+    ])
+    .await;
+
+    // Every check passes, the injector's included (a dry-run Pod comes back with the proxy).
+    let kubeconfig = kube.kubeconfig_path().display().to_string();
+    let check = herd_tests::eventually("herdctl check to pass", herd_tests::TIMEOUT, || async {
+        let out = herdctl(&["check", "--kubeconfig", &kubeconfig]).await;
+        (out.code == Some(0)).then_some(out)
+    })
+    .await;
+    assert!(
+        check
+            .stdout
+            .contains("ok   injector: a dry-run Pod in default came back with the proxy"),
+        "{}",
+        check.stdout
+    );
+
+    // A Pod of a namespace that asks for injection is stored with the proxy the chart names.
+    kube.apply(
+        "apiVersion: v1
+         kind: Namespace
+         metadata: { name: mastodon, annotations: { herd.io/inject: enabled } }
+         ---
+         apiVersion: v1
+         kind: ServiceAccount
+         metadata: { name: web, namespace: mastodon }
+         ---
+         apiVersion: v1
+         kind: Pod
+         metadata: { name: web-0, namespace: mastodon }
+         spec:
+           serviceAccountName: web
+           containers: [{ name: web, image: ghcr.io/mastodon/mastodon:v4.3.0, ports: [{ containerPort: 3000 }] }]",
+    )
+    .await;
+    let pod = kube.get("mastodon", "pod", "web-0").await;
+    let init = pod["spec"]["initContainers"]
+        .as_array()
+        .expect("init containers");
+    let proxy = init
+        .iter()
+        .find(|c| c["name"] == "herd-proxy")
+        .unwrap_or_else(|| panic!("no herd-proxy in {init:?}"));
+    let image = container["image"].as_str().unwrap();
+    assert_eq!(proxy["image"], image);
+    assert_eq!(proxy["restartPolicy"], "Always");
+    let config = proxy["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "HERD_PROXY_CONFIG_YAML")
+        .and_then(|e| e["value"].as_str())
+        .expect("the proxy's configuration");
+    assert!(
+        config.contains("herd-control-headless.herd.svc.cluster.local:8086"),
+        "{config}"
+    );
+    assert!(
+        config.contains("spiffe://cluster.local/ns/herd/sa/herd-control"),
+        "{config}"
     );
 }
