@@ -131,9 +131,17 @@ struct H2Conn {
 /// certificates of its handshake are valid and the bundle in use still holds every root that
 /// the bundle of its handshake held (a renewal that keeps the roots, or adds one, changes
 /// nothing; removing a root retires every connection made while it was trusted).
+/// How long before this proxy's certificate expires a meshed connection made with it takes no
+/// new requests, once a renewed certificate is in use (renewal comes at 60-70 % of the
+/// lifetime, so long before). It also absorbs that much clock difference between the two
+/// proxies' nodes.
+const HANDOVER: Duration = Duration::from_secs(10);
+
 struct Trust {
     /// The earlier notAfter of this proxy's certificate and the peer's.
     until: SystemTime,
+    /// This proxy's certificate's notAfter, when the peer closes the connection.
+    own_until: SystemTime,
     /// This proxy's credentials when the connection was made.
     made_with: Arc<Credentials>,
     /// The latest credentials found to keep `made_with`'s roots (so the roots are compared once
@@ -146,6 +154,7 @@ impl Trust {
         let own = made_with.leaf.not_after();
         Trust {
             until: peer_not_after.map_or(own, |peer| peer.min(own)),
+            own_until: own,
             checked: made_with.clone(),
             made_with,
         }
@@ -162,6 +171,12 @@ impl Trust {
             return Err("a certificate of its handshake expired");
         }
         let current = current.ok_or("this proxy has no valid certificate")?;
+        // The peer closes the connection (GOAWAY) when this proxy's certificate expires, by its
+        // own clock; a request sent just before would race it and be refused. With a renewed
+        // certificate in hand, hand over early: new requests go on a connection made with it.
+        if !Arc::ptr_eq(current, &self.made_with) && now + HANDOVER >= self.own_until {
+            return Err("its certificate is about to expire and a renewed one is in use");
+        }
         if Arc::ptr_eq(current, &self.checked) {
             return Ok(());
         }
@@ -532,26 +547,40 @@ impl Endpoint {
     ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
         let body = req.body().progress().cloned();
         let back = |req: Request<RequestBody>| for_wire(req, unsent_form).ok();
-        let (mut tx, stream) = match self.checkout_h2().await {
-            Ok(conn) => conn,
-            Err(error) => {
-                return Err(SendError {
-                    error,
-                    unsent: back(req),
-                });
-            }
-        };
-        match tx.try_send_request(req).await {
-            Ok(resp) => Ok((
-                resp.map(UpstreamBody::Hyper),
-                Lease::of(Conn::Http2(stream)),
-            )),
-            Err(mut e) => {
-                let unsent = e.take_message().and_then(back);
-                Err(SendError {
-                    error: failed(e.into_error(), body.as_ref()),
-                    unsent,
-                })
+        // A request handed back unsent met a connection that was closing (the peer's GOAWAY, a
+        // certificate's end): the pool's race, not a failure, so it gets one more connection.
+        let mut req = req;
+        let mut again = true;
+        loop {
+            let (mut tx, stream) = match self.checkout_h2().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        unsent: back(req),
+                    });
+                }
+            };
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    return Ok((
+                        resp.map(UpstreamBody::Hyper),
+                        Lease::of(Conn::Http2(stream)),
+                    ));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if again => {
+                        debug!(addr = %self.key.addr, "HTTP/2 connection closing; sending on another");
+                        again = false;
+                        req = unsent;
+                    }
+                    unsent => {
+                        return Err(SendError {
+                            error: failed(e.into_error(), body.as_ref()),
+                            unsent: unsent.and_then(back),
+                        });
+                    }
+                },
             }
         }
     }
