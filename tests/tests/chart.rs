@@ -287,44 +287,7 @@ async fn herd_control_starts_with_the_charts_arguments_and_generated_issuer() {
     let kube = KubeApi::start().await;
     let all = objects(&template("herd", NAMESPACE, &[]).await);
     let dir = tempfile::tempdir().expect("temp dir");
-    let secret = find(&all, "Secret", "herd-issuer");
-    let anchors = find(&all, "ConfigMap", "herd-trust-anchors");
-    let issuer_dir = dir.path().join("issuer");
-    let anchors_dir = dir.path().join("trust-anchors");
-    std::fs::create_dir_all(&issuer_dir).unwrap();
-    std::fs::create_dir_all(&anchors_dir).unwrap();
-    for key in ["ca.crt", "ca.key"] {
-        std::fs::write(issuer_dir.join(key), b64(&secret["data"][key])).unwrap();
-    }
-    std::fs::write(
-        anchors_dir.join("bundle.pem"),
-        anchors["data"]["bundle.pem"].as_str().unwrap(),
-    )
-    .unwrap();
-
-    let deployment = find(&all, "Deployment", "herd-control");
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(container["command"][0], "herd-control");
-    let mut args = Vec::new();
-    for arg in container["args"].as_array().unwrap() {
-        let arg = arg.as_str().unwrap();
-        // The kit gives the discovery and admin listeners (and a mesh directory) itself.
-        if arg.starts_with("--discovery-listen=") || arg.starts_with("--admin-listen=") {
-            continue;
-        }
-        let arg = match arg.split_once('=') {
-            Some((flag, _)) if flag.ends_with("-listen") => {
-                format!("{flag}={}", ports::addr())
-            }
-            _ if arg == "--kubernetes" => {
-                format!("--kubeconfig={}", kube.kubeconfig_path().display())
-            }
-            _ => arg.replace("/var/run/herd", &dir.path().display().to_string()),
-        };
-        args.push(arg);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let control = Control::start_with_args(&[], &args).await;
+    let control = control_as_the_chart_runs_it(&all, &kube, dir.path(), None).await;
     let log = control.log();
     assert!(
         log.contains("control plane certificate signed identity=spiffe://cluster.local/ns/herd/sa/herd-control"),
@@ -349,50 +312,12 @@ async fn the_installed_chart_injects_pods_through_herd_control_and_herdctl_check
     assert!(applied.success, "{}\n{}", applied.stdout, applied.stderr);
     let all = objects(&rendered);
 
-    // The issuer and trust anchors where the chart mounts them.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let secret = find(&all, "Secret", "herd-issuer");
-    let anchors = find(&all, "ConfigMap", "herd-trust-anchors");
-    for (sub, key, bytes) in [
-        ("issuer", "ca.crt", b64(&secret["data"]["ca.crt"])),
-        ("issuer", "ca.key", b64(&secret["data"]["ca.key"])),
-        (
-            "trust-anchors",
-            "bundle.pem",
-            anchors["data"]["bundle.pem"]
-                .as_str()
-                .unwrap()
-                .as_bytes()
-                .to_vec(),
-        ),
-    ] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        std::fs::write(dir.path().join(sub).join(key), bytes).unwrap();
-    }
-
     // herd-control's "pod address": the host's side of a pod link (the API server refuses
     // loopback endpoints).
     let link = herd_tests::netns::Pod::new("herd-control");
     let webhook = std::net::SocketAddr::new(link.host_ip().into(), ports::free());
-    let deployment = find(&all, "Deployment", "herd-control");
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let mut args = Vec::new();
-    for arg in container["args"].as_array().unwrap() {
-        let arg = arg.as_str().unwrap();
-        if arg.starts_with("--discovery-listen=") || arg.starts_with("--admin-listen=") {
-            continue;
-        }
-        args.push(match arg.split_once('=') {
-            Some(("--webhook-listen", _)) => format!("--webhook-listen={webhook}"),
-            Some((flag, _)) if flag.ends_with("-listen") => format!("{flag}={}", ports::addr()),
-            _ if arg == "--kubernetes" => {
-                format!("--kubeconfig={}", kube.kubeconfig_path().display())
-            }
-            _ => arg.replace("/var/run/herd", &dir.path().display().to_string()),
-        });
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _control = Control::start_with_args(&[], &args).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _control = control_as_the_chart_runs_it(&all, &kube, dir.path(), Some(webhook)).await;
 
     // What the endpoint controllers and a kubelet would report.
     kube.apply(&format!(
@@ -470,7 +395,10 @@ async fn the_installed_chart_injects_pods_through_herd_control_and_herdctl_check
         .iter()
         .find(|c| c["name"] == "herd-proxy")
         .unwrap_or_else(|| panic!("no herd-proxy in {init:?}"));
-    let image = container["image"].as_str().unwrap();
+    let deployment = find(&all, "Deployment", "herd-control");
+    let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
     assert_eq!(proxy["image"], image);
     assert_eq!(proxy["restartPolicy"], "Always");
     let config = proxy["env"]
@@ -488,4 +416,56 @@ async fn the_installed_chart_injects_pods_through_herd_control_and_herdctl_check
         config.contains("spiffe://cluster.local/ns/herd/sa/herd-control"),
         "{config}"
     );
+}
+
+/// herd-control run as the chart's Deployment runs it, with exactly its arguments but for
+/// where things are on this machine: the issuer and trust anchors the chart rendered, written
+/// under `dir` where the chart mounts them; the API server for the cluster; free loopback ports
+/// for its listeners (the kit gives discovery and admin), the webhook's on `webhook` if given.
+async fn control_as_the_chart_runs_it(
+    all: &[Value],
+    kube: &KubeApi,
+    dir: &std::path::Path,
+    webhook: Option<std::net::SocketAddr>,
+) -> Control {
+    let secret = find(all, "Secret", "herd-issuer");
+    let anchors = find(all, "ConfigMap", "herd-trust-anchors");
+    for (sub, key, bytes) in [
+        ("issuer", "ca.crt", b64(&secret["data"]["ca.crt"])),
+        ("issuer", "ca.key", b64(&secret["data"]["ca.key"])),
+        (
+            "trust-anchors",
+            "bundle.pem",
+            anchors["data"]["bundle.pem"]
+                .as_str()
+                .unwrap()
+                .as_bytes()
+                .to_vec(),
+        ),
+    ] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        std::fs::write(dir.join(sub).join(key), bytes).unwrap();
+    }
+    let deployment = find(all, "Deployment", "herd-control");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["command"][0], "herd-control");
+    let mut args = Vec::new();
+    for arg in container["args"].as_array().unwrap() {
+        let arg = arg.as_str().unwrap();
+        if arg.starts_with("--discovery-listen=") || arg.starts_with("--admin-listen=") {
+            continue;
+        }
+        args.push(match (arg.split_once('='), webhook) {
+            (Some(("--webhook-listen", _)), Some(addr)) => format!("--webhook-listen={addr}"),
+            (Some((flag, _)), _) if flag.ends_with("-listen") => {
+                format!("{flag}={}", ports::addr())
+            }
+            _ if arg == "--kubernetes" => {
+                format!("--kubeconfig={}", kube.kubeconfig_path().display())
+            }
+            _ => arg.replace("/var/run/herd", &dir.display().to_string()),
+        });
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Control::start_with_args(&[], &args).await
 }
