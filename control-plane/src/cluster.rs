@@ -18,6 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::PostParams;
 
+pub use crate::source::kubernetes::{PROXY_CONTAINER, has_proxy};
+
 /// The oldest Kubernetes the chart supports (`kubeVersion` in Chart.yaml).
 const OLDEST: (u32, u32) = (1, 26);
 /// Native sidecars (init containers with `restartPolicy: Always`) are on by default from here.
@@ -321,20 +323,6 @@ async fn probe_injector(client: &kube::Client, namespace: &str) -> Line {
         ),
     }
 }
-
-/// Whether `pod` carries herd's proxy, as a native sidecar or a container.
-pub fn has_proxy(pod: &Pod) -> bool {
-    let Some(spec) = &pod.spec else {
-        return false;
-    };
-    spec.containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .any(|c| c.name == PROXY_CONTAINER)
-}
-
-/// The injected proxy's container name.
-pub const PROXY_CONTAINER: &str = "herd-proxy";
 
 #[cfg(test)]
 mod tests;

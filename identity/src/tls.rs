@@ -66,14 +66,7 @@ pub fn server_config(
     bundle: &TrustBundle,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, TlsConfigError> {
-    check_key(leaf, key)?;
-    let verifier = SpiffeClientVerifier::new(bundle)?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
-        .with_protocol_versions(&[&TLS13])?
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_single_cert(leaf.chain(), key.private_key_der())?;
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(config)
+    mesh_server(leaf, key, SpiffeClientVerifier::new(bundle)?, alpn)
 }
 
 /// A client configuration that presents no certificate and accepts only a server whose chain
@@ -103,8 +96,17 @@ pub fn service_server_config(
     bundle: &TrustBundle,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, TlsConfigError> {
+    mesh_server(leaf, key, SpiffeClientVerifier::optional(bundle)?, alpn)
+}
+
+/// A server configuration that presents `leaf` and checks clients with `verifier`.
+fn mesh_server(
+    leaf: &Leaf,
+    key: &Keypair,
+    verifier: SpiffeClientVerifier,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, TlsConfigError> {
     check_key(leaf, key)?;
-    let verifier = SpiffeClientVerifier::optional(bundle)?;
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&TLS13])?
         .with_client_cert_verifier(Arc::new(verifier))
@@ -120,9 +122,7 @@ pub fn name_server_config(
     key: &Keypair,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, TlsConfigError> {
-    let matches = crate::svid::parse(certificate.certificate())
-        .is_ok_and(|parsed| parsed.public_key().raw == key.public_key_spki().as_slice());
-    if !matches {
+    if !key_matches(certificate.certificate(), key) {
         let names: Vec<String> = certificate
             .names()
             .iter()
@@ -141,13 +141,17 @@ pub fn name_server_config(
 /// A leaf renewed with a new key but configured with the old one would fail every handshake;
 /// say so when the configuration is built instead.
 fn check_key(leaf: &Leaf, key: &Keypair) -> Result<(), TlsConfigError> {
-    let matches = crate::svid::parse(leaf.certificate())
-        .is_ok_and(|parsed| parsed.public_key().raw == key.public_key_spki().as_slice());
-    if matches {
+    if key_matches(leaf.certificate(), key) {
         Ok(())
     } else {
         Err(TlsConfigError::KeyMismatch(leaf.id().clone()))
     }
+}
+
+/// Whether `certificate` certifies `key`'s public key.
+fn key_matches(certificate: &rustls::pki_types::CertificateDer<'_>, key: &Keypair) -> bool {
+    crate::svid::parse(certificate)
+        .is_ok_and(|parsed| parsed.public_key().raw == key.public_key_spki().as_slice())
 }
 
 #[cfg(test)]

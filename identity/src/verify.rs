@@ -209,31 +209,28 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 /// first certificate before it has one.
 pub struct SpiffeClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    mandatory: bool,
 }
 
 impl SpiffeClientVerifier {
     pub fn new(bundle: &TrustBundle) -> Result<Self, VerifierError> {
-        let inner =
-            WebPkiClientVerifier::builder_with_provider(bundle.root_store()?, Arc::new(provider()))
-                .build()?;
-        Ok(SpiffeClientVerifier {
-            inner,
-            mandatory: true,
-        })
+        Self::build(bundle, true)
     }
 
     /// As [`SpiffeClientVerifier::new`], but a client may present no certificate at all; one
     /// that presents a certificate is held to the same checks.
     pub fn optional(bundle: &TrustBundle) -> Result<Self, VerifierError> {
-        let inner =
-            WebPkiClientVerifier::builder_with_provider(bundle.root_store()?, Arc::new(provider()))
-                .allow_unauthenticated()
-                .build()?;
-        Ok(SpiffeClientVerifier {
-            inner,
-            mandatory: false,
-        })
+        Self::build(bundle, false)
+    }
+
+    fn build(bundle: &TrustBundle, mandatory: bool) -> Result<Self, VerifierError> {
+        let builder =
+            WebPkiClientVerifier::builder_with_provider(bundle.root_store()?, Arc::new(provider()));
+        let inner = if mandatory {
+            builder.build()?
+        } else {
+            builder.allow_unauthenticated().build()?
+        };
+        Ok(SpiffeClientVerifier { inner })
     }
 }
 
@@ -250,7 +247,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.mandatory
+        self.inner.client_auth_mandatory()
     }
 
     fn verify_client_cert(

@@ -21,8 +21,8 @@ use rcgen::{
 };
 use tempfile::TempDir;
 
+use crate::TIMEOUT;
 use crate::control::Control;
-use crate::{TIMEOUT, eventually};
 
 /// A self-signed root CA (ECDSA P-256), as PEM.
 pub struct Root {
@@ -124,13 +124,7 @@ pub async fn start(files: &CaFiles, extra: &[&str]) -> (Control, SocketAddr) {
     args.extend(extra.iter().map(|a| (*a).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let control = Control::start_with_args(&[], &args).await;
-    eventually("the identity port to accept", TIMEOUT, || async {
-        tokio::net::TcpStream::connect(identity)
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
+    crate::until_accepting("the identity port", identity).await;
     (control, identity)
 }
 

@@ -65,13 +65,7 @@ impl Injector {
         all.extend(args.iter().map(|a| (*a).to_owned()));
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         let control = Control::start_with_args(&[], &all).await;
-        eventually("the webhook port to accept", TIMEOUT, || async {
-            tokio::net::TcpStream::connect(webhook)
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
+        crate::until_accepting("the webhook port", webhook).await;
         let injector = Injector {
             control,
             kube,

@@ -257,6 +257,26 @@ impl KubeApi {
         .await;
     }
 
+    /// Reports `replicas` of Deployment `name` ready, as a kubelet and the deployment
+    /// controller would (neither runs here): a status patch.
+    pub async fn report_ready(&self, namespace: &str, name: &str, replicas: u32) {
+        let status = format!(
+            r#"{{"status":{{"replicas":{replicas},"readyReplicas":{replicas},"availableReplicas":{replicas}}}}}"#
+        );
+        self.kubectl(&[
+            "patch",
+            "deployment",
+            name,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ])
+        .await;
+    }
+
     /// `kubectl create token SA -n NAMESPACE --audience AUDIENCE`: a bound service-account
     /// token (TokenRequest) for that audience.
     pub async fn create_token(&self, namespace: &str, account: &str, audience: &str) -> String {

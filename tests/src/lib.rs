@@ -70,6 +70,14 @@ where
     }
 }
 
+/// Waits (within [`TIMEOUT`]) until `addr` accepts TCP connections; panics naming `what`.
+pub async fn until_accepting(what: &str, addr: std::net::SocketAddr) {
+    eventually(&format!("{what} ({addr}) to accept"), TIMEOUT, || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+    })
+    .await;
+}
+
 /// Awaits `fut` for at most `within`, panicking with `what` when it takes longer.
 pub async fn within<T>(what: &str, within: Duration, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(within, fut).await {

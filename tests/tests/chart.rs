@@ -341,18 +341,7 @@ async fn the_installed_chart_injects_pods_through_herd_control_and_herdctl_check
         port = webhook.port(),
     ))
     .await;
-    kube.kubectl(&[
-        "patch",
-        "deployment",
-        "herd-control",
-        "-n",
-        NAMESPACE,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"replicas":2,"readyReplicas":2,"availableReplicas":2}}"#,
-    ])
-    .await;
+    kube.report_ready(NAMESPACE, "herd-control", 2).await;
 
     // Every check passes, the injector's included (a dry-run Pod comes back with the proxy).
     let kubeconfig = kube.kubeconfig_path().display().to_string();

@@ -177,18 +177,7 @@ async fn herdctl_check_says_what_a_cluster_has_before_and_after_installing() {
     }
 
     // Replicas reported ready (as a kubelet would): that line turns ok.
-    kube.kubectl(&[
-        "patch",
-        "deployment",
-        "herd-control",
-        "-n",
-        "herd",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"replicas":2,"readyReplicas":2,"availableReplicas":2}}"#,
-    ])
-    .await;
+    kube.report_ready("herd", "herd-control", 2).await;
     let ready = herdctl(&["check", "--kubeconfig", &kubeconfig]).await;
     assert!(
         ready

@@ -64,6 +64,21 @@ impl Mesh {
         Proxy::start(&self.proxy_yaml(app, mtls, "")).await
     }
 
+    /// A strict opaque pod's proxy in front of `app` (bytes, Redis-like).
+    async fn opaque_proxy(&self, app: SocketAddr) -> Proxy {
+        Proxy::start(&format!(
+            "
+            proxy:
+              admin: {{listen: $ADMIN}}
+              inbound: {{listen: $INBOUND, app: {app}, protocol: opaque, mtls: strict}}
+              identity: {{addresses: [{identity}], id: {WEB}, tokenFile: {token}}}
+            ",
+            identity = self.identity,
+            token = self.path("web.token"),
+        ))
+        .await
+    }
+
     /// The web pod's proxy's file, with `more` (top-level keys) after it.
     fn proxy_yaml(&self, app: SocketAddr, mtls: &str, more: &str) -> String {
         format!(
@@ -731,18 +746,7 @@ async fn websockets_and_opaque_bytes_cross_the_mesh_over_mutual_tls() {
 
     // An opaque pod (Redis-like: bytes echoed), strict.
     let echo = server::tcp_echo().await;
-    let redis = Proxy::start(&format!(
-        "
-        proxy:
-          admin: {{listen: $ADMIN}}
-          inbound: {{listen: $INBOUND, app: {app}, protocol: opaque, mtls: strict}}
-          identity: {{addresses: [{identity}], id: {WEB}, tokenFile: {token}}}
-        ",
-        app = echo.addr(),
-        identity = mesh.identity,
-        token = mesh.path("web.token"),
-    ))
-    .await;
+    let redis = mesh.opaque_proxy(echo.addr()).await;
     let redis_listen = herd_tests::ports::addr();
     let sidekiq = mesh
         .client_proxy(&format!(
@@ -1141,18 +1145,7 @@ async fn a_connection_does_not_outlive_its_clients_certificate() {
     let app = whoami().await;
     let http = mesh.proxy(app.addr(), "strict").await;
     let echo = server::tcp_echo().await;
-    let opaque = Proxy::start(&format!(
-        "
-        proxy:
-          admin: {{listen: $ADMIN}}
-          inbound: {{listen: $INBOUND, app: {app}, protocol: opaque, mtls: strict}}
-          identity: {{addresses: [{identity}], id: {WEB}, tokenFile: {token}}}
-        ",
-        app = echo.addr(),
-        identity = mesh.identity,
-        token = mesh.path("web.token"),
-    ))
-    .await;
+    let opaque = mesh.opaque_proxy(echo.addr()).await;
     for (proxy, first) in [
         (&http, &b"GET /whoami HTTP/1.1\r\nHost: web\r\n\r\n"[..]),
         (&opaque, &b"PING\r\n"[..]),

@@ -44,7 +44,7 @@ use super::annotations::{Shape, port_list_text};
 
 /// The proxy container's name: herd-control's Kubernetes source calls a pod with a container
 /// (or init container) of this name meshed.
-pub const PROXY: &str = "herd-proxy";
+pub const PROXY: &str = crate::source::kubernetes::PROXY_CONTAINER;
 /// The image injected by default: this release's proxy.
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/herd-mesh/herd-proxy:", env!("CARGO_PKG_VERSION"));
 /// Where injected proxies find herd-control by default: every replica through the headless

@@ -42,7 +42,7 @@ use tracing::{info, warn};
 
 pub use translate::{
     Context, INJECT_ANNOTATION, INJECT_ENABLED, OPAQUE_PORTS, PROXY_CONTAINER, PodInfo, PodKey,
-    SERVICE_NAME_LABEL, Translated, protocol, translate,
+    SERVICE_NAME_LABEL, Translated, has_proxy, protocol, translate,
 };
 
 use crate::index::Discovered;

@@ -57,6 +57,16 @@ pub const INJECT_ENABLED: &str = "enabled";
 /// The name of the sidecar's container (or native-sidecar init container) in a meshed Pod.
 pub const PROXY_CONTAINER: &str = "herd-proxy";
 
+/// Whether `pod` carries herd's proxy, as a native sidecar or a container.
+pub fn has_proxy(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|spec| {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .any(|c| c.name == PROXY_CONTAINER)
+    })
+}
+
 /// (namespace, name) of a Pod.
 pub type PodKey = (String, String);
 
@@ -81,12 +91,7 @@ impl PodInfo {
             .and_then(|a| a.get(INJECT_ANNOTATION))
             .is_some_and(|v| v == INJECT_ENABLED);
         let spec = pod.spec.as_ref();
-        let has_proxy = spec.is_some_and(|spec| {
-            spec.containers
-                .iter()
-                .chain(spec.init_containers.iter().flatten())
-                .any(|c| c.name == PROXY_CONTAINER)
-        });
+        let has_proxy = has_proxy(pod);
         let service_account = spec
             .and_then(|s| s.service_account_name.clone().or(s.service_account.clone()))
             .filter(|sa| !sa.is_empty())
